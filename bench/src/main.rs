@@ -1,0 +1,34 @@
+//! `wasmkube-bench`: benchmarks of wasmkube against its references; results go to bench/results/.
+
+mod ctr_run;
+mod report;
+mod stats;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "wasmkube-bench", about = "Benchmarks of wasmkube against its references")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// `ctr run --rm` wall time: busybox under runc against hello-cli under the wasmkube shim.
+    CtrRun(ctr_run::Args),
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::CtrRun(args) => ctr_run::run(args),
+    }
+}

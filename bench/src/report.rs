@@ -1,0 +1,53 @@
+//! Facts about the run recorded next to the numbers, and writing results atomically.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result};
+
+/// `bench/results/` of the workspace.
+pub fn results_dir() -> PathBuf {
+    wasmkube_harness::paths::workspace_root().join("bench").join("results")
+}
+
+/// Current UTC time, RFC 3339.
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The checked-out commit, when the workspace is a git repository with one.
+pub fn git_commit() -> Option<String> {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(wasmkube_harness::paths::workspace_root())
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()?;
+    let commit = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !commit.is_empty()).then_some(commit)
+}
+
+/// Number of CPUs this process may use.
+pub fn cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Kernel release.
+pub fn kernel() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|t| t.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// Writes `value` as pretty JSON to `path` through a temp file, so readers never see half a file.
+pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}

@@ -1,0 +1,53 @@
+//! Where the repository and its build outputs are.
+
+use std::path::{Path, PathBuf};
+
+/// Name of the shim binary containerd resolves for `io.containerd.wasmkube.v1`.
+pub const SHIM_BINARY: &str = "containerd-shim-wasmkube-v1";
+
+/// The workspace root: the parent of this crate's directory.
+pub fn workspace_root() -> PathBuf {
+    let manifest_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest_dir.parent().unwrap_or(manifest_dir).to_path_buf()
+}
+
+/// The cargo target directory: `$CARGO_TARGET_DIR` (made absolute) or `<root>/target`.
+pub fn target_dir() -> PathBuf {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| workspace_root());
+    resolve_target_dir(std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from), &cwd, &workspace_root())
+}
+
+/// Target-dir rule, separated from the environment for tests.
+pub fn resolve_target_dir(env: Option<PathBuf>, cwd: &Path, root: &Path) -> PathBuf {
+    match env {
+        Some(dir) if dir.as_os_str().is_empty() => root.join("target"),
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => cwd.join(dir),
+        None => root.join("target"),
+    }
+}
+
+/// Where a release build puts the shim binary.
+pub fn shim_release_binary() -> PathBuf {
+    target_dir().join("release").join(SHIM_BINARY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn root_holds_the_workspace_manifest() {
+        assert!(workspace_root().join("Cargo.toml").is_file());
+        assert!(workspace_root().join("harness").is_dir());
+    }
+
+    #[test]
+    fn target_dir_rules() {
+        let (cwd, root) = (Path::new("/c"), Path::new("/r"));
+        assert_eq!(resolve_target_dir(None, cwd, root), Path::new("/r/target"));
+        assert_eq!(resolve_target_dir(Some("/t".into()), cwd, root), Path::new("/t"));
+        assert_eq!(resolve_target_dir(Some("rel".into()), cwd, root), Path::new("/c/rel"));
+        assert_eq!(resolve_target_dir(Some("".into()), cwd, root), Path::new("/r/target"));
+    }
+}

@@ -1,0 +1,401 @@
+//! The WasmApp controller: reconcile, error policy and the `Controller` wiring.
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::crd::{WasmApp, WasmAppStatus, API_VERSION};
+use crate::error::{message_chain, Error};
+use crate::metrics::Metrics;
+use crate::render::{
+    render_deployment, render_hpa, render_service, selector_string, RenderConfig, FIELD_MANAGER, LABEL_MANAGED_BY,
+};
+use crate::resolve::{resolve_component, Resolver};
+use crate::status::{degraded_status, desired_status, pod_failure, Observed, Problem};
+
+/// Settings of the controller.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Shapes rendered objects.
+    pub render: RenderConfig,
+    /// Watch only this namespace (all namespaces when `None`).
+    pub namespace: Option<String>,
+    /// Requeue interval of a healthy app (periodic drift check).
+    pub resync: Duration,
+    /// Requeue interval of an app that is not ready or degraded (pods and registry are not watched).
+    pub recheck: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            render: RenderConfig::default(),
+            namespace: None,
+            resync: Duration::from_secs(300),
+            recheck: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Source of the current time (a seam so tests get stable timestamps).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Everything a reconcile needs.
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Publishes Events on WasmApps.
+    pub recorder: Recorder,
+    /// Controller metrics.
+    pub metrics: Arc<Metrics>,
+    /// Settings.
+    pub config: Config,
+    /// Tag → digest resolution; `None` disables it (tags are passed to the shim as written).
+    pub resolver: Option<Arc<dyn Resolver>>,
+    /// Current time.
+    pub clock: Clock,
+    /// Consecutive failures per object, for the error policy's backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context whose Events are reported as `wasmkube-operator` from `instance`.
+    pub fn new(
+        client: Client,
+        config: Config,
+        metrics: Arc<Metrics>,
+        resolver: Option<Arc<dyn Resolver>>,
+        instance: Option<String>,
+    ) -> Self {
+        let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            metrics,
+            config,
+            resolver,
+            clock: Arc::new(Timestamp::now),
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Replace the clock (tests).
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn record_failure(&self, key: &str) -> u32 {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let n = failures.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn clear_failures(&self, key: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.remove(key);
+    }
+}
+
+fn object_key(app: &WasmApp) -> String {
+    format!("{}/{}", app.namespace().unwrap_or_default(), app.name_any())
+}
+
+/// Backoff after `failures` consecutive failures: 5s doubling up to 5 minutes.
+pub fn backoff(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(6);
+    Duration::from_secs(5u64 << exp).min(Duration::from_secs(300))
+}
+
+/// Reconcile one WasmApp: metrics and failure reporting around [`apply`].
+pub async fn reconcile(app: Arc<WasmApp>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile_started();
+    let span = tracing::info_span!("reconcile", app = %object_key(&app));
+    match apply(&app, &ctx).instrument(span).await {
+        Ok(action) => {
+            ctx.clear_failures(&object_key(&app));
+            Ok(action)
+        }
+        Err(err) => {
+            ctx.metrics.reconcile_failed(err.category());
+            report_failure(&app, &ctx, &err).await;
+            Err(err)
+        }
+    }
+}
+
+/// Requeue with per-object exponential backoff; the only place backoff is decided.
+pub fn error_policy(app: Arc<WasmApp>, err: &Error, ctx: Arc<Context>) -> Action {
+    let n = ctx.record_failure(&object_key(&app));
+    let delay = backoff(n);
+    tracing::warn!(app = %object_key(&app), error = %message_chain(err), retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Show a failed reconcile on the WasmApp: `Degraded` condition and a Warning Event, on transitions only.
+async fn report_failure(app: &WasmApp, ctx: &Context, err: &Error) {
+    let problem = Problem::new(err.category(), message_chain(err));
+    let status = degraded_status(app, &problem, (ctx.clock)());
+    if app.status.as_ref() == Some(&status) {
+        return;
+    }
+    let events = transition_events(app.status.as_ref(), &status);
+    if let Err(e) = patch_status(app, ctx, &status).await {
+        tracing::warn!(error = %message_chain(&e), "could not record the failure in the status");
+    }
+    publish(app, ctx, events).await;
+}
+
+/// An Event to publish about a WasmApp.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventSpec {
+    /// Warning or Normal.
+    pub warning: bool,
+    /// PascalCase reason.
+    pub reason: String,
+    /// Human-readable note.
+    pub note: String,
+}
+
+impl EventSpec {
+    fn new(warning: bool, reason: &str, note: String) -> Self {
+        Self { warning, reason: reason.to_string(), note }
+    }
+}
+
+/// Events for the changes between two statuses: Degraded set or changed, recovered, new digest.
+pub fn transition_events(old: Option<&WasmAppStatus>, new: &WasmAppStatus) -> Vec<EventSpec> {
+    let mut events = Vec::new();
+    let old_degraded = crate::status::degraded(old);
+    let new_degraded = crate::status::degraded(Some(new));
+    match (old_degraded, new_degraded) {
+        (_, Some(n)) if old_degraded.map(|o| (&o.reason, &o.message)) != Some((&n.reason, &n.message)) => {
+            events.push(EventSpec::new(true, &n.reason, n.message.clone()));
+        }
+        (Some(o), None) => {
+            events.push(EventSpec::new(false, "Recovered", format!("no longer degraded (was {})", o.reason)));
+        }
+        _ => {}
+    }
+    let old_digest = old.and_then(|s| s.component_digest.as_ref());
+    if let Some(digest) = &new.component_digest {
+        if old_digest != Some(digest) {
+            events.push(EventSpec::new(
+                false,
+                "ComponentResolved",
+                format!("pods run {}", new.resolved_component.as_deref().unwrap_or(digest)),
+            ));
+        }
+    }
+    events
+}
+
+async fn publish(app: &WasmApp, ctx: &Context, events: Vec<EventSpec>) {
+    let reference = app.object_ref(&());
+    for ev in events {
+        let event = Event {
+            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
+            reason: ev.reason,
+            note: Some(ev.note),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
+            tracing::warn!(error = %message_chain(&e), "could not publish an Event");
+        }
+    }
+}
+
+async fn patch_status(app: &WasmApp, ctx: &Context, status: &WasmAppStatus) -> Result<(), Error> {
+    let api: Api<WasmApp> =
+        Api::namespaced(ctx.client.clone(), &app.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?);
+    let body = serde_json::json!({
+        "apiVersion": API_VERSION,
+        "kind": "WasmApp",
+        "status": status,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&app.name_any(), &params, &Patch::Apply(&body)).await.map_err(Error::Status)?;
+    Ok(())
+}
+
+/// What [`ensure`] did with a child.
+enum Child<K> {
+    /// The child exists as returned by the API server.
+    Present(K),
+    /// The child is not wanted and there is none of ours.
+    Absent,
+    /// The child was not wanted any more and was deleted.
+    Deleted,
+}
+
+/// True when every field of `desired` has the same value in `actual` (arrays element-wise):
+/// the server's defaults add fields, so equality would never hold.
+pub fn is_subset(desired: &Value, actual: &Value) -> bool {
+    match (desired, actual) {
+        (Value::Object(d), Value::Object(a)) => {
+            d.iter().all(|(k, v)| a.get(k).is_some_and(|av| is_subset(v, av)) || v.is_null())
+        }
+        (Value::Array(d), Value::Array(a)) => d.len() == a.len() && d.iter().zip(a).all(|(dv, av)| is_subset(dv, av)),
+        _ => desired == actual,
+    }
+}
+
+fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, uid: &str) -> bool {
+    meta.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
+}
+
+/// Make the child named like the app match `desired`: apply when it differs, delete ours when unwanted.
+async fn ensure<K>(api: &Api<K>, name: &str, owner_uid: &str, desired: Option<K>) -> Result<Child<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let kind = K::kind(&()).into_owned();
+    let kind: &'static str = match kind.as_str() {
+        "Deployment" => "Deployment",
+        "Service" => "Service",
+        "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
+        _ => "object",
+    };
+    let existing = api.get_opt(name).await.map_err(|source| Error::Read { kind, source })?;
+    match (desired, existing) {
+        (Some(desired), existing) => {
+            if let Some(existing) = existing {
+                if !owned_by(existing.meta(), owner_uid) {
+                    return Err(Error::NameConflict { kind, name: name.to_string() });
+                }
+                let want = serde_json::to_value(&desired).map_err(|e| Error::Serialize(kind, e))?;
+                let have = serde_json::to_value(&existing).map_err(|e| Error::Serialize(kind, e))?;
+                if is_subset(&want, &have) {
+                    return Ok(Child::Present(existing));
+                }
+            }
+            let params = PatchParams::apply(FIELD_MANAGER).force();
+            let applied = api
+                .patch(name, &params, &Patch::Apply(&desired))
+                .await
+                .map_err(|source| Error::Apply { kind, source })?;
+            tracing::info!(kind, name, "applied");
+            Ok(Child::Present(applied))
+        }
+        (None, Some(existing)) if owned_by(existing.meta(), owner_uid) => {
+            api.delete(name, &DeleteParams::background()).await.map_err(|source| Error::Delete { kind, source })?;
+            tracing::info!(kind, name, "deleted: no longer wanted");
+            Ok(Child::Deleted)
+        }
+        (None, _) => Ok(Child::Absent),
+    }
+}
+
+/// Pods of the app are read only when some replica is missing, to say why.
+fn missing_replicas(dep: &Deployment) -> bool {
+    let desired = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let available = dep.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
+    available < desired
+}
+
+/// The reconcile proper: resolve, render, apply children, delete unwanted ones, write status.
+pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
+    let ns = app.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let name = app.name_any();
+    let uid = app.metadata.uid.clone().ok_or(Error::MissingObjectKey("metadata.uid"))?;
+
+    let (component, resolve_problem) = resolve_component(app, ctx.resolver.as_deref()).await?;
+
+    let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
+
+    let desired_dep = render_deployment(app, &component, &ctx.config.render)?;
+    let deployment = match ensure(&deployments, &name, &uid, Some(desired_dep)).await? {
+        Child::Present(d) => Some(d),
+        Child::Absent | Child::Deleted => None,
+    };
+    let mut events = Vec::new();
+    let service = ensure(&services, &name, &uid, render_service(app)?).await?;
+    if matches!(service, Child::Deleted) {
+        events.push(EventSpec::new(false, "ServiceDeleted", format!("deleted Service {name}: spec.http was removed")));
+    }
+    let hpa = ensure(&hpas, &name, &uid, render_hpa(app)?).await?;
+    if matches!(hpa, Child::Deleted) {
+        events.push(EventSpec::new(
+            false,
+            "AutoscalerDeleted",
+            format!("deleted HorizontalPodAutoscaler {name}: spec.autoscaling was removed"),
+        ));
+    }
+
+    let pod_failure = match &deployment {
+        Some(d) if missing_replicas(d) => {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+            let lp = ListParams::default().labels(&selector_string(&name));
+            match pods.list(&lp).await {
+                Ok(list) => pod_failure(&list.items),
+                Err(e) => {
+                    // Why not fail: pods only explain the status; the children are already applied.
+                    tracing::debug!(error = %e, "could not list pods");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
+
+    let observed = Observed { deployment: deployment.as_ref(), pod_failure, resolve_problem };
+    let status = desired_status(app, &observed, &component, &ctx.config.render, (ctx.clock)());
+    events.extend(transition_events(app.status.as_ref(), &status));
+    if app.status.as_ref() != Some(&status) {
+        patch_status(app, ctx, &status).await?;
+    }
+    publish(app, ctx, events).await;
+
+    let healthy = crate::status::degraded(Some(&status)).is_none()
+        && status.conditions.iter().any(|c| c.type_ == crate::status::READY && c.status == "True");
+    Ok(Action::requeue(if healthy { ctx.config.resync } else { ctx.config.recheck }))
+}
+
+/// Run the controller until `shutdown` resolves.
+pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
+    let client = ctx.client.clone();
+    let (apps, deployments, services, hpas) = match &ctx.config.namespace {
+        Some(ns) => (
+            Api::<WasmApp>::namespaced(client.clone(), ns),
+            Api::<Deployment>::namespaced(client.clone(), ns),
+            Api::<Service>::namespaced(client.clone(), ns),
+            Api::<HorizontalPodAutoscaler>::namespaced(client, ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+    };
+    // Why the label filter: the controller only needs to see its own children, not every Deployment.
+    let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
+    Controller::new(apps, watcher::Config::default().any_semantic())
+        .owns(deployments, ours.clone())
+        .owns(services, ours.clone())
+        .owns(hpas, ours)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(app = %obj, "reconciled"),
+                Err(e) => tracing::debug!(error = %e, "reconcile round ended with an error"),
+            }
+        })
+        .await;
+}

@@ -1,0 +1,136 @@
+//! The operator's one error type; every variant has a category used as metric label and Event reason.
+
+use std::fmt::Write as _;
+
+/// Errors of a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The WasmApp lacks a field the API server always sets (name, namespace, uid).
+    #[error("WasmApp has no {0}")]
+    MissingObjectKey(&'static str),
+
+    /// `spec.component` is not a parseable OCI reference.
+    #[error("component {reference:?} is not a valid OCI reference")]
+    InvalidComponent {
+        /// The offending reference.
+        reference: String,
+        /// Parser error.
+        #[source]
+        source: oci_client::ParseError,
+    },
+
+    /// A child name is taken by an object this WasmApp does not own.
+    #[error("{kind} {name} already exists and is not owned by this WasmApp")]
+    NameConflict {
+        /// Kind of the child.
+        kind: &'static str,
+        /// Name of the child.
+        name: String,
+    },
+
+    /// Reading a child failed.
+    #[error("reading {kind} failed")]
+    Read {
+        /// Kind of the child.
+        kind: &'static str,
+        /// API error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Server-side apply of a child failed.
+    #[error("applying {kind} failed")]
+    Apply {
+        /// Kind of the child.
+        kind: &'static str,
+        /// API error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Deleting a child that is no longer wanted failed.
+    #[error("deleting {kind} failed")]
+    Delete {
+        /// Kind of the child.
+        kind: &'static str,
+        /// API error.
+        #[source]
+        source: kube::Error,
+    },
+
+    /// Writing the status subresource failed.
+    #[error("updating the WasmApp status failed")]
+    Status(#[source] kube::Error),
+
+    /// Building a request body failed.
+    #[error("serializing {0} failed")]
+    Serialize(&'static str, #[source] serde_json::Error),
+
+    /// Resolving the component's tag to a digest failed.
+    #[error("resolving component {reference} to a digest failed")]
+    Resolve {
+        /// The reference that was being resolved.
+        reference: String,
+        /// Registry error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Short PascalCase category: the `error` label of metrics and the reason of Events and conditions.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::MissingObjectKey(_) => "MissingObjectKey",
+            Error::InvalidComponent { .. } => "InvalidComponent",
+            Error::NameConflict { .. } => "NameConflict",
+            Error::Read { .. } => "ReadFailed",
+            Error::Apply { .. } => "ApplyFailed",
+            Error::Delete { .. } => "DeleteFailed",
+            Error::Status(_) => "StatusUpdateFailed",
+            Error::Serialize(..) => "SerializeFailed",
+            Error::Resolve { .. } => "DigestUnresolved",
+        }
+    }
+}
+
+/// Maximum length of an Event note / condition message built from an error.
+const MAX_MESSAGE: usize = 1000;
+
+/// The error and its source chain as one line (`a: b: c`), truncated so it fits an Event note.
+pub fn message_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let _ = write!(out, ": {cause}");
+        source = cause.source();
+    }
+    truncate(out, MAX_MESSAGE)
+}
+
+/// Cut `s` to at most `max` bytes on a char boundary, marking the cut.
+pub fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max.saturating_sub(3);
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_walks_sources_and_truncates() {
+        let err = Error::Resolve { reference: "r/x:1".into(), source: "connection refused".into() };
+        assert_eq!(message_chain(&err), "resolving component r/x:1 to a digest failed: connection refused");
+        assert_eq!(err.category(), "DigestUnresolved");
+        let long = truncate("é".repeat(600), 1000);
+        assert!(long.len() <= 1000 && long.ends_with("..."));
+    }
+}

@@ -1,0 +1,11 @@
+//! wasmkube operator: the `WasmApp` CRD and the controller that turns it into Kubernetes objects.
+
+pub mod controller;
+pub mod crd;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod render;
+pub mod resolve;
+pub mod server;
+pub mod status;

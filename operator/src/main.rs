@@ -1,0 +1,230 @@
+//! `wasmkube-operator`: runs the WasmApp controller, or prints the CRD (`wasmkube-operator crd`).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use kube::config::{Config as KubeConfig, KubeConfigOptions};
+use kube::Client;
+use tokio::sync::watch;
+use tracing_subscriber::EnvFilter;
+
+use wasmkube_operator::controller::{self, Config, Context};
+use wasmkube_operator::leader::{LeaderElector, LeaseConfig};
+use wasmkube_operator::metrics::Metrics;
+use wasmkube_operator::render::{RenderConfig, DEFAULT_PLACEHOLDER_IMAGE};
+use wasmkube_operator::resolve::{OciResolver, Resolver};
+use wasmkube_operator::server::{router, Health};
+
+#[derive(Parser, Debug)]
+#[command(name = "wasmkube-operator", version, about = "Reconciles WasmApp objects")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Print the WasmApp CustomResourceDefinition as YAML.
+    Crd,
+    /// Run the controller (the default).
+    Run,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Container image of `oci://` pods (pulled by the kubelet, never run).
+    #[arg(long, env = "WASMKUBE_PLACEHOLDER_IMAGE", default_value = DEFAULT_PLACEHOLDER_IMAGE)]
+    placeholder_image: String,
+    /// DNS suffix of in-cluster Service URLs.
+    #[arg(long, env = "WASMKUBE_CLUSTER_DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "WASMKUBE_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Elect a leader through a Lease so that only one replica reconciles.
+    #[arg(long, env = "WASMKUBE_LEADER_ELECTION", default_value_t = true, action = ArgAction::Set)]
+    leader_election: bool,
+    /// Name of the leader-election Lease (in the namespace of POD_NAMESPACE, else default).
+    #[arg(long, env = "WASMKUBE_LEASE_NAME", default_value = "wasmkube-operator")]
+    lease_name: String,
+    /// Resolve component tags to digests through the registry.
+    #[arg(long, env = "WASMKUBE_RESOLVE_DIGESTS", default_value_t = true, action = ArgAction::Set)]
+    resolve_digests: bool,
+    /// Registries (`host:port`) reached over plain HTTP for digest resolution; repeatable.
+    #[arg(long = "insecure-registry", env = "WASMKUBE_INSECURE_REGISTRIES", value_delimiter = ',')]
+    insecure_registries: Vec<String>,
+    /// Log format.
+    #[arg(long, env = "WASMKUBE_LOG_FORMAT", value_enum, default_value = "json")]
+    log_format: LogFormat,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Crd) => {
+            let yaml = wasmkube_operator::crd::crd_yaml()?;
+            std::io::Write::write_all(&mut std::io::stdout().lock(), yaml.as_bytes())
+                .context("writing the CRD to stdout")
+        }
+        Some(Command::Run) | None => run(cli.run).await,
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+/// In-cluster configuration when running in a pod, else `KUBECONFIG` / `~/.kube/config`.
+async fn kube_config() -> anyhow::Result<KubeConfig> {
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return KubeConfig::incluster().context("reading the in-cluster configuration");
+    }
+    KubeConfig::from_kubeconfig(&KubeConfigOptions::default()).await.context("reading KUBECONFIG or ~/.kube/config")
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+async fn termination() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logs(args.log_format);
+    // Why: oci-client's rustls is built without a provider; kube brings ring, so use that one.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        termination().await;
+        tracing::info!("termination signal received, shutting down");
+        let _ = stop_tx.send(true);
+    });
+
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener =
+        tokio::net::TcpListener::bind(args.http_addr).await.with_context(|| format!("binding {}", args.http_addr))?;
+    let app = router(Health { metrics: metrics.clone(), ready: ready.clone() });
+    let mut server_stop = stop_rx.clone();
+    tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = server_stop.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "HTTP endpoint failed");
+        }
+    });
+
+    let client = Client::try_from(kube_config().await?).context("building the Kubernetes client")?;
+    let version = client.apiserver_version().await.context("contacting the API server")?;
+    tracing::info!(version = %version.git_version, "connected to the API server");
+    ready.store(true, Ordering::Relaxed);
+
+    let identity = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| format!("wasmkube-operator-{}", std::process::id()));
+    let elector = args.leader_election.then(|| {
+        LeaderElector::new(
+            client.clone(),
+            LeaseConfig {
+                name: args.lease_name.clone(),
+                namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+                identity: identity.clone(),
+                lease_duration: Duration::from_secs(15),
+                retry_period: Duration::from_secs(2),
+            },
+        )
+    });
+    if let Some(elector) = &elector {
+        tracing::info!(identity, "waiting for leadership");
+        let mut stop = stop_rx.clone();
+        tokio::select! {
+            _ = elector.acquire() => tracing::info!(identity, "leading"),
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+        }
+    }
+
+    let resolver: Option<Arc<dyn Resolver>> = args.resolve_digests.then(|| {
+        Arc::new(OciResolver::new(args.insecure_registries.clone(), Duration::from_secs(10))) as Arc<dyn Resolver>
+    });
+    let config = Config {
+        render: RenderConfig { placeholder_image: args.placeholder_image, cluster_domain: args.cluster_domain },
+        namespace: args.namespace,
+        ..Config::default()
+    };
+    let ctx = Arc::new(Context::new(client, config, metrics, resolver, Some(identity)));
+
+    // Stop reconciling on SIGTERM, or when the lease is lost (another replica leads now).
+    let lost = Arc::new(AtomicBool::new(false));
+    let mut stop = stop_rx.clone();
+    let shutdown = {
+        let lost = lost.clone();
+        let elector_ref = elector.as_ref();
+        let hold = async move {
+            match elector_ref {
+                Some(e) => e.hold().await,
+                None => std::future::pending().await,
+            }
+        };
+        async move {
+            tokio::select! {
+                _ = stop.wait_for(|s| *s) => {},
+                _ = hold => {
+                    tracing::error!("leadership lost");
+                    lost.store(true, Ordering::Relaxed);
+                },
+            }
+        }
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(controller::run(ctx, async move {
+        let _ = rx.await;
+    }));
+    shutdown.await;
+    let _ = tx.send(());
+    controller.await.context("controller task")?;
+    if let Some(elector) = &elector {
+        if !lost.load(Ordering::Relaxed) {
+            elector.release().await;
+        }
+    }
+    if lost.load(Ordering::Relaxed) {
+        anyhow::bail!("lost the leader lease");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

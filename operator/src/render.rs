@@ -1,0 +1,364 @@
+//! Pure functions from a `WasmApp` to the objects it owns. No I/O: tested as data.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
+};
+use k8s_openapi::api::core::v1::{
+    Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
+    Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{Resource, ResourceExt};
+
+use crate::crd::{WasmApp, API_VERSION, DEFAULT_RUNTIME_CLASS};
+use crate::error::Error;
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "wasmkube-operator";
+/// Label naming the app (pod selector, with `managed-by`).
+pub const LABEL_NAME: &str = "app.kubernetes.io/name";
+/// Label naming the manager (pod selector, with `name`).
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+/// Label marking the role of the objects.
+pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
+/// Label marking the system the objects belong to.
+pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
+/// Name of the one container of a WasmApp pod.
+pub const CONTAINER_NAME: &str = "app";
+/// Name of the container port (and Service target port) of HTTP apps.
+pub const HTTP_PORT_NAME: &str = "http";
+/// Env var telling the shim the port of a wasi:http component.
+pub const ENV_HTTP_PORT: &str = "WASMKUBE_HTTP_PORT";
+/// Env var telling the shim the outbound HTTP allowlist (comma separated `host[:port]`).
+pub const ENV_ALLOWED_OUTBOUND_HOSTS: &str = "WASMKUBE_ALLOWED_OUTBOUND_HOSTS";
+/// Directory under which each pull secret is mounted (`<dir>/<secret-name>/.dockerconfigjson`).
+pub const PULL_SECRETS_DIR: &str = "/var/run/wasmkube/pull-secrets";
+/// Key of a `kubernetes.io/dockerconfigjson` secret.
+pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
+/// Scheme that tells the shim to pull the component itself.
+pub const OCI_SCHEME: &str = "oci://";
+/// Default placeholder image of `oci://` pods: already on every node.
+pub const DEFAULT_PLACEHOLDER_IMAGE: &str = "registry.k8s.io/pause:3.10";
+
+/// Operator-wide settings that shape rendered objects.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderConfig {
+    /// Container image of `oci://` pods; never run by the shim, only pulled by the kubelet.
+    pub placeholder_image: String,
+    /// DNS suffix of in-cluster Service URLs.
+    pub cluster_domain: String,
+}
+
+impl Default for RenderConfig {
+    fn default() -> Self {
+        Self { placeholder_image: DEFAULT_PLACEHOLDER_IMAGE.to_string(), cluster_domain: "cluster.local".to_string() }
+    }
+}
+
+/// The component reference the pods run, normalised and (when resolved) pinned to a digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedComponent {
+    /// Full reference without scheme, e.g. `ghcr.io/org/app@sha256:…` or `docker.io/library/app:1`.
+    pub reference: String,
+    /// `sha256:…` when the reference is pinned.
+    pub digest: Option<String>,
+}
+
+impl ResolvedComponent {
+    /// The component as the shim reads it from the container's command.
+    pub fn uri(&self) -> String {
+        format!("{OCI_SCHEME}{}", self.reference)
+    }
+}
+
+/// Parse `spec.component` into an OCI reference.
+pub fn parse_component(component: &str) -> Result<oci_client::Reference, Error> {
+    component
+        .parse::<oci_client::Reference>()
+        .map_err(|source| Error::InvalidComponent { reference: component.to_string(), source })
+}
+
+/// The reference the pods run when no registry was asked: digest refs are pinned as written, tags stay tags.
+pub fn unresolved_component(component: &str) -> Result<ResolvedComponent, Error> {
+    let reference = parse_component(component)?;
+    Ok(match reference.digest() {
+        Some(digest) => {
+            ResolvedComponent { reference: pinned_reference(&reference, digest), digest: Some(digest.to_string()) }
+        }
+        None => ResolvedComponent { reference: reference.whole(), digest: None },
+    })
+}
+
+/// `REGISTRY/REPO@DIGEST`: the tag is dropped because the digest alone decides the bytes.
+pub fn pinned_reference(reference: &oci_client::Reference, digest: &str) -> String {
+    format!("{}/{}@{}", reference.registry(), reference.repository(), digest)
+}
+
+/// Labels that select the pods of a WasmApp.
+pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_NAME.to_string(), name.to_string()),
+        (LABEL_MANAGED_BY.to_string(), FIELD_MANAGER.to_string()),
+    ])
+}
+
+/// The pod selector as the string the scale subresource reports.
+pub fn selector_string(name: &str) -> String {
+    selector_labels(name).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+}
+
+/// Labels on every object the operator creates for a WasmApp.
+pub fn common_labels(name: &str) -> BTreeMap<String, String> {
+    let mut labels = selector_labels(name);
+    labels.insert(LABEL_COMPONENT.to_string(), "wasmapp".to_string());
+    labels.insert(LABEL_PART_OF.to_string(), "wasmkube".to_string());
+    labels
+}
+
+/// Replicas the Deployment should have: the scale subresource's value, else the autoscaler's floor, else 1.
+pub fn desired_replicas(app: &WasmApp) -> i32 {
+    match (&app.spec.replicas, &app.spec.autoscaling) {
+        (Some(r), _) => *r,
+        (None, Some(a)) => a.min_replicas,
+        (None, None) => 1,
+    }
+}
+
+/// In-cluster URL of an HTTP app's Service.
+pub fn service_url(app: &WasmApp, cfg: &RenderConfig) -> Option<String> {
+    let http = app.spec.http.as_ref()?;
+    let ns = app.namespace()?;
+    let host = format!("{}.{}.svc.{}", app.name_any(), ns, cfg.cluster_domain);
+    Some(if http.service_port == 80 {
+        format!("http://{host}")
+    } else {
+        format!("http://{host}:{}", http.service_port)
+    })
+}
+
+/// Metadata of a child: same name and namespace as the app, our labels, the app as controlling owner.
+fn child_meta(app: &WasmApp) -> Result<ObjectMeta, Error> {
+    let name = app.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
+    let namespace = app.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    Ok(ObjectMeta {
+        labels: Some(common_labels(&name)),
+        name: Some(name),
+        namespace: Some(namespace),
+        owner_references: Some(vec![owner_reference(app)?]),
+        ..ObjectMeta::default()
+    })
+}
+
+/// Controller owner reference pointing at the WasmApp (garbage collection and watch mapping).
+pub fn owner_reference(app: &WasmApp) -> Result<OwnerReference, Error> {
+    app.controller_owner_ref(&()).ok_or(Error::MissingObjectKey("metadata.uid"))
+}
+
+/// Volume name of the n-th pull secret (secret names may be longer than a volume name allows).
+fn pull_secret_volume_name(index: usize) -> String {
+    format!("wasmkube-pull-secret-{index}")
+}
+
+/// Env the shim reads and strips before the guest starts.
+fn runtime_env(app: &WasmApp) -> Vec<EnvVar> {
+    let mut env = Vec::new();
+    if let Some(http) = &app.spec.http {
+        env.push(EnvVar { name: ENV_HTTP_PORT.to_string(), value: Some(http.port.to_string()), ..EnvVar::default() });
+    }
+    if !app.spec.allowed_outbound_hosts.is_empty() {
+        env.push(EnvVar {
+            name: ENV_ALLOWED_OUTBOUND_HOSTS.to_string(),
+            value: Some(app.spec.allowed_outbound_hosts.join(",")),
+            ..EnvVar::default()
+        });
+    }
+    env
+}
+
+/// HTTP apps are ready when their health path answers; other apps get no default probe.
+fn readiness_probe(app: &WasmApp) -> Option<Probe> {
+    if let Some(probe) = &app.spec.readiness_probe {
+        return Some(probe.clone());
+    }
+    let http = app.spec.http.as_ref()?;
+    Some(Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(http.health_path.clone()),
+            port: IntOrString::String(HTTP_PORT_NAME.to_string()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(5),
+        ..Probe::default()
+    })
+}
+
+/// The Deployment that runs the app's pods.
+pub fn render_deployment(
+    app: &WasmApp,
+    component: &ResolvedComponent,
+    cfg: &RenderConfig,
+) -> Result<Deployment, Error> {
+    let meta = child_meta(app)?;
+    let name = app.name_any();
+    let spec = &app.spec;
+
+    let mut volumes: Vec<Volume> = spec.volumes.clone();
+    let mut mounts: Vec<VolumeMount> = spec
+        .volume_mounts
+        .iter()
+        .map(|m| VolumeMount {
+            name: m.name.clone(),
+            mount_path: m.mount_path.clone(),
+            read_only: m.read_only.then_some(true),
+            sub_path: m.sub_path.clone(),
+            ..VolumeMount::default()
+        })
+        .collect();
+    for (index, secret) in spec.image_pull_secrets.iter().enumerate() {
+        let volume = pull_secret_volume_name(index);
+        volumes.push(Volume {
+            name: volume.clone(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(secret.name.clone()),
+                items: Some(vec![KeyToPath {
+                    key: DOCKER_CONFIG_KEY.to_string(),
+                    path: DOCKER_CONFIG_KEY.to_string(),
+                    mode: None,
+                }]),
+                // Why 0o400: only the shim (root on the node) needs to read the credentials.
+                default_mode: Some(0o400),
+                optional: None,
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: volume,
+            mount_path: format!("{PULL_SECRETS_DIR}/{}", secret.name),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+    }
+
+    let mut env = spec.env.clone();
+    env.extend(runtime_env(app));
+
+    let ports = spec.http.as_ref().map(|http| {
+        vec![ContainerPort {
+            name: Some(HTTP_PORT_NAME.to_string()),
+            container_port: http.port,
+            protocol: Some("TCP".to_string()),
+            ..ContainerPort::default()
+        }]
+    });
+
+    let container = Container {
+        name: CONTAINER_NAME.to_string(),
+        image: Some(cfg.placeholder_image.clone()),
+        image_pull_policy: Some("IfNotPresent".to_string()),
+        // Why `command`: it replaces the image entrypoint, so the OCI process.args[0] the shim reads
+        // is the component URI; `args` become the guest's argv[1..].
+        command: Some(vec![component.uri()]),
+        args: (!spec.args.is_empty()).then(|| spec.args.clone()),
+        env: (!env.is_empty()).then_some(env),
+        ports,
+        volume_mounts: (!mounts.is_empty()).then_some(mounts),
+        resources: spec.resources.clone(),
+        readiness_probe: readiness_probe(app),
+        liveness_probe: spec.liveness_probe.clone(),
+        startup_probe: spec.startup_probe.clone(),
+        // Why: the shim writes failures to the termination-message file; fall back to the log tail.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
+        ..Container::default()
+    };
+
+    let mut pod_labels = spec.pod_labels.clone();
+    pod_labels.extend(common_labels(&name));
+
+    let runtime_class = if spec.runtime_class_name.is_empty() {
+        DEFAULT_RUNTIME_CLASS.to_string()
+    } else {
+        spec.runtime_class_name.clone()
+    };
+
+    let pod_spec = PodSpec {
+        runtime_class_name: Some(runtime_class),
+        service_account_name: spec.service_account_name.clone(),
+        // Why: the guest sees only its mounts; a token nobody can read is just a secret on the node.
+        automount_service_account_token: Some(false),
+        // Why: Service env vars (FOO_SERVICE_HOST, …) would leak into the guest's environment.
+        enable_service_links: Some(false),
+        node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+        affinity: spec.affinity.clone(),
+        volumes: (!volumes.is_empty()).then_some(volumes),
+        containers: vec![container],
+        ..PodSpec::default()
+    };
+
+    Ok(Deployment {
+        metadata: meta,
+        spec: Some(DeploymentSpec {
+            replicas: Some(desired_replicas(app)),
+            selector: LabelSelector { match_labels: Some(selector_labels(&name)), ..LabelSelector::default() },
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: (!spec.pod_annotations.is_empty()).then(|| spec.pod_annotations.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(pod_spec),
+            },
+            ..DeploymentSpec::default()
+        }),
+        status: None,
+    })
+}
+
+/// The ClusterIP Service of an HTTP app; `None` when the app does not serve HTTP.
+pub fn render_service(app: &WasmApp) -> Result<Option<Service>, Error> {
+    let Some(http) = &app.spec.http else {
+        return Ok(None);
+    };
+    Ok(Some(Service {
+        metadata: child_meta(app)?,
+        spec: Some(ServiceSpec {
+            type_: Some("ClusterIP".to_string()),
+            selector: Some(selector_labels(&app.name_any())),
+            ports: Some(vec![ServicePort {
+                name: Some(HTTP_PORT_NAME.to_string()),
+                port: http.service_port,
+                target_port: Some(IntOrString::String(HTTP_PORT_NAME.to_string())),
+                protocol: Some("TCP".to_string()),
+                ..ServicePort::default()
+            }]),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    }))
+}
+
+/// The HPA that scales the WasmApp itself (its scale subresource); `None` without `autoscaling`.
+pub fn render_hpa(app: &WasmApp) -> Result<Option<HorizontalPodAutoscaler>, Error> {
+    let Some(scaling) = &app.spec.autoscaling else {
+        return Ok(None);
+    };
+    Ok(Some(HorizontalPodAutoscaler {
+        metadata: child_meta(app)?,
+        spec: Some(HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some(API_VERSION.to_string()),
+                kind: WasmApp::kind(&()).to_string(),
+                name: app.name_any(),
+            },
+            min_replicas: Some(scaling.min_replicas),
+            max_replicas: scaling.max_replicas,
+            metrics: (!scaling.metrics.is_empty()).then(|| scaling.metrics.clone()),
+            behavior: scaling.behavior.clone(),
+        }),
+        status: None,
+    }))
+}

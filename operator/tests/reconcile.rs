@@ -1,0 +1,459 @@
+//! Reconcile against a scripted API server: each scenario lists the requests the operator must make,
+//! in order, with the replies; a wrong, missing or extra request fails the test.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use http::{Request, Response};
+use k8s_openapi::jiff::Timestamp;
+use kube::client::Body;
+use kube::runtime::controller::Action;
+use kube::Client;
+use serde_json::{json, Value};
+use wasmkube_operator::controller::{error_policy, reconcile, Config, Context};
+use wasmkube_operator::crd::WasmApp;
+use wasmkube_operator::metrics::Metrics;
+use wasmkube_operator::render::{render_deployment, render_hpa, render_service, RenderConfig, ResolvedComponent};
+use wasmkube_operator::resolve::{BoxError, Resolver};
+use wasmkube_operator::status::{desired_status, Observed};
+
+const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+const OLD_DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const DEPLOY: &str = "/apis/apps/v1/namespaces/apps/deployments/hello";
+const SERVICE: &str = "/api/v1/namespaces/apps/services/hello";
+const HPA: &str = "/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers/hello";
+const PODS: &str = "/api/v1/namespaces/apps/pods";
+const STATUS: &str = "/apis/wasmkube.dev/v1alpha1/namespaces/apps/wasmapps/hello/status";
+const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/apps/events";
+
+type Check = Box<dyn FnOnce(&Value) + Send>;
+
+/// One expected request and the reply to it.
+struct Step {
+    method: &'static str,
+    path: &'static str,
+    query: Vec<&'static str>,
+    check: Option<Check>,
+    status: u16,
+    reply: Option<Value>,
+}
+
+impl Step {
+    fn new(method: &'static str, path: &'static str) -> Self {
+        Self { method, path, query: Vec::new(), check: None, status: 200, reply: None }
+    }
+    fn get(path: &'static str) -> Self {
+        Self::new("GET", path)
+    }
+    /// A server-side apply with our field manager.
+    fn apply(path: &'static str) -> Self {
+        let mut s = Self::new("PATCH", path);
+        s.query = vec!["fieldManager=wasmkube-operator", "force=true"];
+        s
+    }
+    fn check(mut self, f: impl FnOnce(&Value) + Send + 'static) -> Self {
+        self.check = Some(Box::new(f));
+        self
+    }
+    fn reply(mut self, status: u16, body: Value) -> Self {
+        self.status = status;
+        self.reply = Some(body);
+        self
+    }
+    fn not_found(self) -> Self {
+        self.reply(404, api_status(404, "NotFound"))
+    }
+}
+
+fn api_status(code: u16, reason: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+           "message": format!("scripted {reason}"), "reason": reason, "code": code})
+}
+
+async fn verify(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>, steps: Vec<Step>, app: Value) {
+    for (i, step) in steps.into_iter().enumerate() {
+        let next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
+        let (req, send) = next
+            .unwrap_or_else(|_| panic!("step {i}: expected {} {}, got no request", step.method, step.path))
+            .unwrap_or_else(|| panic!("step {i}: client dropped before {} {}", step.method, step.path));
+        let (method, path) = (req.method().to_string(), req.uri().path().to_string());
+        let query = req.uri().query().unwrap_or_default().to_string();
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            (step.method, step.path),
+            "step {i}: unexpected request (query {query})"
+        );
+        for q in &step.query {
+            assert!(query.contains(q), "step {i}: {method} {path}?{query} lacks {q}");
+        }
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
+        if let Some(check) = step.check {
+            check(&body);
+        }
+        // Without a scripted reply the server answers with the object: the body, or for a status
+        // apply the WasmApp with the new status.
+        let reply = match step.reply {
+            Some(reply) => reply,
+            None if step.path == STATUS => {
+                let mut obj = app.clone();
+                obj["status"] = body["status"].clone();
+                obj
+            }
+            None => body,
+        };
+        send.send_response(
+            Response::builder().status(step.status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+        );
+    }
+    if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await {
+        panic!("unexpected extra request {} {}", req.method(), req.uri());
+    }
+}
+
+/// A scripted registry.
+struct FakeRegistry {
+    answer: Result<String, String>,
+    calls: AtomicUsize,
+}
+
+#[async_trait]
+impl Resolver for FakeRegistry {
+    async fn digest(&self, _reference: &oci_client::Reference) -> Result<String, BoxError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        self.answer.clone().map_err(Into::into)
+    }
+}
+
+fn registry(answer: Result<&str, &str>) -> Arc<FakeRegistry> {
+    Arc::new(FakeRegistry { answer: answer.map(str::to_string).map_err(str::to_string), calls: AtomicUsize::new(0) })
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_second(1_700_000_000).unwrap()
+}
+
+fn app(spec: Value, status: Option<Value>) -> WasmApp {
+    let mut obj = json!({
+        "apiVersion": "wasmkube.dev/v1alpha1",
+        "kind": "WasmApp",
+        "metadata": {"name": "hello", "namespace": "apps", "uid": "uid-1", "generation": 2},
+        "spec": spec,
+    });
+    if let Some(status) = status {
+        obj["status"] = status;
+    }
+    serde_json::from_value(obj).unwrap()
+}
+
+fn pinned(digest: &str) -> ResolvedComponent {
+    ResolvedComponent { reference: format!("ghcr.io/org/hello@{digest}"), digest: Some(digest.to_string()) }
+}
+
+/// The Deployment as the API server would hold it: ours plus defaults plus a status.
+fn server_deployment(app: &WasmApp, component: &ResolvedComponent, available: i32) -> Value {
+    let d = render_deployment(app, component, &RenderConfig::default()).unwrap();
+    let mut v = serde_json::to_value(d).unwrap();
+    v["metadata"]["resourceVersion"] = json!("42");
+    v["metadata"]["generation"] = json!(1);
+    v["spec"]["strategy"] = json!({"type": "RollingUpdate"});
+    v["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = json!("/dev/termination-log");
+    v["status"] = json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1,
+                         "readyReplicas": available, "availableReplicas": available});
+    v
+}
+
+fn owned_service(app: &WasmApp) -> Value {
+    let mut v = serde_json::to_value(render_service(app).unwrap().unwrap()).unwrap();
+    v["spec"]["clusterIP"] = json!("10.0.0.10");
+    v
+}
+
+struct Run {
+    result: Result<Action, wasmkube_operator::error::Error>,
+    ctx: Arc<Context>,
+    app: Arc<WasmApp>,
+}
+
+async fn run(app: WasmApp, resolver: Option<Arc<FakeRegistry>>, steps: Vec<Step>) -> Run {
+    let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let client = Client::new(mock, "default");
+    let resolver = resolver.map(|r| r as Arc<dyn Resolver>);
+    let ctx = Arc::new(
+        Context::new(client, Config::default(), Arc::new(Metrics::default()), resolver, Some("test".into()))
+            .with_clock(Arc::new(now)),
+    );
+    let app_json = serde_json::to_value(&app).unwrap();
+    let app = Arc::new(app);
+    let verifier = tokio::spawn(verify(handle, steps, app_json));
+    let result = tokio::time::timeout(Duration::from_secs(10), reconcile(app.clone(), ctx.clone()))
+        .await
+        .expect("reconcile did not finish");
+    if let Err(panic) = verifier.await {
+        std::panic::resume_unwind(panic.into_panic());
+    }
+    Run { result, ctx, app }
+}
+
+fn condition<'a>(status: &'a Value, type_: &str) -> &'a Value {
+    status["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} condition in {status}"))
+}
+
+fn event(reason: &'static str, type_: &'static str) -> Step {
+    Step::new("POST", EVENTS).check(move |ev| {
+        assert_eq!(ev["reason"], reason, "{ev}");
+        assert_eq!(ev["type"], type_, "{ev}");
+        assert_eq!(ev["regarding"]["kind"], "WasmApp");
+        assert_eq!(ev["regarding"]["name"], "hello");
+    })
+}
+
+#[tokio::test]
+async fn new_http_app_is_resolved_applied_and_reported() {
+    let app = app(json!({"component": "ghcr.io/org/hello:1.0", "http": {}}), None);
+    let reg = registry(Ok(DIGEST));
+    let dep_reply = server_deployment(&app, &pinned(DIGEST), 0);
+    let steps = vec![
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY)
+            .check(|b| {
+                assert_eq!(b["kind"], "Deployment");
+                assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+                let pod = &b["spec"]["template"]["spec"];
+                assert_eq!(pod["runtimeClassName"], "wasmkube");
+                let c = &pod["containers"][0];
+                assert_eq!(c["command"], json!([format!("oci://ghcr.io/org/hello@{DIGEST}")]));
+                assert_eq!(c["image"], "registry.k8s.io/pause:3.10");
+                assert_eq!(c["env"], json!([{"name": "WASMKUBE_HTTP_PORT", "value": "8080"}]));
+                assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/");
+            })
+            .reply(200, dep_reply),
+        Step::get(SERVICE).not_found(),
+        Step::apply(SERVICE).check(|b| {
+            assert_eq!(b["kind"], "Service");
+            assert_eq!(b["spec"]["ports"][0]["port"], 80);
+        }),
+        Step::get(HPA).not_found(),
+        Step::get(PODS).reply(200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})),
+        Step::apply(STATUS).check(|b| {
+            assert_eq!(b["kind"], "WasmApp");
+            let s = &b["status"];
+            assert_eq!(s["observedGeneration"], 2);
+            assert_eq!(s["replicas"], 1);
+            assert_eq!(s["readyReplicas"], 0);
+            assert_eq!(s["componentDigest"], DIGEST);
+            assert_eq!(s["resolvedFrom"], "ghcr.io/org/hello:1.0");
+            assert_eq!(s["resolvedComponent"], format!("ghcr.io/org/hello@{DIGEST}"));
+            assert_eq!(s["url"], "http://hello.apps.svc.cluster.local");
+            assert_eq!(s["selector"], "app.kubernetes.io/managed-by=wasmkube-operator,app.kubernetes.io/name=hello");
+            let ready = condition(s, "Ready");
+            assert_eq!((&ready["status"], &ready["reason"]), (&json!("False"), &json!("ReplicasUnavailable")));
+            assert_eq!(ready["observedGeneration"], 2);
+            assert_eq!(ready["lastTransitionTime"], "2023-11-14T22:13:20Z");
+            assert_eq!(condition(s, "Progressing")["status"], "False");
+            assert_eq!(condition(s, "Degraded")["status"], "False");
+        }),
+        event("ComponentResolved", "Normal"),
+    ];
+    let run = run(app, Some(reg.clone()), steps).await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(30)));
+    assert_eq!(reg.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn unchanged_app_makes_no_writes() {
+    let spec = json!({"component": "ghcr.io/org/hello:1.0", "http": {}});
+    let bare = app(spec.clone(), None);
+    let server_dep = server_deployment(&bare, &pinned(DIGEST), 1);
+    let dep: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(server_dep.clone()).unwrap();
+    let mut pre = bare.clone();
+    pre.status = Some(wasmkube_operator::crd::WasmAppStatus {
+        resolved_from: Some("ghcr.io/org/hello:1.0".into()),
+        ..Default::default()
+    });
+    let status = desired_status(
+        &pre,
+        &Observed { deployment: Some(&dep), ..Default::default() },
+        &pinned(DIGEST),
+        &RenderConfig::default(),
+        now(),
+    );
+    assert_eq!(condition(&serde_json::to_value(&status).unwrap(), "Ready")["status"], "True");
+    let app = app(spec, Some(serde_json::to_value(&status).unwrap()));
+    let reg = registry(Ok("sha256:moved"));
+    let steps = vec![
+        Step::get(DEPLOY).reply(200, server_dep),
+        Step::get(SERVICE).reply(200, owned_service(&app)),
+        Step::get(HPA).not_found(),
+    ];
+    let run = run(app, Some(reg.clone()), steps).await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(300)));
+    assert_eq!(reg.calls.load(Ordering::SeqCst), 0, "a resolved tag is not looked up again");
+}
+
+#[tokio::test]
+async fn removed_http_and_autoscaling_delete_their_children() {
+    let before =
+        app(json!({"component": "ghcr.io/org/hello:1.0", "http": {}, "autoscaling": {"maxReplicas": 3}}), None);
+    let service = owned_service(&before);
+    let hpa = serde_json::to_value(render_hpa(&before).unwrap().unwrap()).unwrap();
+    let status = json!({
+        "observedGeneration": 1, "replicas": 1, "readyReplicas": 1,
+        "selector": "app.kubernetes.io/managed-by=wasmkube-operator,app.kubernetes.io/name=hello",
+        "resolvedFrom": "ghcr.io/org/hello:1.0", "resolvedComponent": format!("ghcr.io/org/hello@{DIGEST}"),
+        "componentDigest": DIGEST, "url": "http://hello.apps.svc.cluster.local",
+        "conditions": [
+            {"type": "Ready", "status": "True", "reason": "Available", "message": "1/1 replicas available", "observedGeneration": 1, "lastTransitionTime": "2023-01-01T00:00:00Z"},
+            {"type": "Progressing", "status": "False", "reason": "RolloutComplete", "message": "all replicas run the current spec", "observedGeneration": 1, "lastTransitionTime": "2023-01-01T00:00:00Z"},
+            {"type": "Degraded", "status": "False", "reason": "AsExpected", "message": "", "observedGeneration": 1, "lastTransitionTime": "2023-01-01T00:00:00Z"}
+        ]
+    });
+    let app = app(json!({"component": "ghcr.io/org/hello:1.0"}), Some(status));
+    let deleted = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
+    let server_dep = server_deployment(&app, &pinned(DIGEST), 1);
+    let steps = vec![
+        Step::get(DEPLOY).reply(200, server_dep.clone()),
+        Step::get(SERVICE).reply(200, service),
+        Step::new("DELETE", SERVICE)
+            .check(|b| assert_eq!(b["propagationPolicy"], "Background"))
+            .reply(200, deleted.clone()),
+        Step::get(HPA).reply(200, hpa),
+        Step::new("DELETE", HPA).reply(200, deleted),
+        Step::apply(STATUS).check(|b| {
+            let s = &b["status"];
+            assert!(s.get("url").is_none(), "url must go with the Service: {s}");
+            assert_eq!(s["observedGeneration"], 2);
+            // Unchanged condition statuses keep their transition time.
+            assert_eq!(condition(s, "Ready")["lastTransitionTime"], "2023-01-01T00:00:00Z");
+            assert_eq!(condition(s, "Ready")["observedGeneration"], 2);
+        }),
+        event("ServiceDeleted", "Normal"),
+        event("AutoscalerDeleted", "Normal"),
+    ];
+    let run = run(app, Some(registry(Err("unused"))), steps).await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn apply_conflict_degrades_and_backs_off() {
+    let app = app(json!({"component": format!("ghcr.io/org/hello@{DIGEST}")}), None);
+    let steps = vec![
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY).reply(409, api_status(409, "Conflict")),
+        Step::apply(STATUS).check(|b| {
+            let d = condition(&b["status"], "Degraded");
+            assert_eq!(d["status"], "True");
+            assert_eq!(d["reason"], "ApplyFailed");
+            assert!(d["message"].as_str().unwrap().contains("applying Deployment failed"), "{d}");
+            assert!(d["message"].as_str().unwrap().contains("scripted Conflict"), "{d}");
+        }),
+        event("ApplyFailed", "Warning"),
+    ];
+    let run = run(app, None, steps).await;
+    let err = run.result.unwrap_err();
+    assert_eq!(err.category(), "ApplyFailed");
+    let first = error_policy(run.app.clone(), &err, run.ctx.clone());
+    let second = error_policy(run.app.clone(), &err, run.ctx.clone());
+    assert_eq!(first, Action::requeue(Duration::from_secs(5)));
+    assert_eq!(second, Action::requeue(Duration::from_secs(10)));
+    let metrics = run.ctx.metrics.encode().unwrap();
+    assert!(metrics.contains("reconcile_failures_total{error=\"ApplyFailed\"} 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn server_errors_never_panic_even_when_the_status_write_fails() {
+    let app = app(json!({"component": format!("ghcr.io/org/hello@{DIGEST}")}), None);
+    let steps = vec![
+        Step::get(DEPLOY).reply(500, api_status(500, "InternalError")),
+        Step::apply(STATUS).reply(503, api_status(503, "ServiceUnavailable")),
+        event("ReadFailed", "Warning"),
+    ];
+    let run = run(app, None, steps).await;
+    assert_eq!(run.result.unwrap_err().category(), "ReadFailed");
+}
+
+#[tokio::test]
+async fn unreachable_registry_on_first_rollout_runs_the_tag_visibly() {
+    let app = app(json!({"component": "ghcr.io/org/hello:1.0"}), None);
+    let steps = vec![
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY).check(|b| {
+            let c = &b["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(c["command"], json!(["oci://ghcr.io/org/hello:1.0"]));
+        }),
+        Step::get(SERVICE).not_found(),
+        Step::get(HPA).not_found(),
+        Step::get(PODS).reply(200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})),
+        Step::apply(STATUS).check(|b| {
+            let d = condition(&b["status"], "Degraded");
+            assert_eq!(d["status"], "True");
+            assert_eq!(d["reason"], "DigestUnresolved");
+            let msg = d["message"].as_str().unwrap();
+            assert!(msg.contains("connection refused") && msg.contains("unpinned"), "{msg}");
+            assert!(b["status"].get("componentDigest").is_none());
+        }),
+        event("DigestUnresolved", "Warning"),
+    ];
+    let run = run(app, Some(registry(Err("connection refused"))), steps).await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test]
+async fn unreachable_registry_keeps_the_last_good_digest() {
+    let old = app(json!({"component": "ghcr.io/org/hello:1.0"}), None);
+    let server_dep = server_deployment(&old, &pinned(OLD_DIGEST), 1);
+    let status = json!({
+        "observedGeneration": 1, "replicas": 1, "readyReplicas": 1,
+        "resolvedFrom": "ghcr.io/org/hello:1.0",
+        "resolvedComponent": format!("ghcr.io/org/hello@{OLD_DIGEST}"),
+        "componentDigest": OLD_DIGEST,
+    });
+    let app = app(json!({"component": "ghcr.io/org/hello:2.0"}), Some(status));
+    // No Deployment write: the pods keep the old digest instead of rolling to an unresolved tag.
+    let steps = vec![
+        Step::get(DEPLOY).reply(200, server_dep),
+        Step::get(SERVICE).not_found(),
+        Step::get(HPA).not_found(),
+        Step::apply(STATUS).check(|b| {
+            let s = &b["status"];
+            assert_eq!(s["componentDigest"], OLD_DIGEST);
+            assert_eq!(s["resolvedFrom"], "ghcr.io/org/hello:1.0");
+            let d = condition(s, "Degraded");
+            assert_eq!(d["reason"], "DigestUnresolved");
+            assert!(
+                d["message"].as_str().unwrap().contains(&format!("pods keep running ghcr.io/org/hello@{OLD_DIGEST}")),
+                "{d}"
+            );
+        }),
+        event("DigestUnresolved", "Warning"),
+    ];
+    let run = run(app, Some(registry(Err("no route to host"))), steps).await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test]
+async fn a_foreign_object_with_the_childs_name_is_not_taken_over() {
+    let app = app(json!({"component": format!("ghcr.io/org/hello@{DIGEST}"), "http": {}}), None);
+    let server_dep = server_deployment(&app, &pinned(DIGEST), 1);
+    let foreign = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "hello", "namespace": "apps"}, "spec": {"ports": [{"port": 80}]}});
+    let steps = vec![
+        Step::get(DEPLOY).reply(200, server_dep),
+        Step::get(SERVICE).reply(200, foreign),
+        Step::apply(STATUS).check(|b| {
+            let d = condition(&b["status"], "Degraded");
+            assert_eq!(d["reason"], "NameConflict");
+            assert!(d["message"].as_str().unwrap().contains("Service hello already exists"), "{d}");
+        }),
+        event("NameConflict", "Warning"),
+    ];
+    let run = run(app, None, steps).await;
+    assert_eq!(run.result.unwrap_err().category(), "NameConflict");
+}

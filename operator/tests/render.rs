@@ -1,0 +1,288 @@
+//! Every spec feature through the pure render functions, checked as data.
+
+use serde_json::{json, Value};
+use wasmkube_operator::crd::WasmApp;
+use wasmkube_operator::render::{
+    desired_replicas, render_deployment, render_hpa, render_service, selector_string, service_url,
+    unresolved_component, RenderConfig, ResolvedComponent,
+};
+
+const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
+
+fn app(spec: Value) -> WasmApp {
+    serde_json::from_value(json!({
+        "apiVersion": "wasmkube.dev/v1alpha1",
+        "kind": "WasmApp",
+        "metadata": {"name": "hello", "namespace": "apps", "uid": "uid-1", "generation": 3},
+        "spec": spec,
+    }))
+    .unwrap()
+}
+
+fn pinned() -> ResolvedComponent {
+    ResolvedComponent { reference: format!("ghcr.io/org/hello@{DIGEST}"), digest: Some(DIGEST.to_string()) }
+}
+
+fn deployment(spec: Value) -> Value {
+    let d = render_deployment(&app(spec), &pinned(), &RenderConfig::default()).unwrap();
+    serde_json::to_value(d).unwrap()
+}
+
+fn container(dep: &Value) -> &Value {
+    &dep["spec"]["template"]["spec"]["containers"][0]
+}
+
+#[test]
+fn minimal_cli_app() {
+    let dep = deployment(json!({"component": "ghcr.io/org/hello:1.0"}));
+    let labels = json!({
+        "app.kubernetes.io/name": "hello",
+        "app.kubernetes.io/managed-by": "wasmkube-operator",
+        "app.kubernetes.io/component": "wasmapp",
+        "app.kubernetes.io/part-of": "wasmkube",
+    });
+    assert_eq!(
+        dep["metadata"],
+        json!({
+            "name": "hello",
+            "namespace": "apps",
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "wasmkube.dev/v1alpha1", "kind": "WasmApp", "name": "hello",
+                "uid": "uid-1", "controller": true
+            }]
+        })
+    );
+    assert_eq!(dep["apiVersion"], "apps/v1");
+    assert_eq!(dep["spec"]["replicas"], 1);
+    assert_eq!(
+        dep["spec"]["selector"],
+        json!({"matchLabels": {"app.kubernetes.io/name": "hello", "app.kubernetes.io/managed-by": "wasmkube-operator"}})
+    );
+    let pod = &dep["spec"]["template"];
+    assert_eq!(pod["metadata"]["labels"], labels);
+    assert_eq!(
+        container(&dep),
+        &json!({
+            "name": "app",
+            "image": "registry.k8s.io/pause:3.10",
+            "imagePullPolicy": "IfNotPresent",
+            "command": [format!("oci://ghcr.io/org/hello@{DIGEST}")],
+            "terminationMessagePolicy": "FallbackToLogsOnError"
+        })
+    );
+    assert_eq!(
+        pod["spec"],
+        json!({
+            "runtimeClassName": "wasmkube",
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "containers": [container(&dep)]
+        })
+    );
+    assert_eq!(selector_string("hello"), "app.kubernetes.io/managed-by=wasmkube-operator,app.kubernetes.io/name=hello");
+    assert!(render_service(&app(json!({"component": "x"}))).unwrap().is_none());
+    assert!(render_hpa(&app(json!({"component": "x"}))).unwrap().is_none());
+}
+
+#[test]
+fn http_app_gets_port_env_probe_service_and_url() {
+    let spec = json!({
+        "component": "ghcr.io/org/hello:1.0",
+        "http": {"port": 9000, "servicePort": 8081, "healthPath": "/ready"},
+        "allowedOutboundHosts": ["api.example.com:443", "*.example.org"],
+    });
+    let dep = deployment(spec.clone());
+    let c = container(&dep);
+    assert_eq!(c["ports"], json!([{"name": "http", "containerPort": 9000, "protocol": "TCP"}]));
+    assert_eq!(
+        c["env"],
+        json!([
+            {"name": "WASMKUBE_HTTP_PORT", "value": "9000"},
+            {"name": "WASMKUBE_ALLOWED_OUTBOUND_HOSTS", "value": "api.example.com:443,*.example.org"}
+        ])
+    );
+    assert_eq!(c["readinessProbe"], json!({"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5}));
+    let svc = serde_json::to_value(render_service(&app(spec.clone())).unwrap().unwrap()).unwrap();
+    assert_eq!(svc["metadata"]["name"], "hello");
+    assert_eq!(svc["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+    assert_eq!(
+        svc["spec"],
+        json!({
+            "type": "ClusterIP",
+            "selector": {"app.kubernetes.io/name": "hello", "app.kubernetes.io/managed-by": "wasmkube-operator"},
+            "ports": [{"name": "http", "port": 8081, "targetPort": "http", "protocol": "TCP"}]
+        })
+    );
+    let cfg = RenderConfig::default();
+    assert_eq!(service_url(&app(spec), &cfg).as_deref(), Some("http://hello.apps.svc.cluster.local:8081"));
+    let default_http = app(json!({"component": "x", "http": {}}));
+    assert_eq!(service_url(&default_http, &cfg).as_deref(), Some("http://hello.apps.svc.cluster.local"));
+    assert_eq!(default_http.spec.http.as_ref().unwrap().port, 8080);
+}
+
+#[test]
+fn explicit_probes_replace_the_default() {
+    let probe = json!({"tcpSocket": {"port": 8080}, "initialDelaySeconds": 2});
+    let dep = deployment(json!({
+        "component": "x", "http": {},
+        "readinessProbe": probe, "livenessProbe": probe, "startupProbe": probe,
+    }));
+    let c = container(&dep);
+    assert_eq!(c["readinessProbe"], probe);
+    assert_eq!(c["livenessProbe"], probe);
+    assert_eq!(c["startupProbe"], probe);
+}
+
+#[test]
+fn guest_args_env_and_volumes() {
+    let dep = deployment(json!({
+        "component": "x",
+        "args": ["--loop", "-v"],
+        "env": [
+            {"name": "A", "value": "1"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+        ],
+        "volumes": [{"name": "config", "configMap": {"name": "cfg"}}],
+        "volumeMounts": [{"name": "config", "mountPath": "/config", "readOnly": true, "subPath": "app"}],
+    }));
+    let c = container(&dep);
+    assert_eq!(c["args"], json!(["--loop", "-v"]));
+    assert_eq!(
+        c["env"],
+        json!([
+            {"name": "A", "value": "1"},
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+        ])
+    );
+    assert_eq!(
+        c["volumeMounts"],
+        json!([{"name": "config", "mountPath": "/config", "readOnly": true, "subPath": "app"}])
+    );
+    assert_eq!(dep["spec"]["template"]["spec"]["volumes"], json!([{"name": "config", "configMap": {"name": "cfg"}}]));
+}
+
+#[test]
+fn pull_secrets_are_mounted_for_the_shim_not_put_in_env() {
+    let dep = deployment(json!({
+        "component": "x",
+        "imagePullSecrets": [{"name": "regcred"}, {"name": "other"}],
+    }));
+    let pod = &dep["spec"]["template"]["spec"];
+    assert_eq!(
+        pod["volumes"],
+        json!([
+            {"name": "wasmkube-pull-secret-0", "secret": {"secretName": "regcred", "defaultMode": 256,
+              "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}},
+            {"name": "wasmkube-pull-secret-1", "secret": {"secretName": "other", "defaultMode": 256,
+              "items": [{"key": ".dockerconfigjson", "path": ".dockerconfigjson"}]}}
+        ])
+    );
+    assert_eq!(
+        container(&dep)["volumeMounts"],
+        json!([
+            {"name": "wasmkube-pull-secret-0", "mountPath": "/var/run/wasmkube/pull-secrets/regcred", "readOnly": true},
+            {"name": "wasmkube-pull-secret-1", "mountPath": "/var/run/wasmkube/pull-secrets/other", "readOnly": true}
+        ])
+    );
+    assert!(container(&dep).get("env").is_none());
+    assert!(pod.get("imagePullSecrets").is_none());
+    assert!(dep["spec"]["template"]["metadata"].get("annotations").is_none());
+}
+
+#[test]
+fn scheduling_identity_resources_and_pod_metadata() {
+    let dep = deployment(json!({
+        "component": "x",
+        "runtimeClassName": "wasmkube-debug",
+        "serviceAccountName": "hello-sa",
+        "nodeSelector": {"disk": "ssd"},
+        "tolerations": [{"key": "wasm", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
+        "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}, "requests": {"memory": "32Mi"}},
+        "podLabels": {"team": "platform"},
+        "podAnnotations": {"prometheus.io/scrape": "true"},
+    }));
+    let pod = &dep["spec"]["template"];
+    assert_eq!(pod["spec"]["runtimeClassName"], "wasmkube-debug");
+    assert_eq!(pod["spec"]["serviceAccountName"], "hello-sa");
+    assert_eq!(pod["spec"]["nodeSelector"], json!({"disk": "ssd"}));
+    assert_eq!(pod["spec"]["tolerations"], json!([{"key": "wasm", "operator": "Exists", "effect": "NoSchedule"}]));
+    assert_eq!(
+        pod["spec"]["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["key"],
+        "zone"
+    );
+    assert_eq!(
+        container(&dep)["resources"],
+        json!({"limits": {"memory": "64Mi", "cpu": "500m"}, "requests": {"memory": "32Mi"}})
+    );
+    assert_eq!(pod["metadata"]["labels"]["team"], "platform");
+    assert_eq!(pod["metadata"]["labels"]["app.kubernetes.io/name"], "hello");
+    assert_eq!(pod["metadata"]["annotations"], json!({"prometheus.io/scrape": "true"}));
+    // Selector labels are the operator's even if a user sneaks them into podLabels.
+    let dep = deployment(json!({"component": "x", "podLabels": {"app.kubernetes.io/name": "evil"}}));
+    assert_eq!(dep["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/name"], "hello");
+}
+
+#[test]
+fn placeholder_image_is_configurable() {
+    let cfg = RenderConfig { placeholder_image: "mirror.local/pause:3.10".into(), ..RenderConfig::default() };
+    let d = render_deployment(&app(json!({"component": "x"})), &pinned(), &cfg).unwrap();
+    let c = &d.spec.unwrap().template.spec.unwrap().containers[0];
+    assert_eq!(c.image.as_deref(), Some("mirror.local/pause:3.10"));
+}
+
+#[test]
+fn replicas_and_autoscaling() {
+    assert_eq!(desired_replicas(&app(json!({"component": "x", "replicas": 4}))), 4);
+    assert_eq!(desired_replicas(&app(json!({"component": "x"}))), 1);
+    let scaled = app(json!({
+        "component": "x",
+        "autoscaling": {"minReplicas": 0, "maxReplicas": 5, "metrics": [{"type": "External", "external": {
+            "metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]}
+    }));
+    // Scale from zero: the app starts at the autoscaler's floor until the HPA writes spec.replicas.
+    assert_eq!(desired_replicas(&scaled), 0);
+    let hpa = serde_json::to_value(render_hpa(&scaled).unwrap().unwrap()).unwrap();
+    assert_eq!(hpa["apiVersion"], "autoscaling/v2");
+    assert_eq!(hpa["metadata"]["name"], "hello");
+    assert_eq!(hpa["metadata"]["ownerReferences"][0]["kind"], "WasmApp");
+    assert_eq!(
+        hpa["spec"],
+        json!({
+            "scaleTargetRef": {"apiVersion": "wasmkube.dev/v1alpha1", "kind": "WasmApp", "name": "hello"},
+            "minReplicas": 0,
+            "maxReplicas": 5,
+            "metrics": [{"type": "External", "external": {
+                "metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]
+        })
+    );
+    // The HPA writes spec.replicas through the scale subresource; the Deployment follows it.
+    let mut written = scaled.clone();
+    written.spec.replicas = Some(3);
+    assert_eq!(desired_replicas(&written), 3);
+}
+
+#[test]
+fn component_references_are_normalised() {
+    let c = unresolved_component("ghcr.io/org/app:1.0").unwrap();
+    assert_eq!(c.uri(), "oci://ghcr.io/org/app:1.0");
+    assert_eq!(c.digest, None);
+    let c = unresolved_component("app").unwrap();
+    assert_eq!(c.uri(), "oci://docker.io/library/app:latest");
+    let c = unresolved_component(&format!("ghcr.io/org/app:1.0@{DIGEST}")).unwrap();
+    assert_eq!(c.uri(), format!("oci://ghcr.io/org/app@{DIGEST}"));
+    assert_eq!(c.digest.as_deref(), Some(DIGEST));
+    let err = unresolved_component("oci://x").unwrap_err();
+    assert_eq!(err.category(), "InvalidComponent");
+}
+
+#[test]
+fn render_needs_the_object_keys() {
+    let mut a = app(json!({"component": "x"}));
+    a.metadata.uid = None;
+    let err = render_deployment(&a, &pinned(), &RenderConfig::default()).unwrap_err();
+    assert_eq!(err.category(), "MissingObjectKey");
+}

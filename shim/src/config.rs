@@ -1,0 +1,98 @@
+//! The node configuration file of the shim daemon (design: node configuration).
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "WASMKUBE_SHIM_CONFIG";
+/// Where the node installer writes the configuration.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/wasmkube/shim.toml";
+
+/// Settings of the node daemon; every key is optional.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NodeConfig {
+    /// Node cache of blobs and precompiled code.
+    pub cache_dir: PathBuf,
+    /// Size bound of the cache in bytes.
+    pub cache_max_bytes: u64,
+    /// Registries (`host:port`) that may be reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Port a wasi:http component listens on when the spec names none.
+    pub default_http_port: u16,
+    /// Seconds the daemon stays up after its last task is deleted, so that the next pod finds the
+    /// engine and compiled components warm; then it exits.
+    pub idle_exit_seconds: u64,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from("/var/lib/wasmkube/cache"),
+            cache_max_bytes: 10 * 1024 * 1024 * 1024,
+            insecure_registries: Vec::new(),
+            default_http_port: 8080,
+            idle_exit_seconds: 5,
+        }
+    }
+}
+
+/// Why the configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file exists but cannot be read.
+    #[error("cannot read the shim configuration {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file is not valid TOML for these keys.
+    #[error("invalid shim configuration {path}: {source}")]
+    Parse { path: PathBuf, source: toml::de::Error },
+}
+
+impl NodeConfig {
+    /// Loads from `$WASMKUBE_SHIM_CONFIG`, else the default path; a missing file means defaults.
+    pub fn load() -> Result<Self, ConfigError> {
+        let path = std::env::var_os(CONFIG_ENV).map(PathBuf::from).unwrap_or_else(|| DEFAULT_CONFIG_PATH.into());
+        Self::load_from(&path)
+    }
+
+    /// Loads from `path`; a missing file means defaults.
+    pub fn load_from(path: &Path) -> Result<Self, ConfigError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(source) => Err(ConfigError::Read { path: path.into(), source }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let cfg = NodeConfig::load_from(Path::new("/nonexistent/shim.toml")).unwrap();
+        assert_eq!(cfg, NodeConfig::default());
+    }
+
+    #[test]
+    fn keys_override_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shim.toml");
+        std::fs::write(&path, "cache_dir = \"/tmp/c\"\ninsecure_registries = [\"127.0.0.1:5000\"]\n").unwrap();
+        let cfg = NodeConfig::load_from(&path).unwrap();
+        assert_eq!(cfg.cache_dir, PathBuf::from("/tmp/c"));
+        assert_eq!(cfg.insecure_registries, vec!["127.0.0.1:5000"]);
+        assert_eq!(cfg.default_http_port, 8080);
+    }
+
+    #[test]
+    fn unknown_keys_are_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shim.toml");
+        std::fs::write(&path, "cache_size = 3\n").unwrap();
+        let err = NodeConfig::load_from(&path).unwrap_err().to_string();
+        assert!(err.contains("cache_size") && err.contains("shim.toml"), "{err}");
+    }
+}

@@ -1,0 +1,123 @@
+//! Runs a wasi:cli component the way a process runs: args, env, stdio, exit code.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tokio::sync::watch;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtx};
+
+use super::cpu::CpuMetered;
+use super::host::{Host, Limits, MemoryLimitExceeded};
+use super::log_pipe::LogDrain;
+use crate::runtime::{Exit, Signal, Usage, Workload};
+
+/// How long buffered output may take to reach the log reader after the guest ended.
+const LOG_FLUSH_GRACE: Duration = Duration::from_secs(5);
+
+/// Exit code of a guest that trapped: what a process killed by SIGABRT reports (as the wasmtime CLI does).
+const TRAP_EXIT_CODE: u32 = 128 + libc::SIGABRT as u32;
+
+/// Exit code of a guest stopped by its memory limit: what the kernel's OOM kill reports.
+const OOM_EXIT_CODE: u32 = 128 + libc::SIGKILL as u32;
+
+/// A wasi:cli component linked and ready to start.
+pub struct CliWorkload {
+    pub(crate) engine: Engine,
+    pub(crate) pre: CommandPre<Host>,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) memory_limit: Option<u64>,
+    pub(crate) usage: Arc<Usage>,
+    pub(crate) logs: Vec<LogDrain>,
+}
+
+impl Workload for CliWorkload {
+    fn start(self: Box<Self>, signals: watch::Receiver<Option<Signal>>) -> BoxFuture<'static, Exit> {
+        Box::pin(self.run(signals))
+    }
+
+    fn usage(&self) -> Arc<Usage> {
+        self.usage.clone()
+    }
+}
+
+impl CliWorkload {
+    async fn run(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
+        let CliWorkload { engine, pre, wasi, memory_limit, usage, logs } = self;
+        let host = Host { wasi, table: ResourceTable::new(), limits: Limits::new(memory_limit, usage.clone()) };
+        let mut store = Store::new(&engine, host);
+        store.limiter(|h| &mut h.limits);
+        // Yield to the executor on every epoch tick, so a busy guest shares threads and can be stopped.
+        store.epoch_deadline_async_yield_and_update(1);
+
+        let exit = tokio::select! {
+            result = CpuMetered::new(
+                async {
+                    let command = pre.instantiate_async(&mut store).await?;
+                    command.wasi_cli_run().call_run(&mut store).await
+                },
+                usage.clone(),
+            ) => exit_of(result),
+            signal = next_signal(&mut signals) => Exit::code(128 + signal.0),
+        };
+        // Dropping the store closes the guest's stdio; then the buffered output reaches the log.
+        drop(store);
+        for log in logs {
+            log.finish(LOG_FLUSH_GRACE).await;
+        }
+        exit
+    }
+}
+
+/// Waits for a terminating signal. wasi:cli has no signal delivery, so any such signal ends the
+/// instance at its next yield point (a host call or an epoch tick).
+async fn next_signal(signals: &mut watch::Receiver<Option<Signal>>) -> Signal {
+    loop {
+        if let Some(signal) = *signals.borrow_and_update() {
+            return signal;
+        }
+        if signals.changed().await.is_err() {
+            // The task side is gone: nobody can observe this instance any more.
+            return Signal::KILL;
+        }
+    }
+}
+
+fn exit_of(result: wasmtime::Result<Result<(), ()>>) -> Exit {
+    match result {
+        Ok(Ok(())) => Exit::code(0),
+        Ok(Err(())) => Exit::code(1),
+        Err(e) => {
+            if let Some(I32Exit(code)) = e.downcast_ref::<I32Exit>() {
+                // A process's exit status keeps the low 8 bits.
+                return Exit::code((*code as u32) & 0xff);
+            }
+            if let Some(oom) = e.downcast_ref::<MemoryLimitExceeded>() {
+                return Exit { code: OOM_EXIT_CODE, reason: Some(oom.to_string()) };
+            }
+            Exit { code: TRAP_EXIT_CODE, reason: Some(format!("the component trapped: {e:?}")) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_process_conventions() {
+        assert_eq!(exit_of(Ok(Ok(()))), Exit::code(0));
+        assert_eq!(exit_of(Ok(Err(()))), Exit::code(1));
+        assert_eq!(exit_of(Err(wasmtime::Error::new(I32Exit(3)))), Exit::code(3));
+        assert_eq!(exit_of(Err(wasmtime::Error::new(I32Exit(256 + 7)))), Exit::code(7));
+        let oom = exit_of(Err(wasmtime::Error::new(MemoryLimitExceeded { wanted: 2, limit: 1 })));
+        assert_eq!(oom.code, 137);
+        assert!(oom.reason.unwrap().starts_with("OOMKilled"));
+        let trap = exit_of(Err(wasmtime::format_err!("unreachable")));
+        assert_eq!(trap.code, 134);
+        assert!(trap.reason.unwrap().contains("unreachable"));
+    }
+}

@@ -1,0 +1,110 @@
+//! The one store-data type: WASI context, resource table and limits of one instance.
+
+use std::sync::Arc;
+
+use wasmtime::component::ResourceTable;
+use wasmtime::ResourceLimiter;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::runtime::Usage;
+
+/// Per-instance host state; a fresh one for every store.
+pub struct Host {
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) limits: Limits,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+/// The instance grew past the container's memory limit.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "OOMKilled: the component tried to grow its memory to {wanted} bytes, over the container's limit of {limit} bytes"
+)]
+pub struct MemoryLimitExceeded {
+    /// Bytes the instance would have held after the growth.
+    pub wanted: u64,
+    /// The container's memory limit.
+    pub limit: u64,
+}
+
+/// Enforces the container's memory limit over all linear memories and tables of one instance,
+/// and keeps [`Usage`] current so that `stats` can report it.
+pub struct Limits {
+    limit: Option<u64>,
+    memories: u64,
+    tables: u64,
+    usage: Arc<Usage>,
+}
+
+/// Tables hold references; count each element as one pointer.
+const TABLE_ELEMENT_BYTES: u64 = std::mem::size_of::<usize>() as u64;
+
+impl Limits {
+    /// Limits with an optional byte bound, reporting into `usage`.
+    pub fn new(limit: Option<u64>, usage: Arc<Usage>) -> Self {
+        Self { limit, memories: 0, tables: 0, usage }
+    }
+
+    fn grow(&mut self, current: u64, desired: u64, tables: bool) -> wasmtime::Result<bool> {
+        let (memories, tables_bytes) = if tables {
+            (self.memories, self.tables - current + desired)
+        } else {
+            (self.memories - current + desired, self.tables)
+        };
+        let wanted = memories + tables_bytes;
+        if let Some(limit) = self.limit {
+            if wanted > limit {
+                // A trap rather than a failed grow: the guest cannot recover, and the user must see why.
+                return Err(wasmtime::Error::new(MemoryLimitExceeded { wanted, limit }));
+            }
+        }
+        self.memories = memories;
+        self.tables = tables_bytes;
+        self.usage.set_memory(wanted);
+        Ok(true)
+    }
+}
+
+impl ResourceLimiter for Limits {
+    fn memory_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        self.grow(current as u64, desired as u64, false)
+    }
+
+    fn table_growing(&mut self, current: usize, desired: usize, _maximum: Option<usize>) -> wasmtime::Result<bool> {
+        let bytes = |n: usize| n as u64 * TABLE_ELEMENT_BYTES;
+        self.grow(bytes(current), bytes(desired), true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn growth_within_the_limit_is_counted() {
+        let usage = Arc::new(Usage::default());
+        let mut limits = Limits::new(Some(1 << 20), usage.clone());
+        assert!(limits.memory_growing(0, 65536, None).unwrap());
+        assert!(limits.table_growing(0, 10, None).unwrap());
+        let now = usage.memory_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(now, 65536 + 10 * TABLE_ELEMENT_BYTES);
+    }
+
+    #[test]
+    fn growth_past_the_limit_traps_with_the_figures() {
+        let usage = Arc::new(Usage::default());
+        let mut limits = Limits::new(Some(100_000), usage.clone());
+        assert!(limits.memory_growing(0, 65536, None).unwrap());
+        let err = limits.memory_growing(65536, 131072, None).unwrap_err();
+        let over = err.downcast_ref::<MemoryLimitExceeded>().unwrap();
+        assert_eq!((over.wanted, over.limit), (131072, 100_000));
+        let peak = usage.memory_peak_bytes.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(peak, 65536, "a refused growth is not counted");
+    }
+}

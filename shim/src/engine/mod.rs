@@ -1,0 +1,192 @@
+//! The node's one wasmtime engine: compiles each component once (by content digest), links it against
+//! the complete WASI 0.2 set, and prepares instances for containers.
+
+mod cli;
+mod cpu;
+mod host;
+mod log_pipe;
+mod source;
+mod wasi_ctx;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::OnceCell;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine};
+use wasmtime_wasi::p2::bindings::CommandPre;
+
+pub use cli::CliWorkload;
+pub use host::{Host, MemoryLimitExceeded};
+pub use log_pipe::{LogDrain, LogPipe};
+
+use crate::runtime::{Launch, LaunchError, Runtime, Usage, Workload};
+
+/// How often the epoch advances: the longest a busy guest runs before it yields or sees a kill.
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// A component compiled and linked once, shared by every container that runs it.
+enum Prepared {
+    Cli(CommandPre<Host>),
+}
+
+type Slot = Arc<OnceCell<Arc<Prepared>>>;
+
+/// The engine, linker and compiled components shared by every container of the node.
+pub struct NodeEngine {
+    engine: Engine,
+    linker: Linker<Host>,
+    components: Mutex<HashMap<String, Slot>>,
+    ticker_stop: Arc<AtomicBool>,
+}
+
+impl NodeEngine {
+    /// Builds the engine and linker; fails at daemon start, not at a pod's start, when the host cannot.
+    pub fn new() -> anyhow::Result<Self> {
+        let mut config = Config::new();
+        config.epoch_interruption(true).wasm_component_model(true);
+        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:?}"))?;
+
+        let mut linker = Linker::new(&engine);
+        // The complete WASI 0.2 set (0.2.0 … 0.2.12, `exit-with-code` included), for every component;
+        // preopens and the network policy decide what a guest can reach.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI into the engine: {e:?}"))?;
+
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
+        Ok(Self { engine, linker, components: Mutex::default(), ticker_stop })
+    }
+
+    /// Number of distinct components compiled so far.
+    pub fn compiled_components(&self) -> usize {
+        self.components.lock().map(|m| m.len()).unwrap_or(0)
+    }
+
+    async fn prepared(&self, component: source::ComponentBytes) -> Result<Arc<Prepared>, LaunchError> {
+        let slot = {
+            let mut map = self.components.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(component.digest.clone()).or_default().clone()
+        };
+        // Concurrent containers of one component wait for one compilation.
+        slot.get_or_try_init(|| self.compile(component)).await.cloned()
+    }
+
+    async fn compile(&self, component: source::ComponentBytes) -> Result<Arc<Prepared>, LaunchError> {
+        let origin = component.origin.clone();
+        check_is_component(&origin, &component.bytes)?;
+        let engine = self.engine.clone();
+        let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &component.bytes))
+            .await
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compilation aborted: {e}")))?
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:?}")))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&compiled)
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin} cannot be linked: {e:?}")))?;
+        let command = CommandPre::new(pre).map_err(|e| {
+            LaunchError::cannot_run(format!(
+                "component {origin} does not export wasi:cli/run, so it cannot run as a command: {e:?}"
+            ))
+        })?;
+        tracing::info!(component = %origin, "compiled and linked component");
+        Ok(Arc::new(Prepared::Cli(command)))
+    }
+}
+
+impl Drop for NodeEngine {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[async_trait]
+impl Runtime for NodeEngine {
+    async fn prepare(&self, launch: Launch) -> Result<Box<dyn Workload>, LaunchError> {
+        let reference = launch
+            .spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.args().as_ref())
+            .and_then(|a| a.first())
+            .cloned()
+            .ok_or_else(|| {
+                LaunchError::not_found("the container spec has no process.args: nothing names a component")
+            })?;
+        let bytes = source::read(&reference, &launch.rootfs)?;
+        let prepared = self.prepared(bytes).await?;
+
+        let (stdout, stdout_drain) = LogPipe::new(launch.stdio.stdout);
+        let (stderr, stderr_drain) = LogPipe::new(launch.stdio.stderr);
+        let wasi = wasi_ctx::for_spec(&launch.spec, stdout, stderr)?;
+        let memory_limit = memory_limit(&launch.spec);
+        match &*prepared {
+            Prepared::Cli(pre) => Ok(Box::new(CliWorkload {
+                engine: self.engine.clone(),
+                pre: pre.clone(),
+                wasi,
+                memory_limit,
+                usage: Arc::new(Usage::default()),
+                logs: vec![stdout_drain, stderr_drain],
+            })),
+        }
+    }
+}
+
+/// The container's memory limit from `linux.resources.memory.limit` (absent or ≤ 0: none).
+fn memory_limit(spec: &oci_spec::runtime::Spec) -> Option<u64> {
+    let limit = spec.linux().as_ref()?.resources().as_ref()?.memory().as_ref()?.limit()?;
+    u64::try_from(limit).ok().filter(|l| *l > 0)
+}
+
+/// The binary format's preamble: magic, then version and layer (component model: 0x0d, layer 1).
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+const COMPONENT_VERSION_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+const CORE_MODULE_VERSION_LAYER: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+
+/// Says what the bytes are when they are not a component, instead of a parser error.
+fn check_is_component(origin: &str, bytes: &[u8]) -> Result<(), LaunchError> {
+    let (magic, version) = (bytes.get(..4), bytes.get(4..8));
+    if magic == Some(WASM_MAGIC) && version == Some(&COMPONENT_VERSION_LAYER) {
+        return Ok(());
+    }
+    let what = if magic == Some(WASM_MAGIC) && version == Some(&CORE_MODULE_VERSION_LAYER) {
+        "a core WebAssembly module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+            .to_string()
+    } else {
+        let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("not a WebAssembly component (it starts with bytes [{}], not \\0asm)", head.join(" "))
+    };
+    Err(LaunchError::cannot_run(format!("component {origin} is {what}")))
+}
+
+fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+    // A plain thread, so that busy tokio workers cannot delay the tick that interrupts them.
+    std::thread::Builder::new()
+        .name("wasmkube-epoch".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(EPOCH_TICK);
+                engine.increment_epoch();
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the epoch ticker thread: {e}"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_components_are_named_for_what_they_are() {
+        let core = check_is_component("/m.wasm", b"\0asm\x01\0\0\0").unwrap_err();
+        assert!(core.message.contains("core WebAssembly module"), "{}", core.message);
+        let junk = check_is_component("/j.wasm", b"#!/bin/sh\n").unwrap_err();
+        assert!(junk.message.contains("23 21 2f 62"), "{}", junk.message);
+        assert_eq!(junk.exit_code, 126);
+    }
+}

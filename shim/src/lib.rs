@@ -1,0 +1,17 @@
+//! wasmkube's containerd shim: every WebAssembly container of a node runs as an instance inside one
+//! long-lived daemon with one wasmtime engine.
+//!
+//! The crate is split the way runwasi splits its crates, but inside one daemon:
+//! - [`task`] speaks containerd's runtime v2 task protocol and knows nothing about wasmtime;
+//! - [`engine`] runs components and knows nothing about ttrpc;
+//! - [`runtime`] is the seam between them;
+//! - [`daemon`] is the `start`/`delete` side of the shim binary (finding or starting the node daemon).
+
+pub mod config;
+pub mod daemon;
+pub mod engine;
+pub mod runtime;
+pub mod task;
+
+/// The containerd runtime type this shim serves (design: names).
+pub const RUNTIME_TYPE: &str = "io.containerd.wasmkube.v1";

@@ -1,0 +1,21 @@
+//! `containerd-shim-wasmkube-v1`: the binary containerd runs for runtime `io.containerd.wasmkube.v1`.
+
+use tracing_subscriber::EnvFilter;
+use wasmkube_shim::daemon::WasmkubeShim;
+
+#[tokio::main]
+async fn main() {
+    // containerd 1.6 reads `start`'s stdout AND stderr as the daemon address, so `start` logs nothing
+    // (its errors still reach containerd through the exit status and message). Elsewhere stderr is
+    // containerd's log (`delete`) or the daemon's own log file.
+    let quiet = std::env::args().any(|a| a == "start");
+    let filter = EnvFilter::try_from_env("WASMKUBE_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    if quiet {
+        logs.with_writer(std::io::sink).init();
+    } else {
+        logs.with_writer(std::io::stderr).init();
+    }
+    let config = containerd_shim::Config { no_setup_logger: true, ..Default::default() };
+    containerd_shim::asynchronous::run::<WasmkubeShim>(wasmkube_shim::RUNTIME_TYPE, Some(config)).await;
+}

@@ -1,0 +1,119 @@
+//! The seam between the task protocol and whatever runs a container's workload.
+//!
+//! The protocol side hands a [`Runtime`] a [`Launch`] (what containerd asked for, with stdio already
+//! opened); the runtime answers with a [`Workload`] ready to start, or a [`LaunchError`] that the task
+//! reports as its container's exit.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures::future::BoxFuture;
+use oci_spec::runtime::Spec;
+use tokio::io::AsyncWrite;
+use tokio::sync::watch;
+
+/// Where a container's stdout and stderr go (already-open writers; `None` discards).
+pub struct Stdio {
+    /// The container's standard output.
+    pub stdout: Option<Box<dyn AsyncWrite + Send + Sync + Unpin>>,
+    /// The container's standard error.
+    pub stderr: Option<Box<dyn AsyncWrite + Send + Sync + Unpin>>,
+}
+
+/// Everything a runtime needs to prepare one container.
+pub struct Launch {
+    /// The container id.
+    pub id: String,
+    /// The OCI runtime spec from the bundle.
+    pub spec: Spec,
+    /// The container's root filesystem, mounted.
+    pub rootfs: PathBuf,
+    /// The container's stdio.
+    pub stdio: Stdio,
+}
+
+/// Why a container could not be prepared; it ends with this code and message instead of starting.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct LaunchError {
+    /// The exit code the container reports (shell conventions: 127 not found, 126 cannot run).
+    pub exit_code: u32,
+    /// A message for the container log and the termination-message file.
+    pub message: String,
+}
+
+impl LaunchError {
+    /// The component (or other entry point) does not exist.
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Self { exit_code: 127, message: message.into() }
+    }
+
+    /// The entry point exists but cannot be run (invalid, fails to compile or link).
+    pub fn cannot_run(message: impl Into<String>) -> Self {
+        Self { exit_code: 126, message: message.into() }
+    }
+}
+
+/// How a workload ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Exit {
+    /// The exit code as a process would report it (128+N for signal N).
+    pub code: u32,
+    /// Why it ended, when that is worth telling the user (a trap, a limit).
+    pub reason: Option<String>,
+}
+
+impl Exit {
+    /// A plain exit with a code and no message.
+    pub fn code(code: u32) -> Self {
+        Self { code, reason: None }
+    }
+}
+
+/// Resource usage of a running workload, for `stats`.
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// Bytes of linear memories and tables the instance holds now.
+    pub memory_bytes: AtomicU64,
+    /// Highest value `memory_bytes` reached.
+    pub memory_peak_bytes: AtomicU64,
+    /// CPU time spent running the guest, in nanoseconds.
+    pub cpu_nanos: AtomicU64,
+}
+
+impl Usage {
+    /// Records the instance's current memory and keeps the peak.
+    pub fn set_memory(&self, bytes: u64) {
+        self.memory_bytes.store(bytes, Ordering::Relaxed);
+        self.memory_peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+    }
+}
+
+/// A termination request, as `kill` delivers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal(pub u32);
+
+impl Signal {
+    /// SIGTERM: stop gracefully.
+    pub const TERM: Signal = Signal(libc::SIGTERM as u32);
+    /// SIGKILL: stop at once.
+    pub const KILL: Signal = Signal(libc::SIGKILL as u32);
+}
+
+/// A prepared container, ready to start.
+pub trait Workload: Send {
+    /// Runs the workload until it exits or a signal arrives on `signals`.
+    fn start(self: Box<Self>, signals: watch::Receiver<Option<Signal>>) -> BoxFuture<'static, Exit>;
+
+    /// Live resource usage, updated while the workload runs.
+    fn usage(&self) -> Arc<Usage>;
+}
+
+/// Prepares containers; one per daemon, shared by all tasks.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Loads, compiles and links what the container runs: every error a user can cause surfaces here.
+    async fn prepare(&self, launch: Launch) -> Result<Box<dyn Workload>, LaunchError>;
+}
