@@ -92,6 +92,14 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A CRI call failed (connection or gRPC status).
+    #[error("CRI {call}: {reason}")]
+    Cri {
+        /// The CRI method, e.g. `RunPodSandbox`.
+        call: String,
+        /// The transport error or gRPC status.
+        reason: String,
+    },
     /// A JSON document could not be written or read.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -3,6 +3,7 @@
 
 pub mod cmd;
 pub mod containerd;
+pub mod cri;
 pub mod error;
 pub mod guests;
 pub mod images;

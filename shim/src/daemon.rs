@@ -18,6 +18,8 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::config::NodeConfig;
 use crate::engine::NodeEngine;
+use crate::pod::NodeRuntime;
+use crate::runc::RuncSandboxes;
 use crate::task::{ContainerdEvents, Occupancy, TaskService};
 
 /// One daemon per containerd instance and namespace: the grouping key every task shares.
@@ -40,7 +42,7 @@ pub struct WasmkubeShim {
 
 #[async_trait]
 impl Shim for WasmkubeShim {
-    type T = TaskService<NodeEngine>;
+    type T = TaskService<NodeRuntime>;
 
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
         let bundle = if args.bundle.is_empty() {
@@ -106,10 +108,12 @@ impl Shim for WasmkubeShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        let (config, engine) = match NodeConfig::load()
-            .map_err(anyhow::Error::from)
-            .and_then(|cfg| NodeEngine::new().map(|engine| (cfg, engine)))
-        {
+        let (config, runtime) = match NodeConfig::load().map_err(anyhow::Error::from).and_then(|cfg| {
+            let engine = NodeEngine::new()?;
+            // The daemon runs in its home directory; runc's state for the sandboxes lives there too.
+            let sandboxes = RuncSandboxes::new(std::env::current_dir()?.join("runc"))?;
+            Ok((cfg, NodeRuntime::new(engine, sandboxes)))
+        }) {
             Ok(ready) => ready,
             Err(e) => {
                 // `start` reports this log to containerd when the daemon does not come up.
@@ -120,7 +124,7 @@ impl Shim for WasmkubeShim {
         let _ = self.idle_exit.set(Duration::from_secs(config.idle_exit_seconds));
         tracing::info!(namespace = %self.namespace, pid = std::process::id(), "node daemon serving");
         let events = ContainerdEvents::new(publisher, self.namespace.clone());
-        TaskService::new(engine, Box::new(events), self.occupancy.clone())
+        TaskService::new(runtime, Box::new(events), self.occupancy.clone())
     }
 }
 

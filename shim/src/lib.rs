@@ -5,11 +5,14 @@
 //! - [`task`] speaks containerd's runtime v2 task protocol and knows nothing about wasmtime;
 //! - [`engine`] runs components and knows nothing about ttrpc;
 //! - [`runtime`] is the seam between them;
-//! - [`daemon`] is the `start`/`delete` side of the shim binary (finding or starting the node daemon).
+//! - [`daemon`] is the `start`/`delete` side of the shim binary (finding or starting the node daemon);
+//! - [`pod`] routes a pod's sandbox to [`runc`] and its components to the engine.
 
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod pod;
+pub mod runc;
 pub mod runtime;
 pub mod task;
 

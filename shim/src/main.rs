@@ -16,6 +16,8 @@ async fn main() {
     } else {
         logs.with_writer(std::io::stderr).init();
     }
-    let config = containerd_shim::Config { no_setup_logger: true, ..Default::default() };
+    // The daemon waits for its own children by pid (runc commands, pod sandbox processes it reaps as
+    // subreaper): the crate's `waitpid(-1)` reaper would take their exit statuses first.
+    let config = containerd_shim::Config { no_setup_logger: true, no_reaper: true, ..Default::default() };
     containerd_shim::asynchronous::run::<WasmkubeShim>(wasmkube_shim::RUNTIME_TYPE, Some(config)).await;
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use wasmkube_harness::images::component_image_at;
-use wasmkube_harness::{guests, procs, require_root, ContainerdOpts, PrivateContainerd};
+use wasmkube_harness::{guests, require_root, ContainerdOpts, PrivateContainerd};
 
 const RUNTIME: &str = wasmkube_shim::RUNTIME_TYPE;
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
@@ -36,17 +36,6 @@ fn run_rm(
     cmd.extend_from_slice(&[image, id]);
     cmd.extend_from_slice(args);
     Ok(ctrd.ctr(cmd)?)
-}
-
-/// Daemon processes of our shim serving this containerd.
-fn shim_daemons(ctrd: &PrivateContainerd) -> Vec<i32> {
-    procs::with_address(&ctrd.socket())
-        .into_iter()
-        .filter(|pid| {
-            procs::read(*pid)
-                .is_some_and(|p| p.cmdline.first().is_some_and(|a| a.ends_with("containerd-shim-wasmkube-v1")))
-        })
-        .collect()
 }
 
 #[test]
@@ -88,7 +77,7 @@ fn sleeper_reports_143_on_sigterm_and_137_on_sigkill_even_when_busy() -> Result<
     start("sleep-kill", "SPIN=1")?.check("ctr run -d sleep-kill")?;
     ctrd.wait_task_status("sleep-term", "RUNNING", Duration::from_secs(20))?;
     ctrd.wait_task_status("sleep-kill", "RUNNING", Duration::from_secs(20))?;
-    assert_eq!(shim_daemons(&ctrd).len(), 1, "both containers are served by one daemon");
+    assert_eq!(ctrd.shim_daemons().len(), 1, "both containers are served by one daemon");
 
     ctrd.ctr(["task", "kill", "sleep-term"])?.check("ctr task kill")?;
     ctrd.ctr(["task", "kill", "-s", "SIGKILL", "sleep-kill"])?.check("ctr task kill -s SIGKILL")?;
@@ -101,7 +90,7 @@ fn sleeper_reports_143_on_sigterm_and_137_on_sigkill_even_when_busy() -> Result<
     assert!(kill.stderr.contains("exit code 137"), "{kill:?}");
     let listed = ctrd.ctr(["task", "ls"])?.check("ctr task ls")?;
     assert!(!listed.stdout.contains("sleep-"), "deleted tasks are gone: {}", listed.stdout);
-    wait_until(Duration::from_secs(20), || shim_daemons(&ctrd).is_empty())
+    wait_until(Duration::from_secs(20), || ctrd.shim_daemons().is_empty())
         .context("the daemon exits once it has served no task for idle_exit_seconds")?;
     Ok(())
 }
@@ -144,7 +133,7 @@ fn two_containers_run_at_once_in_one_daemon() -> Result<()> {
     let b = run_in_thread(&ctrd, "pair-b", "GREETING=b");
     ctrd.wait_task_status("pair-a", "RUNNING", Duration::from_secs(20))?;
     ctrd.wait_task_status("pair-b", "RUNNING", Duration::from_secs(20))?;
-    assert_eq!(shim_daemons(&ctrd).len(), 1);
+    assert_eq!(ctrd.shim_daemons().len(), 1);
     ctrd.ctr(["task", "kill", "pair-a"])?.check("kill a")?;
     ctrd.ctr(["task", "kill", "pair-b"])?.check("kill b")?;
     for (child, who) in [(a, "a"), (b, "b")] {

@@ -135,6 +135,9 @@ disabled_plugins = [{disabled}]
 
 [{cri}.containerd.runtimes.{wasm_handler}]
   runtime_type = {wasm_type}
+  # CRI passes a container's annotations into its spec only when listed: the shim needs a pod's own
+  # terminationMessagePath to find the file it writes its failure message to.
+  container_annotations = ["io.kubernetes.container.terminationMessagePath"]
 
 [{cri}.cni]
   bin_dir = {cni_bin}
@@ -240,6 +243,10 @@ mod tests {
         assert_eq!(cri["containerd"]["snapshotter"].as_str(), Some("overlayfs"));
         let runtimes = &cri["containerd"]["runtimes"];
         assert_eq!(runtimes["wasmkube"]["runtime_type"].as_str(), Some("io.containerd.wasmkube.v1"));
+        assert_eq!(
+            runtimes["wasmkube"]["container_annotations"][0].as_str(),
+            Some("io.kubernetes.container.terminationMessagePath")
+        );
         assert_eq!(runtimes["runc"]["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
         assert_eq!(cri["cni"]["bin_dir"].as_str(), Some("/usr/lib/cni"));
         assert_eq!(cri["cni"]["conf_dir"].as_str(), Some(&*format!("{base}/cni/net.d")));

@@ -330,6 +330,22 @@ impl PrivateContainerd {
         Ok(info)
     }
 
+    /// A CRI client on this instance's socket; pod log directories go under `<temp dir>/pods`.
+    pub fn cri(&self) -> Result<crate::cri::CriClient> {
+        crate::cri::CriClient::connect(&self.socket(), &self.dirs.base.join("pods"))
+    }
+
+    /// Processes of the wasmkube shim (`containerd-shim-wasmkube-v1`) started for this instance.
+    pub fn shim_daemons(&self) -> Vec<i32> {
+        crate::procs::with_address(&self.socket())
+            .into_iter()
+            .filter(|pid| {
+                crate::procs::read(*pid)
+                    .is_some_and(|p| p.cmdline.first().is_some_and(|a| a.ends_with(crate::paths::SHIM_BINARY)))
+            })
+            .collect()
+    }
+
     /// Server version reported by `ctr version`.
     pub fn server_version(&self) -> Result<String> {
         let out = self.ctr(["version"])?.check("ctr version")?;

@@ -87,7 +87,12 @@ fn read_dir_names(dir: &Path) -> Vec<String> {
 
 /// Removes runc's state and cgroups of a killed container, only if the state names our dir.
 fn delete_runc_state(dirs: &Dirs, b: &Bundle) {
-    let roots = [dirs.runc_root().join(&b.namespace), Path::new("/run/containerd/runc").join(&b.namespace)];
+    let roots = [
+        dirs.runc_root().join(&b.namespace),
+        Path::new("/run/containerd/runc").join(&b.namespace),
+        // The wasmkube shim's daemon runs pod sandboxes with runc, keeping its state in its home.
+        dirs.state().join("wasmkube").join(&b.namespace).join("runc"),
+    ];
     let ours = dirs.base.to_string_lossy().into_owned();
     for root in roots {
         let state = root.join(&b.id).join("state.json");

@@ -116,6 +116,10 @@ impl Runtime for NodeEngine {
             .ok_or_else(|| {
                 LaunchError::not_found("the container spec has no process.args: nothing names a component")
             })?;
+        // Kept for wasi:http (issue 5), which binds its listener inside this namespace.
+        if let Some(netns) = &launch.network_namespace {
+            tracing::info!(id = %launch.id, netns = %netns.display(), "component joins this network namespace");
+        }
         let bytes = source::read(&reference, &launch.rootfs)?;
         let prepared = self.prepared(bytes).await?;
 

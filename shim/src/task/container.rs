@@ -66,6 +66,8 @@ pub struct Container {
     reporter: Mutex<Option<ExitReporter>>,
     /// Resource usage, live while running.
     pub usage: Arc<Usage>,
+    /// The workload's own process, when it is not an instance inside the daemon.
+    pub pid: Option<u32>,
     phase: Mutex<Phase>,
     exited: watch::Sender<Option<ExitRecord>>,
 }
@@ -83,12 +85,14 @@ impl Container {
         prepared: Result<Box<dyn Workload>, LaunchError>,
     ) -> Self {
         let usage = prepared.as_ref().map(|w| w.usage()).unwrap_or_default();
+        let pid = prepared.as_ref().ok().and_then(|w| w.pid());
         Self {
             id,
             bundle,
             stdio,
             reporter: Mutex::new(Some(reporter)),
             usage,
+            pid,
             phase: Mutex::new(Phase::Created(prepared)),
             exited: watch::channel(None).0,
         }

@@ -9,7 +9,7 @@ mod events;
 mod stats;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -32,7 +32,7 @@ pub use container::{Container, ExitRecord, StdioPaths};
 pub use error::TaskError;
 pub use events::{ContainerdEvents, EventSink, TaskEvent};
 
-use crate::runtime::{Exit, Launch, Runtime, Signal, Stdio};
+use crate::runtime::{self, Exit, Launch, Runtime, Signal, Stdio};
 
 /// The Task service: a table of containers, a runtime to prepare them, a sink for their events.
 pub struct TaskService<R: Runtime> {
@@ -96,11 +96,16 @@ impl<R> Inner<R> {
         self.table().get(id).cloned().ok_or_else(|| TaskError::NotFound(format!("container {id} not found")))
     }
 
+    /// The pid a task reports: its own process if it has one, else the daemon's.
+    fn pid_of(&self, c: &Container) -> u32 {
+        c.pid.unwrap_or(self.pid)
+    }
+
     fn publish_exit(&self, c: &Container, exit: ExitRecord) {
         self.events.publish(TaskEvent::Exit(TaskExit {
             container_id: c.id.clone(),
             id: c.id.clone(),
-            pid: self.pid,
+            pid: self.pid_of(c),
             exit_status: exit.code,
             exited_at: MessageField::some(timestamp(exit.at)),
             ..Default::default()
@@ -127,7 +132,9 @@ impl<R: Runtime> Inner<R> {
         let stdio = Stdio { stdout: bundle::open_output(&req.stdout)?, stderr: bundle::open_output(&req.stderr)? };
         let reporter = bundle::ExitReporter::open(&req.stderr, bundle::termination_log(&spec))?;
 
-        let prepared = self.runtime.prepare(Launch { id: req.id.clone(), spec, rootfs, stdio }).await;
+        let network_namespace = runtime::network_namespace(&spec).map(Path::to_path_buf);
+        let launch = Launch { id: req.id.clone(), bundle: bundle.clone(), spec, rootfs, stdio, network_namespace };
+        let prepared = self.runtime.prepare(launch).await;
         if let Err(e) = &prepared {
             tracing::warn!(id = %req.id, error = %e, "container cannot start; it will end with this message");
         }
@@ -138,6 +145,7 @@ impl<R: Runtime> Inner<R> {
             terminal: req.terminal,
         };
         let container = Arc::new(Container::new(req.id.clone(), bundle, paths, reporter, prepared));
+        let pid = self.pid_of(&container);
         {
             let mut table = self.table();
             if table.contains_key(&req.id) {
@@ -158,10 +166,10 @@ impl<R: Runtime> Inner<R> {
                 terminal: req.terminal,
                 ..Default::default()
             }),
-            pid: self.pid,
+            pid,
             ..Default::default()
         }));
-        Ok(CreateTaskResponse { pid: self.pid, ..Default::default() })
+        Ok(CreateTaskResponse { pid, ..Default::default() })
     }
 }
 
@@ -170,12 +178,9 @@ impl<R: Runtime> TaskService<R> {
         let inner = &self.inner;
         let container = inner.get(id, exec_id)?;
         let (prepared, signals) = container.start()?;
+        let pid = inner.pid_of(&container);
         // The start event goes out before the workload can possibly exit.
-        inner.events.publish(TaskEvent::Start(TaskStart {
-            container_id: id.to_string(),
-            pid: inner.pid,
-            ..Default::default()
-        }));
+        inner.events.publish(TaskEvent::Start(TaskStart { container_id: id.to_string(), pid, ..Default::default() }));
         let inner = self.inner.clone();
         tokio::spawn(async move {
             let exit = match prepared {
@@ -187,7 +192,7 @@ impl<R: Runtime> TaskService<R> {
             tracing::info!(id = %container.id, code = exit.code, "container exited");
             inner.publish_exit(&container, record);
         });
-        Ok(StartResponse { pid: self.inner.pid, ..Default::default() })
+        Ok(StartResponse { pid, ..Default::default() })
     }
 
     fn delete_container(&self, id: &str, exec_id: &str) -> Result<DeleteResponse, TaskError> {
@@ -204,16 +209,17 @@ impl<R: Runtime> TaskService<R> {
         }
         container.report_exit(None);
         bundle::unmount_rootfs(&container.bundle);
+        let pid = inner.pid_of(&container);
         inner.events.publish(TaskEvent::Delete(TaskDelete {
             container_id: id.to_string(),
             id: id.to_string(),
-            pid: inner.pid,
+            pid,
             exit_status: exit.code,
             exited_at: MessageField::some(timestamp(exit.at)),
             ..Default::default()
         }));
         Ok(DeleteResponse {
-            pid: inner.pid,
+            pid,
             exit_status: exit.code,
             exited_at: MessageField::some(timestamp(exit.at)),
             ..Default::default()
@@ -240,7 +246,7 @@ impl<R: Runtime> TaskService<R> {
         Ok(StateResponse {
             id: c.id.clone(),
             bundle: c.bundle.to_string_lossy().into_owned(),
-            pid: self.inner.pid,
+            pid: self.inner.pid_of(&c),
             status: status.into(),
             stdin: c.stdio.stdin.clone(),
             stdout: c.stdio.stdout.clone(),
@@ -296,8 +302,8 @@ impl<R: Runtime> containerd_shim::Task for TaskService<R> {
     }
 
     async fn pids(&self, _ctx: &TtrpcContext, req: PidsRequest) -> TtrpcResult<PidsResponse> {
-        self.inner.get(&req.id, "")?;
-        let process = ProcessInfo { pid: self.inner.pid, ..Default::default() };
+        let container = self.inner.get(&req.id, "")?;
+        let process = ProcessInfo { pid: self.inner.pid_of(&container), ..Default::default() };
         Ok(PidsResponse { processes: vec![process], ..Default::default() })
     }
 
@@ -306,10 +312,11 @@ impl<R: Runtime> containerd_shim::Task for TaskService<R> {
         Ok(StatsResponse { stats: MessageField::some(stats::metrics_any(&container.usage)?), ..Default::default() })
     }
 
-    async fn connect(&self, _ctx: &TtrpcContext, _req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+    async fn connect(&self, _ctx: &TtrpcContext, req: ConnectRequest) -> TtrpcResult<ConnectResponse> {
+        let task_pid = self.inner.get(&req.id, "").map(|c| self.inner.pid_of(&c)).unwrap_or(self.inner.pid);
         Ok(ConnectResponse {
             shim_pid: self.inner.pid,
-            task_pid: self.inner.pid,
+            task_pid,
             version: env!("CARGO_PKG_VERSION").to_string(),
             ..Default::default()
         })

@@ -1,0 +1,198 @@
+//! The shim driven through CRI the way the kubelet drives it: pods under RuntimeClass handler
+//! `wasmkube`, with CNI networking, against a real private containerd.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{ensure, Context, Result};
+use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
+use wasmkube_harness::cri::log::stream_lines;
+use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
+use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
+use wasmkube_harness::{guests, procs, require_root, ContainerdOpts, PrivateContainerd};
+
+const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
+const HELLO: &str = "docker.io/wasmkube/hello-cli:test";
+const SLEEPER: &str = "docker.io/wasmkube/sleeper:test";
+const STATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A private containerd with CRI on a CNI subnet of its own (tests run in parallel), the pause
+/// image as sandbox image, and the example components, all in CRI's namespace.
+fn node(subnet: &str) -> Result<(PrivateContainerd, CriClient)> {
+    let mut opts = ContainerdOpts::with_shim(SHIM);
+    opts.cni = Some(CniOpts { subnet: subnet.into() });
+    let ctrd = PrivateContainerd::start(opts)?;
+    ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
+    let hello = std::fs::read(guests::guest_wasm("hello-cli")?)?;
+    ctrd.import_in(CRI_NAMESPACE, &component_image_at(HELLO, hello, "/app.wasm"))?;
+    let sleeper = std::fs::read(guests::guest_wasm("sleeper")?)?;
+    ctrd.import_in(CRI_NAMESPACE, &component_image_at(SLEEPER, sleeper, "/sleeper.wasm"))?;
+    let cri = ctrd.cri()?;
+    for image in [PAUSE_IMAGE, HELLO, SLEEPER] {
+        wait_until(Duration::from_secs(10), || cri.image_id(image).is_ok_and(|id| id.is_some()))
+            .with_context(|| format!("CRI sees the imported image {image}"))?;
+    }
+    Ok((ctrd, cri))
+}
+
+/// Pause processes (the pod sandboxes) running under the shim's daemon.
+fn sandbox_processes(ctrd: &PrivateContainerd) -> Vec<i32> {
+    let all = procs::list();
+    let tree = procs::with_descendants(&ctrd.shim_daemons(), &all);
+    all.iter()
+        .filter(|p| tree.contains(&p.pid) && p.cmdline.first().is_some_and(|a| a == "/pause"))
+        .map(|p| p.pid)
+        .collect()
+}
+
+fn daemon_log(ctrd: &PrivateContainerd) -> String {
+    std::fs::read_to_string(ctrd.dirs().state().join("wasmkube").join(CRI_NAMESPACE).join("daemon.log"))
+        .unwrap_or_default()
+}
+
+fn container(name: &str, image: &str) -> ContainerSpec {
+    ContainerSpec { name: name.into(), image: image.into(), ..Default::default() }
+}
+
+fn remove_pod(cri: &CriClient, pod: &Pod) -> Result<()> {
+    cri.stop_pod_sandbox(&pod.id)?;
+    cri.remove_pod_sandbox(&pod.id)?;
+    Ok(())
+}
+
+#[test]
+fn hello_cli_runs_in_a_pod_and_its_output_reaches_the_cri_log() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (ctrd, cri) = node("10.88.31.0/24")?;
+    let pod = cri.run_pod_sandbox("hello-pod", WASMKUBE_HANDLER)?;
+    // `runc start` runs just after the task reports started.
+    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 1)
+        .context("the sandbox is a real pause process under the daemon")?;
+    let pause = sandbox_processes(&ctrd);
+
+    let spec = ContainerSpec {
+        args: vec!["one".into(), "two".into()],
+        env: vec![("GREETING".into(), "from CRI".into())],
+        ..container("hello", HELLO)
+    };
+    let id = cri.create_container(&pod, &spec)?;
+    cri.start_container(&id)?;
+    let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    assert_eq!(status.reason, "Completed", "{status:?}");
+    assert_eq!(ctrd.shim_daemons().len(), 1, "sandbox and component are served by one daemon");
+
+    // CRI's log copier may still be writing the last lines when the exit is reported.
+    let _ = wait_until(Duration::from_secs(5), || cri.read_log(&id).is_ok_and(|l| l.len() >= 4));
+    let log = cri.read_log(&id)?;
+    assert_eq!(
+        stream_lines(&log, "stdout"),
+        ["hello from a WebAssembly component", "args: one two", "GREETING=from CRI"],
+        "{log:?}"
+    );
+    assert!(stream_lines(&log, "stderr").contains(&"hello-cli: this line goes to stderr"), "{log:?}");
+    // CRI gives the pod's containers the sandbox's network namespace through its pid.
+    let netns = format!("/proc/{}/ns/net", pause[0]);
+    assert!(daemon_log(&ctrd).contains(&netns), "the component's spec names {netns}");
+
+    remove_pod(&cri, &pod)?;
+    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty()).context("the pause process is gone")?;
+    Ok(())
+}
+
+#[test]
+fn two_pods_of_two_sleepers_share_one_daemon_and_stop_with_143() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (ctrd, cri) = node("10.88.32.0/24")?;
+    let mut pods = Vec::new();
+    for p in ["sleepy-a", "sleepy-b"] {
+        let pod = cri.run_pod_sandbox(p, WASMKUBE_HANDLER)?;
+        let mut ids = Vec::new();
+        for c in ["one", "two"] {
+            let spec = ContainerSpec { env: vec![("TICK_MS".into(), "100".into())], ..container(c, SLEEPER) };
+            let id = cri.create_container(&pod, &spec)?;
+            cri.start_container(&id)?;
+            ids.push(id);
+        }
+        pods.push((pod, ids));
+    }
+    for id in pods.iter().flat_map(|(_, ids)| ids) {
+        cri.wait_container_state(id, ContainerState::Running, STATE_TIMEOUT)?;
+    }
+    assert_eq!(ctrd.shim_daemons().len(), 1, "two pods, four components, one daemon");
+    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 2).context("one pause process per pod")?;
+
+    let first = &pods[0].1[0];
+    cri.stop_container(first, 10)?;
+    let stopped = cri.wait_container_state(first, ContainerState::Exited, STATE_TIMEOUT)?;
+    assert_eq!(stopped.exit_code, 143, "SIGTERM ends a component with 128+15: {stopped:?}");
+    let log = cri.read_log(first)?;
+    assert!(stream_lines(&log, "stdout").iter().any(|l| l.starts_with("sleeper: started")), "{log:?}");
+    for id in pods.iter().flat_map(|(_, ids)| ids).skip(1) {
+        assert_eq!(cri.container_status(id)?.state, ContainerState::Running, "the others run on");
+    }
+
+    for (pod, _) in &pods {
+        remove_pod(&cri, pod)?;
+    }
+    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())
+        .context("the pause processes are gone")?;
+    Ok(())
+}
+
+#[test]
+fn a_broken_component_reports_why_in_the_termination_message() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (ctrd, cri) = node("10.88.33.0/24")?;
+    let broken = "docker.io/wasmkube/broken:test";
+    ctrd.import_in(CRI_NAMESPACE, &component_image_at(broken, b"#!/bin/sh\necho hi\n".to_vec(), "/app.wasm"))?;
+    wait_until(Duration::from_secs(10), || cri.image_id(broken).is_ok_and(|id| id.is_some()))?;
+
+    // As the kubelet does: an empty host file mounted at the pod's terminationMessagePath (here not the
+    // default, so the shim can only find it through the annotation CRI passes on).
+    let termination = ctrd.work_dir().join("termination-log");
+    std::fs::write(&termination, b"")?;
+    let in_container = "/run/termination/message";
+    let spec = ContainerSpec {
+        mounts: vec![(in_container.into(), termination.clone(), false)],
+        annotations: HashMap::from([(
+            "io.kubernetes.container.terminationMessagePath".to_string(),
+            in_container.to_string(),
+        )]),
+        ..container("broken", broken)
+    };
+    let pod = cri.run_pod_sandbox("broken-pod", WASMKUBE_HANDLER)?;
+    let id = cri.create_container(&pod, &spec)?;
+    cri.start_container(&id)?;
+    let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
+    assert_eq!(status.exit_code, 126, "{status:?}");
+    assert_eq!(status.reason, "Error", "{status:?}");
+    let message = std::fs::read_to_string(Path::new(&termination))?;
+    assert!(message.contains("is not a WebAssembly component"), "termination message: {message:?}");
+    let _ = wait_until(Duration::from_secs(5), || cri.read_log(&id).is_ok_and(|l| !l.is_empty()));
+    let log = cri.read_log(&id)?;
+    assert!(
+        stream_lines(&log, "stderr")
+            .iter()
+            .any(|l| l.starts_with("wasmkube:") && l.contains("is not a WebAssembly component")),
+        "{log:?}"
+    );
+    remove_pod(&cri, &pod)?;
+    Ok(())
+}
+
+fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        ensure!(std::time::Instant::now() < deadline, "condition not met within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
+}
