@@ -73,6 +73,7 @@ impl Shim for WasmkubeShim {
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
         // Only called when the daemon is gone: the task's instance went with it, as if SIGKILLed.
+        crate::runc::delete_orphaned_sandbox(&self.bundle);
         crate::task::cleanup_bundle(&self.bundle);
         Ok(DeleteResponse {
             exit_status: 128 + libc::SIGKILL as u32,

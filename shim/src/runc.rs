@@ -19,6 +19,22 @@ const RUNC: &str = "runc";
 /// Bound on one runc command (create, start, kill, delete).
 const RUNC_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// File in a sandbox's bundle naming runc's state root, so `delete` can clean up after a dead daemon.
+const ROOT_FILE: &str = "wasmkube-runc-root";
+
+/// Removes the runc container of a sandbox whose daemon is gone (the `delete` subcommand): its pause
+/// process was reparented to init and would otherwise outlive the pod. A no-op for other bundles.
+pub fn delete_orphaned_sandbox(bundle: &Path) {
+    let Ok(root) = std::fs::read_to_string(bundle.join(ROOT_FILE)) else {
+        return;
+    };
+    let Some(id) = bundle.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    tracing::info!(id, "deleting the sandbox of a daemon that is gone");
+    Runc { root: PathBuf::from(root), id: id.to_string() }.delete(&bundle.join("runc.log"));
+}
+
 /// Runs sandbox containers with runc; one per daemon.
 pub struct RuncSandboxes {
     /// runc's state root, private to the daemon.
@@ -45,6 +61,8 @@ impl RuncSandboxes {
         let pid_file = launch.bundle.join("sandbox.pid");
         let log = launch.bundle.join("runc.log");
         let bundle = launch.bundle.clone();
+        std::fs::write(bundle.join(ROOT_FILE), self.root.as_os_str().as_encoded_bytes())
+            .map_err(|e| LaunchError::cannot_run(format!("cannot write {}/{ROOT_FILE}: {e}", bundle.display())))?;
         let created = {
             let runc = runc.clone();
             let (pid_file, log) = (pid_file.clone(), log.clone());
@@ -130,7 +148,7 @@ impl Workload for RuncSandbox {
             .await;
             if let Err(e) = started.map_err(|e| e.to_string()).and_then(|r| r) {
                 runc.delete(&log);
-                return Exit { code: 126, reason: Some(format!("runc start of the pod sandbox failed: {e}")) };
+                return Exit::failed(126, format!("runc start of the pod sandbox failed: {e}"));
             }
             let mut reaped = tokio::task::spawn_blocking(move || reap(pid));
             let exit = loop {

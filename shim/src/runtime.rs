@@ -103,12 +103,24 @@ pub struct Exit {
     pub code: u32,
     /// Why it ended, when that is worth telling the user (a trap, a limit).
     pub reason: Option<String>,
+    /// Ended by its memory limit: containerd hears a TaskOOM event, and the kubelet says `OOMKilled`.
+    pub oom_killed: bool,
 }
 
 impl Exit {
     /// A plain exit with a code and no message.
     pub fn code(code: u32) -> Self {
-        Self { code, reason: None }
+        Self { code, reason: None, oom_killed: false }
+    }
+
+    /// An exit the user should be told about.
+    pub fn failed(code: u32, reason: impl Into<String>) -> Self {
+        Self { code, reason: Some(reason.into()), oom_killed: false }
+    }
+
+    /// Ended by the memory limit, with the exit code of a kernel OOM kill (128+SIGKILL).
+    pub fn out_of_memory(reason: impl Into<String>) -> Self {
+        Self { code: 128 + libc::SIGKILL as u32, reason: Some(reason.into()), oom_killed: true }
     }
 }
 

@@ -188,6 +188,140 @@ fn a_broken_component_reports_why_in_the_termination_message() -> Result<()> {
     Ok(())
 }
 
+#[test]
+fn exit_codes_kill_memory_limit_and_stats_through_cri() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (ctrd, cri) = node("10.88.34.0/24")?;
+    let pod = cri.run_pod_sandbox("limits-pod", WASMKUBE_HANDLER)?;
+    let start = |spec: &ContainerSpec| -> Result<String> {
+        let id = cri.create_container(&pod, spec)?;
+        cri.start_container(&id)?;
+        Ok(id)
+    };
+    const MIB: i64 = 1024 * 1024;
+    let exit3 = start(&ContainerSpec { env: vec![("EXIT_CODE".into(), "3".into())], ..container("exit3", HELLO) })?;
+    let spinner = start(&ContainerSpec {
+        env: vec![("SPIN".into(), "1".into()), ("TICK_MS".into(), "50".into())],
+        ..container("spinner", SLEEPER)
+    })?;
+    let ballast = start(&ContainerSpec {
+        env: vec![("GROW_MB".into(), "8".into())],
+        memory_limit_bytes: Some(64 * MIB),
+        ..container("ballast", SLEEPER)
+    })?;
+    let greedy = start(&ContainerSpec {
+        env: vec![("GROW_MB".into(), "64".into())],
+        memory_limit_bytes: Some(32 * MIB),
+        ..container("greedy", SLEEPER)
+    })?;
+
+    let status = cri.wait_container_state(&exit3, ContainerState::Exited, STATE_TIMEOUT)?;
+    assert_eq!((status.exit_code, status.reason.as_str()), (3, "Error"), "exit-with-code is exact: {status:?}");
+
+    // Over its limit: ends like a kernel OOM kill, and CRI (hearing TaskOOM) says OOMKilled.
+    let status = cri.wait_container_state(&greedy, ContainerState::Exited, STATE_TIMEOUT)?;
+    assert_eq!((status.exit_code, status.reason.as_str()), (137, "OOMKilled"), "{status:?}");
+    let _ = wait_until(Duration::from_secs(5), || cri.read_log(&greedy).is_ok_and(|l| !l.is_empty()));
+    let log = cri.read_log(&greedy)?;
+    assert!(
+        stream_lines(&log, "stderr").iter().any(|l| l.contains("OOMKilled") && l.contains(&(32 * MIB).to_string())),
+        "the log says which limit: {log:?}"
+    );
+
+    // Under its limit: runs, and its linear memory shows in the stats.
+    cri.wait_container_state(&ballast, ContainerState::Running, STATE_TIMEOUT)?;
+    wait_until(Duration::from_secs(10), || cri.container_stats(&ballast).is_ok_and(|(_, mem)| mem >= 8 * MIB as u64))
+        .context("ContainerStats reports the 8 MiB ballast in the working set")?;
+
+    // A busy guest's CPU time grows; then SIGKILL (no grace period) stops it though it never yields.
+    cri.wait_container_state(&spinner, ContainerState::Running, STATE_TIMEOUT)?;
+    let (cpu_before, _) = cri.container_stats(&spinner)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let (cpu_after, _) = cri.container_stats(&spinner)?;
+    assert!(cpu_after > cpu_before + 100_000_000, "CPU time of a spinning guest: {cpu_before} -> {cpu_after} ns");
+    let killed_at = std::time::Instant::now();
+    cri.stop_container(&spinner, 0)?;
+    let status = cri.wait_container_state(&spinner, ContainerState::Exited, STATE_TIMEOUT)?;
+    assert_eq!(status.exit_code, 137, "{status:?}");
+    assert!(killed_at.elapsed() < Duration::from_secs(5), "SIGKILL took {:?}", killed_at.elapsed());
+    assert_eq!(cri.container_status(&ballast)?.state, ContainerState::Running, "other containers run on");
+    assert_eq!(ctrd.shim_daemons().len(), 1);
+    remove_pod(&cri, &pod)?;
+    Ok(())
+}
+
+#[test]
+fn a_pod_survives_a_containerd_restart_and_can_be_stopped_after() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (mut ctrd, cri) = node("10.88.35.0/24")?;
+    let pod = cri.run_pod_sandbox("restart-pod", WASMKUBE_HANDLER)?;
+    let id = cri.create_container(
+        &pod,
+        &ContainerSpec { env: vec![("TICK_MS".into(), "100".into())], ..container("s", SLEEPER) },
+    )?;
+    cri.start_container(&id)?;
+    cri.wait_container_state(&id, ContainerState::Running, STATE_TIMEOUT)?;
+    let daemons = ctrd.shim_daemons();
+    assert_eq!(daemons.len(), 1);
+    drop(cri);
+
+    ctrd.restart()?;
+    let cri = ctrd.cri()?;
+    // containerd reconnects to the daemon through the bundle's `address` file and asks for its tasks.
+    wait_until(STATE_TIMEOUT, || cri.container_status(&id).is_ok_and(|s| s.state == ContainerState::Running))
+        .context("the container still runs after containerd restarted")?;
+    assert_eq!(ctrd.shim_daemons(), daemons, "the same daemon serves it");
+    let lines_before = cri.read_log(&id)?.len();
+    wait_until(Duration::from_secs(5), || cri.read_log(&id).is_ok_and(|l| l.len() > lines_before))
+        .context("its output still reaches the CRI log")?;
+
+    cri.stop_container(&id, 10)?;
+    let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
+    assert_eq!(status.exit_code, 143, "{status:?}");
+    remove_pod(&cri, &pod)?;
+    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty()).context("the pause process is gone")?;
+    Ok(())
+}
+
+#[test]
+fn a_killed_daemon_reports_its_tasks_exited_and_the_next_pod_gets_a_new_one() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (ctrd, cri) = node("10.88.36.0/24")?;
+    let pod = cri.run_pod_sandbox("doomed-pod", WASMKUBE_HANDLER)?;
+    let id = cri.create_container(&pod, &container("s", SLEEPER))?;
+    cri.start_container(&id)?;
+    cri.wait_container_state(&id, ContainerState::Running, STATE_TIMEOUT)?;
+    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 1)?;
+    let pause = sandbox_processes(&ctrd);
+    let daemons = ctrd.shim_daemons();
+    assert_eq!(daemons.len(), 1);
+
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(daemons[0]), nix::sys::signal::Signal::SIGKILL)?;
+    let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
+    // containerd reports a task whose shim died as 255 ("unknown exit status"), as for runc's shim.
+    assert_eq!((status.exit_code, status.reason.as_str()), (255, "Error"), "{status:?}");
+    remove_pod(&cri, &pod)?;
+    // `delete` of the dead daemon's sandbox removes the pause process that was reparented to init.
+    wait_until(Duration::from_secs(10), || pause.iter().all(|p| procs::read(*p).is_none()))
+        .context("the orphaned pause process is gone")?;
+
+    let pod = cri.run_pod_sandbox("next-pod", WASMKUBE_HANDLER)?;
+    let id = cri.create_container(&pod, &container("hello", HELLO))?;
+    cri.start_container(&id)?;
+    let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
+    assert_eq!(status.exit_code, 0, "{status:?}");
+    let now = ctrd.shim_daemons();
+    assert!(now.len() == 1 && now != daemons, "a new daemon serves the next pod: {now:?} (killed {daemons:?})");
+    remove_pod(&cri, &pod)?;
+    Ok(())
+}
+
 fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
     let deadline = std::time::Instant::now() + timeout;
     while !done() {

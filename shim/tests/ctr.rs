@@ -59,9 +59,14 @@ fn exit_codes_propagate_as_a_process_would_report_them() -> Result<()> {
     let ctrd = node()?;
     let ok = run_rm(&ctrd, &["--env", "EXIT_CODE=0"], HELLO, "exit-0", &[])?;
     assert_eq!(ok.code, 0, "{ok:?}");
-    // Rust std on wasip2 reports any failure as WASI 0.2 `exit(err)`, which is 1 (docs/shim.md).
+    // hello-cli exits through WASI 0.2.12's `exit-with-code`: the code arrives exact.
     let failed = run_rm(&ctrd, &["--env", "EXIT_CODE=3"], HELLO, "exit-3", &[])?;
-    assert_eq!(failed.code, 1, "{failed:?}");
+    assert_eq!(failed.code, 3, "{failed:?}");
+    let high = run_rm(&ctrd, &["--env", "EXIT_CODE=255"], HELLO, "exit-255", &[])?;
+    assert_eq!(high.code, 255, "{high:?}");
+    // A bad value returns ExitCode 2 from main: std calls `exit(err)`, which WASI 0.2 reports as 1.
+    let plain = run_rm(&ctrd, &["--env", "EXIT_CODE=x"], HELLO, "exit-x", &[])?;
+    assert_eq!(plain.code, 1, "{plain:?}");
     Ok(())
 }
 

@@ -8,7 +8,6 @@ mod tasks;
 mod teardown;
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -98,6 +97,8 @@ pub struct PrivateContainerd {
     bridge: Option<String>,
     path_env: String,
     command_timeout: Duration,
+    /// Kept for [`restart`](PrivateContainerd::restart).
+    opts: ContainerdOpts,
     child: Option<Child>,
 }
 
@@ -125,6 +126,7 @@ impl PrivateContainerd {
             bridge: None,
             path_env: containerd_path(opts.shim.as_deref()),
             command_timeout: opts.command_timeout,
+            opts: opts.clone(),
             child: None,
         };
         me.prepare(&opts)?;
@@ -168,7 +170,12 @@ impl PrivateContainerd {
 
     fn spawn(&mut self, opts: &ContainerdOpts) -> Result<()> {
         let log_path = self.dirs.log();
-        let log = File::create(&log_path).ctx(|| format!("creating {}", log_path.display()))?;
+        // Appends, so a restarted containerd's log follows the first one's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .ctx(|| format!("opening {}", log_path.display()))?;
         let log_err = log.try_clone().ctx(|| "duplicating the log file".into())?;
         let mut c = Command::new("containerd");
         c.arg("--config")
@@ -360,6 +367,17 @@ impl PrivateContainerd {
     /// The last lines of the containerd log.
     pub fn log_tail(&self) -> String {
         tail(&self.log(), 60)
+    }
+
+    /// Restarts containerd on the same directories and config, as a node's containerd restarts: shims
+    /// and their tasks keep running, and the new containerd must find them again.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop_containerd();
+        let opts = self.opts.clone();
+        self.spawn(&opts)?;
+        self.wait_ready(opts.start_timeout)?;
+        tracing::info!(socket = %self.socket().display(), "private containerd restarted");
+        Ok(())
     }
 
     /// Stops containerd: SIGTERM, bounded wait, then SIGKILL.

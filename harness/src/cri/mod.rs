@@ -87,6 +87,8 @@ pub struct ContainerSpec {
     pub mounts: Vec<(String, PathBuf, bool)>,
     /// Annotations.
     pub annotations: HashMap<String, String>,
+    /// `resources.memory_limit_in_bytes`, as the kubelet sets it from `limits.memory`.
+    pub memory_limit_bytes: Option<i64>,
 }
 
 /// A blocking CRI client.
@@ -193,6 +195,9 @@ impl CriClient {
                 .collect(),
             annotations: spec.annotations.clone(),
             log_path: format!("{}.log", spec.name),
+            linux: spec.memory_limit_bytes.map(|limit| LinuxContainerConfig {
+                resources: Some(LinuxContainerResources { memory_limit_in_bytes: limit }),
+            }),
             ..Default::default()
         };
         let req = CreateContainerRequest {
@@ -256,6 +261,16 @@ impl CriClient {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// ContainerStats: (CPU nanoseconds, working-set bytes), zero where CRI reports nothing.
+    pub fn container_stats(&self, id: &str) -> Result<(u64, u64)> {
+        let resp: ContainerStatsResponse =
+            self.call(RUNTIME, "ContainerStats", ContainerStatsRequest { container_id: id.into() })?;
+        let stats = resp.stats.unwrap_or_default();
+        let cpu = stats.cpu.and_then(|c| c.usage_core_nano_seconds).map_or(0, |v| v.value);
+        let memory = stats.memory.and_then(|m| m.working_set_bytes).map_or(0, |v| v.value);
+        Ok((cpu, memory))
     }
 
     /// StopPodSandbox.

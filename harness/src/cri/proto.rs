@@ -125,6 +125,25 @@ pub struct ContainerConfig {
     /// Log file, relative to the sandbox's `log_directory`.
     #[prost(string, tag = "11")]
     pub log_path: String,
+    /// Linux settings (resources).
+    #[prost(message, optional, tag = "15")]
+    pub linux: Option<LinuxContainerConfig>,
+}
+
+/// `LinuxContainerConfig`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxContainerConfig {
+    /// Resource limits.
+    #[prost(message, optional, tag = "1")]
+    pub resources: Option<LinuxContainerResources>,
+}
+
+/// `LinuxContainerResources` (the fields the tests set).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct LinuxContainerResources {
+    /// Memory limit in bytes; 0 is none.
+    #[prost(int64, tag = "4")]
+    pub memory_limit_in_bytes: i64,
 }
 
 /// `ContainerMetadata`.
@@ -265,3 +284,57 @@ pub struct Image {
 /// Any response without fields (`StartContainerResponse`, `StopPodSandboxResponse`, …).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Empty {}
+
+/// `ContainerStatsRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerStatsRequest {
+    /// Container id.
+    #[prost(string, tag = "1")]
+    pub container_id: String,
+}
+
+/// `ContainerStatsResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerStatsResponse {
+    /// The stats.
+    #[prost(message, optional, tag = "1")]
+    pub stats: Option<ContainerStats>,
+}
+
+/// `ContainerStats` (CPU and memory).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ContainerStats {
+    /// CPU usage.
+    #[prost(message, optional, tag = "2")]
+    pub cpu: Option<CpuUsage>,
+    /// Memory usage.
+    #[prost(message, optional, tag = "3")]
+    pub memory: Option<MemoryUsage>,
+}
+
+/// `CpuUsage`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CpuUsage {
+    /// Cumulative CPU time, in nanoseconds.
+    #[prost(message, optional, tag = "2")]
+    pub usage_core_nano_seconds: Option<UInt64Value>,
+}
+
+/// `MemoryUsage`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct MemoryUsage {
+    /// Working set, the figure the kubelet evicts and `kubectl top` reports by.
+    #[prost(message, optional, tag = "2")]
+    pub working_set_bytes: Option<UInt64Value>,
+    /// Total usage.
+    #[prost(message, optional, tag = "4")]
+    pub usage_bytes: Option<UInt64Value>,
+}
+
+/// `UInt64Value`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct UInt64Value {
+    /// The value.
+    #[prost(uint64, tag = "1")]
+    pub value: u64,
+}

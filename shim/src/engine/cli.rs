@@ -21,9 +21,6 @@ const LOG_FLUSH_GRACE: Duration = Duration::from_secs(5);
 /// Exit code of a guest that trapped: what a process killed by SIGABRT reports (as the wasmtime CLI does).
 const TRAP_EXIT_CODE: u32 = 128 + libc::SIGABRT as u32;
 
-/// Exit code of a guest stopped by its memory limit: what the kernel's OOM kill reports.
-const OOM_EXIT_CODE: u32 = 128 + libc::SIGKILL as u32;
-
 /// A wasi:cli component linked and ready to start.
 pub struct CliWorkload {
     pub(crate) engine: Engine,
@@ -96,9 +93,9 @@ fn exit_of(result: wasmtime::Result<Result<(), ()>>) -> Exit {
                 return Exit::code((*code as u32) & 0xff);
             }
             if let Some(oom) = e.downcast_ref::<MemoryLimitExceeded>() {
-                return Exit { code: OOM_EXIT_CODE, reason: Some(oom.to_string()) };
+                return Exit::out_of_memory(oom.to_string());
             }
-            Exit { code: TRAP_EXIT_CODE, reason: Some(format!("the component trapped: {e:?}")) }
+            Exit::failed(TRAP_EXIT_CODE, format!("the component trapped: {e:?}"))
         }
     }
 }
@@ -115,6 +112,7 @@ mod tests {
         assert_eq!(exit_of(Err(wasmtime::Error::new(I32Exit(256 + 7)))), Exit::code(7));
         let oom = exit_of(Err(wasmtime::Error::new(MemoryLimitExceeded { wanted: 2, limit: 1 })));
         assert_eq!(oom.code, 137);
+        assert!(oom.oom_killed);
         assert!(oom.reason.unwrap().starts_with("OOMKilled"));
         let trap = exit_of(Err(wasmtime::format_err!("unreachable")));
         assert_eq!(trap.code, 134);

@@ -2,6 +2,7 @@
 //! the complete WASI 0.2 set, and prepares instances for containers.
 
 mod cli;
+mod config;
 mod cpu;
 mod host;
 mod log_pipe;
@@ -16,10 +17,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::OnceCell;
 use wasmtime::component::{Component, Linker};
-use wasmtime::{Config, Engine};
+use wasmtime::Engine;
 use wasmtime_wasi::p2::bindings::CommandPre;
 
 pub use cli::CliWorkload;
+pub use config::Allocator;
 pub use host::{Host, MemoryLimitExceeded};
 pub use log_pipe::{LogDrain, LogPipe};
 
@@ -38,6 +40,7 @@ type Slot = Arc<OnceCell<Arc<Prepared>>>;
 /// The engine, linker and compiled components shared by every container of the node.
 pub struct NodeEngine {
     engine: Engine,
+    allocator: Allocator,
     linker: Linker<Host>,
     components: Mutex<HashMap<String, Slot>>,
     ticker_stop: Arc<AtomicBool>,
@@ -46,9 +49,8 @@ pub struct NodeEngine {
 impl NodeEngine {
     /// Builds the engine and linker; fails at daemon start, not at a pod's start, when the host cannot.
     pub fn new() -> anyhow::Result<Self> {
-        let mut config = Config::new();
-        config.epoch_interruption(true).wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:?}"))?;
+        let (engine, allocator) = config::build_engine()?;
+        tracing::info!(?allocator, "wasmtime engine ready");
 
         let mut linker = Linker::new(&engine);
         // The complete WASI 0.2 set (0.2.0 … 0.2.12, `exit-with-code` included), for every component;
@@ -58,7 +60,12 @@ impl NodeEngine {
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
-        Ok(Self { engine, linker, components: Mutex::default(), ticker_stop })
+        Ok(Self { engine, allocator, linker, components: Mutex::default(), ticker_stop })
+    }
+
+    /// How the engine allocates instances.
+    pub fn allocator(&self) -> Allocator {
+        self.allocator
     }
 
     /// Number of distinct components compiled so far.

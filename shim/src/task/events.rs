@@ -3,7 +3,7 @@
 //! The service emits events through [`EventSink`]; the daemon forwards them to containerd, tests read
 //! them from a channel.
 
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskStart};
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskOOM, TaskStart};
 use containerd_shim::protos::protobuf::MessageDyn;
 use containerd_shim::protos::topics;
 use containerd_shim::publisher::RemotePublisher;
@@ -16,6 +16,8 @@ pub enum TaskEvent {
     Create(TaskCreate),
     /// The task started.
     Start(TaskStart),
+    /// The task's workload hit its memory limit (published just before its exit).
+    Oom(TaskOOM),
     /// The task's workload ended.
     Exit(TaskExit),
     /// The task was deleted.
@@ -28,6 +30,7 @@ impl TaskEvent {
         match self {
             TaskEvent::Create(_) => topics::TASK_CREATE_EVENT_TOPIC,
             TaskEvent::Start(_) => topics::TASK_START_EVENT_TOPIC,
+            TaskEvent::Oom(_) => topics::TASK_OOM_EVENT_TOPIC,
             TaskEvent::Exit(_) => topics::TASK_EXIT_EVENT_TOPIC,
             TaskEvent::Delete(_) => topics::TASK_DELETE_EVENT_TOPIC,
         }
@@ -37,6 +40,7 @@ impl TaskEvent {
         match self {
             TaskEvent::Create(e) => Box::new(e),
             TaskEvent::Start(e) => Box::new(e),
+            TaskEvent::Oom(e) => Box::new(e),
             TaskEvent::Exit(e) => Box::new(e),
             TaskEvent::Delete(e) => Box::new(e),
         }

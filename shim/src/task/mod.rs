@@ -20,7 +20,7 @@ use containerd_shim::api::{
     ExecProcessRequest, KillRequest, PidsRequest, PidsResponse, ShutdownRequest, StartRequest, StartResponse,
     StateRequest, StateResponse, StatsRequest, StatsResponse, Status, UpdateTaskRequest, WaitRequest, WaitResponse,
 };
-use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskStart};
+use containerd_shim::protos::events::task::{TaskCreate, TaskDelete, TaskExit, TaskIO, TaskOOM, TaskStart};
 use containerd_shim::protos::protobuf::well_known_types::timestamp::Timestamp;
 use containerd_shim::protos::protobuf::MessageField;
 use containerd_shim::protos::ttrpc;
@@ -185,9 +185,15 @@ impl<R: Runtime> TaskService<R> {
         tokio::spawn(async move {
             let exit = match prepared {
                 Ok(workload) => workload.start(signals).await,
-                Err(e) => Exit { code: e.exit_code, reason: Some(e.message) },
+                Err(e) => Exit::failed(e.exit_code, e.message),
             };
             container.report_exit(exit.reason.as_deref());
+            if exit.oom_killed {
+                // CRI marks the container `OOMKilled` on this event, as for a cgroup OOM kill.
+                inner
+                    .events
+                    .publish(TaskEvent::Oom(TaskOOM { container_id: container.id.clone(), ..Default::default() }));
+            }
             let record = container.stopped(exit.code);
             tracing::info!(id = %container.id, code = exit.code, "container exited");
             inner.publish_exit(&container, record);

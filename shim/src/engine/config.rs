@@ -1,0 +1,92 @@
+//! The settings of the node's one `Engine`: epoch interruption for kills, and the pooling allocator
+//! when the host can reserve its address space.
+
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// How the engine allocates instances; the daemon logs it and `stats`-minded readers compare by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocator {
+    /// Slots reserved up front and reused: instantiation is a few page-table operations.
+    Pooling,
+    /// mmap per instance, for hosts that refuse the pool's reservation (small `ulimit -v`, no overcommit).
+    OnDemand,
+}
+
+/// Bounds of the pool. A node runs at most ~110 pods (the kubelet's default), each container one
+/// component instance, plus in-flight wasi:http requests (one instance each); a Rust wasip2 component
+/// uses 1–4 core instances. Slots are virtual address space until used: 2,000 memories reserve
+/// about 8 TiB of the 128 TiB a 64-bit process has, and touch none of it.
+const COMPONENT_INSTANCES: u32 = 1_000;
+const CORE_INSTANCES: u32 = 4_000;
+const MEMORIES: u32 = 2_000;
+const TABLES: u32 = 4_000;
+/// Every running store needs a fiber stack (async host calls); 1,000 × 2 MiB, committed on touch.
+const STACKS: u32 = 1_000;
+
+/// Settings shared by both allocators.
+fn base() -> Config {
+    let mut config = Config::new();
+    config.epoch_interruption(true).wasm_component_model(true);
+    config
+}
+
+fn pooling() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::new();
+    pool.total_component_instances(COMPONENT_INSTANCES)
+        .total_core_instances(CORE_INSTANCES)
+        .total_memories(MEMORIES)
+        .total_tables(TABLES)
+        .total_stacks(STACKS)
+        .max_core_instances_per_component(16)
+        .max_memories_per_component(16)
+        .max_tables_per_component(16);
+    pool
+}
+
+/// The engine: pooled when the host allows the reservation (the probe is creating it), else on-demand.
+pub fn build_engine() -> anyhow::Result<(Engine, Allocator)> {
+    let mut config = base();
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
+    match Engine::new(&config) {
+        Ok(engine) => return Ok((engine, Allocator::Pooling)),
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "the pooling allocator is not available here; instances are allocated on demand")
+        }
+    }
+    let engine = Engine::new(&base()).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:?}"))?;
+    Ok((engine, Allocator::OnDemand))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_fits_a_full_node_of_components() {
+        let pool = pooling();
+        // Every component instance can have its memories and tables at the per-component maxima of a
+        // typical wasip2 component (main module + shims: ≤ 4 core instances, 2 memories, 4 tables).
+        assert!(pool.get_total_core_instances() >= 4 * pool.get_total_component_instances());
+        assert!(pool.get_total_memories() >= 2 * pool.get_total_component_instances());
+        assert!(pool.get_total_tables() >= 4 * pool.get_total_component_instances());
+    }
+
+    #[test]
+    fn pooled_engine_instantiates_components() {
+        let (engine, allocator) = build_engine().unwrap();
+        // Linux x86-64/aarch64 with default overcommit (this project's nodes and CI) reserves the pool.
+        assert_eq!(allocator, Allocator::Pooling);
+        let component = wasmtime::component::Component::new(
+            &engine,
+            "(component (core module $m (memory 1) (table 1 funcref)) (core instance (instantiate $m)))",
+        )
+        .unwrap();
+        let linker = wasmtime::component::Linker::<()>::new(&engine);
+        let mut store = wasmtime::Store::new(&engine, ());
+        store.set_epoch_deadline(1);
+        for _ in 0..3 {
+            // Slots are returned when the instance's store goes, and reused.
+            linker.instantiate(&mut store, &component).unwrap();
+        }
+    }
+}
