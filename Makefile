@@ -61,6 +61,8 @@ demo: deps guests
 bench: deps guests
 	$(CARGO) build --release -p wasmkube-shim -p wasmkube-bench
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench ctr-run --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
+	$(CARGO_TARGET_DIR)/release/wasmkube-bench pod-start --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
+	$(CARGO_TARGET_DIR)/release/wasmkube-bench pod-memory --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
 
 clean:
 	$(CARGO) clean

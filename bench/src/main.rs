@@ -1,6 +1,7 @@
 //! `wasmkube-bench`: benchmarks of wasmkube against its references; results go to bench/results/.
 
 mod ctr_run;
+mod pods;
 mod report;
 mod stats;
 
@@ -18,6 +19,10 @@ struct Cli {
 enum Command {
     /// `ctr run --rm` wall time: busybox under runc against hello-cli under the wasmkube shim.
     CtrRun(ctr_run::Args),
+    /// CRI pod start (sandbox, then container running): wasmkube against runc pods running busybox.
+    PodStart(pods::StartArgs),
+    /// RSS and PSS of the shim processes with N pods running: wasmkube against runc.
+    PodMemory(pods::MemoryArgs),
 }
 
 fn main() -> Result<()> {
@@ -30,5 +35,7 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::CtrRun(args) => ctr_run::run(args),
+        Command::PodStart(args) => pods::start(args),
+        Command::PodMemory(args) => pods::memory(args),
     }
 }

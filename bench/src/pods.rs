@@ -1,0 +1,372 @@
+//! Pods through CRI, as the kubelet starts them: `pod-start` (RunPodSandbox → container running) and
+//! `pod-memory` (RSS and PSS of the shim processes with N pods running), each for the wasmkube handler
+//! against runc pods running busybox `sleep` as the reference.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure, Context, Result};
+use serde_json::json;
+use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, RUNC_HANDLER, WASMKUBE_HANDLER};
+use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
+use wasmkube_harness::images::{self, BUSYBOX_IMAGE, PAUSE_IMAGE};
+use wasmkube_harness::{guests, procs, ContainerdOpts, PrivateContainerd};
+
+use crate::report;
+use crate::stats::Summary;
+
+const SLEEPER_IMAGE: &str = "docker.io/wasmkube/sleeper:bench";
+/// Room for 2 × 100 pods and the ones being torn down.
+const SUBNET: &str = "10.90.0.0/22";
+const STATE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Options shared by both pod benchmarks.
+#[derive(Debug, clap::Args)]
+pub struct NodeArgs {
+    /// The shim binary (default: <target>/release/containerd-shim-wasmkube-v1).
+    #[arg(long)]
+    pub shim: Option<PathBuf>,
+    /// Where to write the JSON result (default: bench/results/<benchmark>.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Options of `pod-start`.
+#[derive(Debug, clap::Args)]
+pub struct StartArgs {
+    /// Measured pods per handler (after one warm-up pod each).
+    #[arg(long, default_value_t = 20)]
+    pub runs: usize,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// Options of `pod-memory`.
+#[derive(Debug, clap::Args)]
+pub struct MemoryArgs {
+    /// Pod counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 10, 100])]
+    pub pods: Vec<usize>,
+    /// How long the pods idle before memory is read.
+    #[arg(long, default_value_t = 3)]
+    pub settle_seconds: u64,
+    #[command(flatten)]
+    pub node: NodeArgs,
+}
+
+/// A runtime handler and the long-running container it runs in every pod.
+struct Handler {
+    name: &'static str,
+    handler: &'static str,
+    container: ContainerSpec,
+    /// `argv[0]` suffix of its shim processes.
+    shim_binary: &'static str,
+}
+
+fn handlers() -> [Handler; 2] {
+    [
+        Handler {
+            name: "wasmkube",
+            handler: WASMKUBE_HANDLER,
+            container: ContainerSpec { name: "sleeper".into(), image: SLEEPER_IMAGE.into(), ..Default::default() },
+            shim_binary: "containerd-shim-wasmkube-v1",
+        },
+        Handler {
+            name: "runc",
+            handler: RUNC_HANDLER,
+            container: ContainerSpec {
+                name: "sleep".into(),
+                image: BUSYBOX_IMAGE.into(),
+                command: vec!["/bin/busybox".into(), "sleep".into(), "100000".into()],
+                ..Default::default()
+            },
+            shim_binary: "containerd-shim-runc-v2",
+        },
+    ]
+}
+
+/// A private containerd with CRI and CNI, the pause, busybox and sleeper images imported.
+fn node(args: &NodeArgs) -> Result<(PrivateContainerd, CriClient, PathBuf)> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("pod benchmarks start a private containerd and need root");
+    }
+    let shim = crate::ctr_run::shim_binary(args.shim.clone())?;
+    let mut opts = ContainerdOpts::with_shim(&shim);
+    opts.cni = Some(CniOpts { subnet: SUBNET.into() });
+    let ctrd = PrivateContainerd::start(opts)?;
+    ctrd.import_in(CRI_NAMESPACE, &images::pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
+    ctrd.import_in(CRI_NAMESPACE, &images::busybox_image(BUSYBOX_IMAGE)?)?;
+    let sleeper = guests::guest_wasm("sleeper")?;
+    let bytes = std::fs::read(&sleeper).with_context(|| format!("reading {}", sleeper.display()))?;
+    ctrd.import_in(CRI_NAMESPACE, &images::component_image_at(SLEEPER_IMAGE, bytes, "/sleeper.wasm"))?;
+    let cri = ctrd.cri()?;
+    for image in [PAUSE_IMAGE, BUSYBOX_IMAGE, SLEEPER_IMAGE] {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while cri.image_id(image)?.is_none() {
+            ensure!(Instant::now() < deadline, "CRI does not see the imported image {image}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok((ctrd, cri, shim))
+}
+
+/// Times of one pod start, in milliseconds.
+struct PodStart {
+    sandbox_ms: f64,
+    container_ms: f64,
+}
+
+/// RunPodSandbox, then CreateContainer + StartContainer; returns the pod and how long each part took.
+fn start_pod(cri: &CriClient, h: &Handler, name: &str) -> Result<(Pod, PodStart)> {
+    let t0 = Instant::now();
+    let pod = cri.run_pod_sandbox(name, h.handler)?;
+    let t1 = Instant::now();
+    let id = cri.create_container(&pod, &h.container)?;
+    cri.start_container(&id)?;
+    let t2 = Instant::now();
+    // Not timed: StartContainer returned after the task started; this only checks it did not end.
+    let status = cri.container_status(&id)?;
+    ensure!(status.state == ContainerState::Running, "{} pod {name} is not running: {status:?}", h.name);
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    Ok((pod, PodStart { sandbox_ms: ms(t1 - t0), container_ms: ms(t2 - t1) }))
+}
+
+fn remove_pods(cri: &CriClient, pods: &[Pod]) -> Result<()> {
+    for pod in pods {
+        cri.stop_pod_sandbox(&pod.id)?;
+        cri.remove_pod_sandbox(&pod.id)?;
+    }
+    Ok(())
+}
+
+/// `pod-start`: interleaved pods of both handlers, one warm-up each (the component is then compiled
+/// and the daemon running, as on a node that already runs the app).
+pub fn start(args: StartArgs) -> Result<()> {
+    ensure!(args.runs > 0, "--runs must be at least 1");
+    let (ctrd, cri, shim) = node(&args.node)?;
+    let handlers = handlers();
+    let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); handlers.len()];
+    for h in &handlers {
+        let (pod, _) = start_pod(&cri, h, &format!("warmup-{}", h.name))?;
+        remove_pods(&cri, &[pod])?;
+    }
+    for i in 0..args.runs {
+        for (h, (sandbox, container)) in handlers.iter().zip(samples.iter_mut()) {
+            let (pod, t) = start_pod(&cri, h, &format!("start-{}-{i}", h.name))?;
+            sandbox.push(t.sandbox_ms);
+            container.push(t.container_ms);
+            remove_pods(&cri, &[pod])?;
+        }
+    }
+
+    let mut per_handler = serde_json::Map::new();
+    println!("{:<10} {:>14} {:>16} {:>12}", "handler", "sandbox ms", "container ms", "total ms");
+    for (h, (sandbox, container)) in handlers.iter().zip(&samples) {
+        let total: Vec<f64> = sandbox.iter().zip(container).map(|(a, b)| a + b).collect();
+        let (s, c, t) = (summary(sandbox)?, summary(container)?, summary(&total)?);
+        println!("{:<10} {:>14.1} {:>16.1} {:>12.1}", h.name, s.median_ms, c.median_ms, t.median_ms);
+        per_handler.insert(h.name.into(), json!({ "sandbox": s, "container": c, "total": t }));
+    }
+    let median = |name: &str, part: &str| per_handler[name][part]["median_ms"].as_f64();
+    let ratio_total = median("wasmkube", "total").zip(median("runc", "total")).map(|(w, r)| w / r);
+    let ratio_container = median("wasmkube", "container").zip(median("runc", "container")).map(|(w, r)| w / r);
+    if let (Some(total), Some(container)) = (ratio_total, ratio_container) {
+        println!("ratio wasmkube/runc (median): total {total:.2}, container part {container:.2}");
+    }
+
+    let result = json!({
+        "name": "pod-start",
+        "description": "CRI RunPodSandbox (sandbox) then CreateContainer + StartContainer (container) until \
+                        StartContainer returns with the container running; component cached, one warm-up pod \
+                        per handler, handlers interleaved; runc runs busybox sleep",
+        "runs": args.runs,
+        "handlers": per_handler,
+        "ratio_total": ratio_total,
+        "ratio_container": ratio_container,
+        "ratio_definition": "median(wasmkube) / median(runc)",
+        "environment": environment(&ctrd, &shim)?,
+    });
+    write(&args.node, "pod-start", &result)
+}
+
+/// Memory of the processes that serve a handler's pods, in KiB.
+#[derive(Debug, Default, Clone, Copy, serde::Serialize)]
+struct Memory {
+    processes: usize,
+    rss_kib: u64,
+    pss_kib: u64,
+}
+
+impl std::ops::AddAssign for Memory {
+    fn add_assign(&mut self, o: Memory) {
+        self.processes += o.processes;
+        self.rss_kib += o.rss_kib;
+        self.pss_kib += o.pss_kib;
+    }
+}
+
+/// Rss and Pss of one process from /proc/PID/smaps_rollup; `None` when it is gone.
+fn memory_of(pid: i32) -> Option<Memory> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    let field = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some(Memory { processes: 1, rss_kib: field("Rss:")?, pss_kib: field("Pss:")? })
+}
+
+/// (shims, workload processes, sandboxes) of one handler on this containerd: the shim processes,
+/// their non-pause descendants (runc's containers; none for wasmkube, whose instances live in the
+/// daemon), and the pause processes.
+fn measure_memory(ctrd: &PrivateContainerd, h: &Handler) -> (Memory, Memory, Memory) {
+    let all = procs::list();
+    let shims: Vec<i32> = procs::with_address(&ctrd.socket())
+        .into_iter()
+        .filter(|pid| {
+            all.iter().any(|p| p.pid == *pid && p.cmdline.first().is_some_and(|a| a.ends_with(h.shim_binary)))
+        })
+        .collect();
+    let tree: BTreeSet<i32> = procs::with_descendants(&shims, &all);
+    let (mut shim, mut workload, mut sandbox) = (Memory::default(), Memory::default(), Memory::default());
+    for p in all.iter().filter(|p| tree.contains(&p.pid)) {
+        let Some(m) = memory_of(p.pid) else { continue };
+        if shims.contains(&p.pid) {
+            shim += m;
+        } else if p.cmdline.first().is_some_and(|a| a == "/pause") {
+            sandbox += m;
+        } else {
+            workload += m;
+        }
+    }
+    (shim, workload, sandbox)
+}
+
+/// `pod-memory`: for each N, N pods of one handler running at once, then the other handler.
+pub fn memory(args: MemoryArgs) -> Result<()> {
+    ensure!(!args.pods.is_empty() && !args.pods.contains(&0), "--pods needs counts of at least 1");
+    let (ctrd, cri, shim) = node(&args.node)?;
+    let handlers = handlers();
+    let mut rows = Vec::new();
+    println!(
+        "{:<10} {:>5} {:>7} {:>12} {:>12} {:>16} {:>16}",
+        "handler", "pods", "shims", "shim RSS MiB", "shim PSS MiB", "+workload RSS", "+workload PSS"
+    );
+    for &n in &args.pods {
+        for h in &handlers {
+            let mut pods = Vec::with_capacity(n);
+            for i in 0..n {
+                pods.push(start_pod(&cri, h, &format!("mem-{}-{n}-{i}", h.name))?.0);
+            }
+            std::thread::sleep(Duration::from_secs(args.settle_seconds));
+            let (shim_mem, workload, sandbox) = measure_memory(&ctrd, h);
+            let mib = |kib: u64| kib as f64 / 1024.0;
+            println!(
+                "{:<10} {:>5} {:>7} {:>12.1} {:>12.1} {:>16.1} {:>16.1}",
+                h.name,
+                n,
+                shim_mem.processes,
+                mib(shim_mem.rss_kib),
+                mib(shim_mem.pss_kib),
+                mib(shim_mem.rss_kib + workload.rss_kib),
+                mib(shim_mem.pss_kib + workload.pss_kib)
+            );
+            rows.push(
+                json!({ "handler": h.name, "pods": n, "shim": shim_mem, "workload": workload, "sandbox": sandbox }),
+            );
+            remove_pods(&cri, &pods)?;
+            wait_for_no_workloads(&ctrd, h)?;
+        }
+    }
+    let per_extra = per_extra_pod(&rows, &handlers);
+    for (name, v) in &per_extra {
+        println!("{name}: {:.2} MiB RSS, {:.2} MiB PSS per extra pod (shim + workload)", v.0, v.1);
+    }
+    let result = json!({
+        "name": "pod-memory",
+        "description": "N pods running at once through CRI (wasmkube: examples/sleeper; runc: busybox sleep); \
+                        RSS and PSS from /proc/PID/smaps_rollup of the shim processes, of the workload processes \
+                        below them (none for wasmkube: instances live in the daemon) and of the pause processes",
+        "settle_seconds": args.settle_seconds,
+        "rows": rows,
+        "per_extra_pod_mib": per_extra.iter().map(|(name, (rss, pss))| (name.to_string(), json!({ "rss": rss, "pss": pss }))).collect::<serde_json::Map<_, _>>(),
+        "per_extra_pod_definition": "(shim+workload at max N − at min N) / (max N − min N)",
+        "environment": environment(&ctrd, &shim)?,
+    });
+    write(&args.node, "pod-memory", &result)
+}
+
+/// Waits until the handler's pods are gone (runc's shims exit; our daemon may linger idle).
+fn wait_for_no_workloads(ctrd: &PrivateContainerd, h: &Handler) -> Result<()> {
+    let deadline = Instant::now() + STATE_TIMEOUT;
+    loop {
+        let (shim, workload, sandbox) = measure_memory(ctrd, h);
+        let shims_left = if h.handler == RUNC_HANDLER { shim.processes } else { 0 };
+        if shims_left + workload.processes + sandbox.processes == 0 {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "{} pods were not torn down within {STATE_TIMEOUT:?}", h.name);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// MiB (RSS, PSS) each pod beyond the smallest count adds, per handler.
+fn per_extra_pod(rows: &[serde_json::Value], handlers: &[Handler]) -> Vec<(&'static str, (f64, f64))> {
+    let total = |row: &serde_json::Value, what: &str| {
+        row["shim"][what].as_f64().unwrap_or(0.0) + row["workload"][what].as_f64().unwrap_or(0.0)
+    };
+    handlers
+        .iter()
+        .filter_map(|h| {
+            let mine: Vec<&serde_json::Value> = rows.iter().filter(|r| r["handler"] == h.name).collect();
+            let lo = mine.iter().min_by_key(|r| r["pods"].as_u64())?;
+            let hi = mine.iter().max_by_key(|r| r["pods"].as_u64())?;
+            let extra = hi["pods"].as_f64()? - lo["pods"].as_f64()?;
+            (extra > 0.0).then(|| {
+                let per = |what| (total(hi, what) - total(lo, what)) / extra / 1024.0;
+                (h.name, (per("rss_kib"), per("pss_kib")))
+            })
+        })
+        .collect()
+}
+
+fn summary(samples: &[f64]) -> Result<Summary> {
+    Summary::of(samples).context("no samples")
+}
+
+fn environment(ctrd: &PrivateContainerd, shim: &std::path::Path) -> Result<serde_json::Value> {
+    Ok(json!({
+        "containerd_version": ctrd.server_version()?,
+        "snapshotter": ctrd.snapshotter().as_str(),
+        "shim": shim.display().to_string(),
+        "date": report::now_rfc3339(),
+        "git_commit": report::git_commit(),
+        "host": { "cpus": report::cpus(), "kernel": report::kernel() },
+    }))
+}
+
+fn write(args: &NodeArgs, name: &str, result: &serde_json::Value) -> Result<()> {
+    let out = args.out.clone().unwrap_or_else(|| report::results_dir().join(format!("{name}.json")));
+    report::write_json(&out, result)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_extra_pod_is_the_slope_between_the_smallest_and_largest_count() {
+        let row = |h: &str, pods: u64, shim_rss: u64, work_rss: u64| {
+            json!({ "handler": h, "pods": pods,
+                    "shim": { "rss_kib": shim_rss, "pss_kib": shim_rss / 2 },
+                    "workload": { "rss_kib": work_rss, "pss_kib": work_rss / 2 } })
+        };
+        let rows = [row("wasmkube", 1, 20_480, 0), row("wasmkube", 11, 30_720, 0), row("runc", 1, 10_240, 1_024)];
+        let got = per_extra_pod(&rows, &handlers());
+        assert_eq!(got, [("wasmkube", (1.0, 0.5))], "runc has one count only: no slope");
+    }
+}
