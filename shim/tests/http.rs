@@ -4,7 +4,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{ensure, Result};
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
@@ -143,15 +143,12 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
     let addr = a.addr;
     let slow: Vec<_> =
         (0..MAX_IN_FLIGHT).map(|_| std::thread::spawn(move || http::get(addr, "/slow?ms=4000", TIMEOUT))).collect();
-    let started = Instant::now();
-    let mut refused = None;
-    while refused.is_none() && started.elapsed() < Duration::from_secs(3) {
-        let r = get(a.addr, "/")?;
-        if r.status == 503 {
-            refused = Some(r);
-        }
-    }
-    let refused = refused.context("a request over the in-flight bound is refused while the others run")?;
+    // Each guest prints its request line first: then it holds its in-flight slot.
+    wait_until("the slow requests are all in their guests", Duration::from_secs(10), || {
+        stdout_of(&cri, &a.id).iter().filter(|l| l.starts_with("hello-http: GET /slow")).count() == MAX_IN_FLIGHT
+    })?;
+    let refused = get(a.addr, "/")?;
+    assert_eq!(refused.status, 503, "a request over the in-flight bound is refused while the others run");
     assert!(refused.body.contains("too many requests"), "{refused:?}");
     for handle in slow {
         let r = handle.join().map_err(|_| anyhow::anyhow!("slow request thread panicked"))??;
