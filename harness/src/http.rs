@@ -5,7 +5,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
@@ -116,6 +116,7 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response> 
 pub struct FixedServer {
     addr: SocketAddr,
     served: Arc<AtomicUsize>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     stop: Arc<AtomicBool>,
 }
 
@@ -126,11 +127,13 @@ impl FixedServer {
         let addr = listener.local_addr().map_err(|e| io_err("listen on", bind, e))?;
         listener.set_nonblocking(true).map_err(|e| io_err("listen on", bind, e))?;
         let (served, stop) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicBool::new(false)));
-        let (count, halt) = (served.clone(), stop.clone());
+        let peers = Arc::new(Mutex::new(Vec::new()));
+        let (count, halt, seen) = (served.clone(), stop.clone(), peers.clone());
         std::thread::spawn(move || {
             while !halt.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((stream, _)) => {
+                    Ok((stream, peer)) => {
+                        seen.lock().unwrap_or_else(|p| p.into_inner()).push(peer);
                         if answer(stream, body).is_ok() {
                             count.fetch_add(1, Ordering::Relaxed);
                         }
@@ -139,12 +142,17 @@ impl FixedServer {
                 }
             }
         });
-        Ok(Self { addr, served, stop })
+        Ok(Self { addr, served, peers, stop })
     }
 
     /// The bound address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where the connections so far came from.
+    pub fn peers(&self) -> Vec<SocketAddr> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Requests answered so far.

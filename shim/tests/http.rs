@@ -138,6 +138,8 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
     let none = get(a.addr, &format!("/fetch?url=http://{}/", SocketAddr::new(gw, allowed.addr().port())))?;
     assert!(none.body.contains("HttpRequestDenied"), "no allowlist, no outbound: {none:?}");
     assert_eq!((allowed.served(), forbidden.served()), (1, 0), "denied requests never leave the node");
+    let from: Vec<IpAddr> = allowed.peers().iter().map(SocketAddr::ip).collect();
+    assert_eq!(from, [b.addr.ip()], "outbound requests leave from the pod's IP, inside its network namespace");
 
     // Over the in-flight bound: 503 at once while the slow requests run; they still succeed.
     let addr = a.addr;

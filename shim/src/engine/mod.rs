@@ -147,7 +147,9 @@ impl Runtime for NodeEngine {
             tracing::info!(id = %launch.id, netns = %netns.display(), "component joins this network namespace");
         }
         let outbound = OutboundPolicy::parse(&launch.id, wasi_ctx::spec_env(&launch.spec, ALLOWED_OUTBOUND_HOSTS_ENV))
-            .map_err(|e| LaunchError::cannot_run(e.to_string()))?;
+            .map_err(|e| LaunchError::cannot_run(e.to_string()))?
+            .in_namespace(launch.network_namespace.as_deref())
+            .map_err(|e| LaunchError::cannot_run(format!("outbound HTTP cannot be set up: {e}")))?;
         let bytes = source::read(&reference, &launch.rootfs)?;
         let prepared = self.prepared(bytes).await?;
 

@@ -6,7 +6,11 @@ use std::collections::HashSet;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
+use futures::FutureExt;
+use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
+
+use super::netns::{BindError, NamespaceRuntime};
 
 /// Env var the operator renders with the allowlist (see `operator/src/render.rs`).
 pub const ALLOWED_OUTBOUND_HOSTS_ENV: &str = "WASMKUBE_ALLOWED_OUTBOUND_HOSTS";
@@ -37,6 +41,8 @@ pub struct OutboundPolicy {
     /// Hosts already reported as denied, so a guest retrying in a loop cannot flood the daemon log.
     denied_logged: Arc<Mutex<HashSet<String>>>,
     container: Arc<str>,
+    /// The pod's network namespace, where allowed requests are sent from (absent: the daemon's own).
+    netns: Option<NamespaceRuntime>,
 }
 
 impl OutboundPolicy {
@@ -49,7 +55,16 @@ impl OutboundPolicy {
             .filter(|e| !e.is_empty())
             .map(parse_rule)
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { rules: Arc::new(rules), denied_logged: Arc::default(), container: container.into() })
+        Ok(Self { rules: Arc::new(rules), denied_logged: Arc::default(), container: container.into(), netns: None })
+    }
+
+    /// Sends allowed requests from the network namespace at `netns` (a thread there is started only when
+    /// something is allowed at all).
+    pub fn in_namespace(mut self, netns: Option<&std::path::Path>) -> Result<Self, BindError> {
+        if let (Some(path), false) = (netns, self.rules.is_empty()) {
+            self.netns = Some(NamespaceRuntime::start(path)?);
+        }
+        Ok(self)
     }
 
     /// Whether a request to `host:port` is allowed.
@@ -123,7 +138,32 @@ impl WasiHttpHooks for OutboundPolicy {
             self.log_denied_once(&host, port);
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        wasmtime_wasi_http::default_hooks().send_request(request, options, fut)
+        let Some(netns) = &self.netns else {
+            return wasmtime_wasi_http::default_hooks().send_request(request, options, fut);
+        };
+        // Connect (and resolve) inside the pod's namespace; the connection is driven there too.
+        let (sender, response) = tokio::sync::oneshot::channel();
+        let job = async move {
+            match wasmtime_wasi_http::default_send_request(request, options).await {
+                Ok((head, io)) => {
+                    let _ = sender.send(Ok(head.map(BodyExt::boxed_unsync)));
+                    if let Err(e) = io.await {
+                        tracing::debug!(error = ?e, "outbound HTTP connection ended with an error");
+                    }
+                }
+                Err(e) => {
+                    let _ = sender.send(Err(e));
+                }
+            }
+        };
+        let gone = || HttpError::InternalError(Some("the pod's network namespace is gone".into()));
+        if !netns.spawn(job.boxed()) {
+            return Box::new(async move { Err(gone()) });
+        }
+        Box::new(async move {
+            let head = response.await.map_err(|_| gone())??;
+            Ok((head, Box::new(async { Ok(()) }) as SendFuture))
+        })
     }
 }
 
