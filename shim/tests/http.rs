@@ -18,13 +18,16 @@ const PORT: u16 = 8080;
 const TIMEOUT: Duration = Duration::from_secs(30);
 /// Requests in flight per container on the test nodes (node config `http_max_in_flight_requests`).
 const MAX_IN_FLIGHT: usize = 3;
+/// Largest request body on the test nodes (node config `http_max_request_body_bytes`).
+const MAX_BODY: usize = 4096;
 
 /// A private containerd on `subnet` whose shim config bounds requests in flight, with the pause image
 /// and the hello-http component imported for CRI.
 fn http_node(subnet: &str) -> Result<(PrivateContainerd, CriClient, tempfile::TempDir)> {
     let config_dir = tempfile::tempdir()?;
     let config = config_dir.path().join("shim.toml");
-    std::fs::write(&config, format!("http_max_in_flight_requests = {MAX_IN_FLIGHT}\n"))?;
+    let settings = format!("http_max_in_flight_requests = {MAX_IN_FLIGHT}\nhttp_max_request_body_bytes = {MAX_BODY}\n");
+    std::fs::write(&config, settings)?;
     let mut opts = ContainerdOpts::with_shim(SHIM);
     opts.cni = Some(CniOpts { subnet: subnet.into() });
     opts.env.push(("WASMKUBE_SHIM_CONFIG".into(), config.to_string_lossy().into_owned()));
@@ -117,6 +120,11 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
         let r = conn.request("POST", "/echo", body.as_bytes())?;
         assert_eq!((r.status, r.body), (200, body));
     }
+
+    let at_limit = "x".repeat(MAX_BODY);
+    assert_eq!(conn.request("POST", "/echo", at_limit.as_bytes())?.body.len(), MAX_BODY);
+    let over = http::request(a.addr, "POST", "/echo", "x".repeat(MAX_BODY + 1).as_bytes(), TIMEOUT)?;
+    assert_eq!(over.status, 413, "{over:?}");
 
     // A trap fails only its own request.
     let trapped = get(a.addr, "/trap")?;

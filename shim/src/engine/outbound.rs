@@ -102,13 +102,30 @@ fn parse_rule(entry: &str) -> Result<Rule, InvalidRule> {
     if entry.contains("://") || entry.contains('/') {
         return Err(invalid("no scheme or path, only host[:port]"));
     }
-    let (host, port) = match entry.rsplit_once(':') {
-        Some((h, p)) if !h.is_empty() && !h.ends_with(':') => {
-            (h, Some(p.parse::<u16>().map_err(|_| invalid("the port is not a number from 0 to 65535"))?))
+    let port_of = |p: &str| p.parse::<u16>().map(Some).map_err(|_| invalid("the port is not a number from 0 to 65535"));
+    let (host, port) = if let Some(bracketed) = entry.strip_prefix('[') {
+        // `[v6]` or `[v6]:port`.
+        let (v6, rest) = bracketed.split_once(']').ok_or_else(|| invalid("unclosed `[`"))?;
+        let port = match rest.strip_prefix(':') {
+            Some(p) => port_of(p)?,
+            None if rest.is_empty() => None,
+            None => return Err(invalid("only `:port` may follow `]`")),
+        };
+        if v6.is_empty() || !v6.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.') {
+            return Err(invalid("not an IPv6 address"));
         }
-        _ => (entry, None),
+        (v6.to_ascii_lowercase(), port)
+    } else {
+        let (host, port) = match entry.split_once(':') {
+            Some((h, p)) => (h, port_of(p)?),
+            None => (entry, None),
+        };
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '*';
+        if host.is_empty() || !host.chars().all(valid) {
+            return Err(invalid("not a host name or address (IPv6 addresses go in brackets)"));
+        }
+        (host.to_ascii_lowercase(), port)
     };
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
     match host.strip_prefix("*.") {
         Some(suffix) if !suffix.is_empty() && !suffix.contains('*') => {
             Ok(Rule::Subdomains { suffix: suffix.to_string(), port })
@@ -193,11 +210,12 @@ mod tests {
         assert!(!p.allows("svc.cluster.local", 80), "*.domain does not include the domain itself");
         assert!(!p.allows("evilsvc.cluster.local", 80));
         assert!(policy("*").allows("anything", 1));
+        assert!(policy("[::1]:8080").allows("[::1]", 8080));
     }
 
     #[test]
     fn malformed_entries_are_errors() {
-        for bad in ["http://a.b", "a.b/path", "a*.b", "host:http", "*.", ":80"] {
+        for bad in ["http://a.b", "a.b/path", "a*.b", "host:http", "*.", ":80", "::1", "[::1", "a b"] {
             assert!(OutboundPolicy::parse("c", Some(bad)).is_err(), "{bad}");
         }
     }
