@@ -10,6 +10,7 @@ use wasmkube_harness::cri::log::stream_lines;
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
 use wasmkube_harness::http::{self, FixedServer};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
+use wasmkube_harness::packages::{self, Package};
 use wasmkube_harness::{guests, require_root, wait_until, ContainerdOpts, PrivateContainerd};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
@@ -113,6 +114,13 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
         let r = get(pod.addr, "/")?;
         assert_eq!((r.status, r.body.as_str()), (200, "hello from wasmkube"), "{}", pod.addr);
     }
+    // h2c (HTTP/2 with prior knowledge), as a mesh sidecar or gRPC-style client would speak it.
+    packages::ensure_installed(&[Package::Curl])?;
+    let h2 = std::process::Command::new("curl")
+        .args(["-sS", "--http2-prior-knowledge", "-w", " %{http_version}", "--max-time", "10"])
+        .arg(format!("http://{}/", a.addr))
+        .output()?;
+    assert_eq!(String::from_utf8_lossy(&h2.stdout), "hello from wasmkube 2", "{h2:?}");
     // Keep-alive: several requests on one connection, one instance each.
     let mut conn = http::Connection::open(a.addr, TIMEOUT)?;
     for i in 0..3 {
