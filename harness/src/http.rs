@@ -46,7 +46,10 @@ impl Connection {
             body.len()
         );
         let stream = self.reader.get_mut();
-        stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(body)).map_err(|e| io_err("write to", self.addr, e))?;
+        stream
+            .write_all(head.as_bytes())
+            .and_then(|()| stream.write_all(body))
+            .map_err(|e| io_err("write to", self.addr, e))?;
         self.read_response()
     }
 
@@ -178,8 +181,7 @@ fn answer(stream: TcpStream, body: &str) -> std::io::Result<()> {
             break;
         }
     }
-    let response =
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let response = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     reader.get_mut().write_all(response.as_bytes())
 }
 

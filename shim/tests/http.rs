@@ -219,4 +219,3 @@ fn sigterm_drains_requests_in_flight_and_sigkill_ends_at_once() -> Result<()> {
     remove(&cri, &b)?;
     Ok(())
 }
-

@@ -275,8 +275,10 @@ impl CriClient {
         let req = PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: false };
         let resp: PodSandboxStatusResponse = self.call(RUNTIME, "PodSandboxStatus", req)?;
         let ip = resp.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
-        ip.parse()
-            .map_err(|_| Error::Cri { call: "PodSandboxStatus".into(), reason: format!("pod {} has no IP: {ip:?}", pod.id) })
+        ip.parse().map_err(|_| Error::Cri {
+            call: "PodSandboxStatus".into(),
+            reason: format!("pod {} has no IP: {ip:?}", pod.id),
+        })
     }
 
     /// ImageStatus: the image's id when CRI knows `image`.

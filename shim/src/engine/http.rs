@@ -75,9 +75,12 @@ pub fn exports_incoming_handler(engine: &wasmtime::Engine, component: &wasmtime:
 pub fn http_port(spec: &Spec, default: u16) -> Result<u16, LaunchError> {
     match wasi_ctx::spec_env(spec, HTTP_PORT_ENV) {
         None => Ok(default),
-        Some(v) => v.trim().parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
-            LaunchError::cannot_run(format!("{HTTP_PORT_ENV}={v:?} is not a TCP port (1 to 65535)"))
-        }),
+        Some(v) => v
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| LaunchError::cannot_run(format!("{HTTP_PORT_ENV}={v:?} is not a TCP port (1 to 65535)"))),
     }
 }
 

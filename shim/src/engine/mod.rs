@@ -108,7 +108,9 @@ impl NodeEngine {
         // What the component is comes from its type, not from its name.
         if http::exports_incoming_handler(&self.engine, &compiled) {
             let proxy = ProxyPre::new(pre).map_err(|e| {
-                LaunchError::cannot_run(format!("component {origin}: its wasi:http/incoming-handler export cannot be used: {e:?}"))
+                LaunchError::cannot_run(format!(
+                    "component {origin}: its wasi:http/incoming-handler export cannot be used: {e:?}"
+                ))
             })?;
             tracing::info!(component = %origin, "compiled and linked wasi:http component");
             return Ok(Arc::new(Prepared::Http(proxy)));
