@@ -61,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// The shim must exist: a benchmark that silently measured only runc would mislead.
-fn shim_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+pub(crate) fn shim_binary(given: Option<PathBuf>) -> Result<PathBuf> {
     let shim = given.unwrap_or_else(paths::shim_release_binary);
     if !shim.is_file() {
         bail!(

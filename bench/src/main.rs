@@ -1,6 +1,8 @@
 //! `wasmkube-bench`: benchmarks of wasmkube against its references; results go to bench/results/.
 
 mod ctr_run;
+mod http;
+mod reference;
 mod report;
 mod stats;
 
@@ -18,6 +20,8 @@ struct Cli {
 enum Command {
     /// `ctr run --rm` wall time: busybox under runc against hello-cli under the wasmkube shim.
     CtrRun(ctr_run::Args),
+    /// wrk against hello-http: the shim in a CRI pod against a reference wasmtime-wasi-http host.
+    Http(http::Args),
 }
 
 fn main() -> Result<()> {
@@ -30,5 +34,6 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::CtrRun(args) => ctr_run::run(args),
+        Command::Http(args) => http::run(args),
     }
 }
