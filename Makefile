@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins do
 # Binaries whose presence means the packages above are installed (checked before calling apt).
 DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/sbin/iptables /usr/bin/gcc /usr/bin/curl /usr/bin/wrk
 
-.PHONY: all deps build guests crds test fmt fmt-check lint demo bench clean
+.PHONY: all deps build guests crds test fmt fmt-check lint demo bench bench-http clean
 
 all: build
 
@@ -61,6 +61,11 @@ demo: deps guests
 bench: deps guests
 	$(CARGO) build --release -p wasmkube-shim -p wasmkube-bench
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench ctr-run --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
+
+## bench-http: wrk against hello-http in a CRI pod (shim) and a reference wasmtime-wasi-http host; bench/results/http.json.
+bench-http: deps guests
+	$(CARGO) build --release -p wasmkube-shim -p wasmkube-bench
+	$(CARGO_TARGET_DIR)/release/wasmkube-bench http --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
 
 clean:
 	$(CARGO) clean

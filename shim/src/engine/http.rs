@@ -111,6 +111,8 @@ pub struct HttpWorkload {
     listener: std::net::TcpListener,
     server: Arc<Server>,
     logs: Vec<LogDrain>,
+    /// Set to true when the container ends: guests still running stop.
+    kill: watch::Sender<bool>,
 }
 
 impl HttpWorkload {
@@ -122,7 +124,7 @@ impl HttpWorkload {
         let listener = bind_listener(launch.network_namespace.as_deref(), addr)
             .map_err(|e| LaunchError::cannot_run(format!("the wasi:http component cannot listen: {e}")))?;
         tracing::info!(id = %launch.id, %addr, netns = ?launch.network_namespace, "wasi:http component listening");
-        let (_, killed) = watch::channel(false);
+        let (kill, killed) = watch::channel(false);
         let server = Arc::new(Server {
             id: launch.id,
             pre,
@@ -136,7 +138,7 @@ impl HttpWorkload {
             usage: Arc::new(Usage::default()),
             killed,
         });
-        Ok(Self { listener, server, logs: launch.logs })
+        Ok(Self { listener, server, logs: launch.logs, kill })
     }
 }
 
@@ -175,17 +177,13 @@ enum GuestEnd {
 
 impl HttpWorkload {
     async fn serve(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
-        let HttpWorkload { listener, mut server, logs } = self;
-        let (killed_tx, killed) = watch::channel(false);
-        if let Some(s) = Arc::get_mut(&mut server) {
-            s.killed = killed;
-        }
+        let HttpWorkload { listener, server, logs, kill } = self;
         let exit = match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => accept_until_stopped(listener, server.clone(), &mut signals).await,
             Err(e) => Exit { code: 126, reason: Some(format!("the wasi:http listener cannot be used: {e}")) },
         };
         // Whatever still runs in a guest now ends at its next yield point.
-        killed_tx.send_replace(true);
+        kill.send_replace(true);
         drop(server);
         for log in logs {
             log.finish(LOG_FLUSH_GRACE).await;
