@@ -21,13 +21,19 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_IN_FLIGHT: usize = 3;
 /// Largest request body on the test nodes (node config `http_max_request_body_bytes`).
 const MAX_BODY: usize = 4096;
+/// Longest a request may run in a guest on the test nodes (node config `http_request_timeout_seconds`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A private containerd on `subnet` whose shim config bounds requests in flight, with the pause image
 /// and the hello-http component imported for CRI.
 fn http_node(subnet: &str) -> Result<(PrivateContainerd, CriClient, tempfile::TempDir)> {
     let config_dir = tempfile::tempdir()?;
     let config = config_dir.path().join("shim.toml");
-    let settings = format!("http_max_in_flight_requests = {MAX_IN_FLIGHT}\nhttp_max_request_body_bytes = {MAX_BODY}\n");
+    let settings = format!(
+        "http_max_in_flight_requests = {MAX_IN_FLIGHT}\nhttp_max_request_body_bytes = {MAX_BODY}\n\
+         http_request_timeout_seconds = {}\n",
+        REQUEST_TIMEOUT.as_secs()
+    );
     std::fs::write(&config, settings)?;
     let mut opts = ContainerdOpts::with_shim(SHIM);
     opts.cni = Some(CniOpts { subnet: subnet.into() });
@@ -174,6 +180,13 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
     }
     assert_eq!(get(a.addr, "/")?.status, 200, "room again after the slow requests");
 
+    // Past the request deadline the instance is stopped and the client gets 504.
+    let started = Instant::now();
+    let late = get(a.addr, "/slow?ms=20000")?;
+    assert_eq!(late.status, 504, "{late:?}");
+    assert!(started.elapsed() < REQUEST_TIMEOUT + Duration::from_secs(3), "stopped at the deadline");
+    assert_eq!(get(a.addr, "/")?.status, 200, "served again after a timeout");
+
     remove(&cri, &a)?;
     remove(&cri, &b)?;
     Ok(())
@@ -212,7 +225,8 @@ fn sigterm_drains_requests_in_flight_and_sigkill_ends_at_once() -> Result<()> {
     let status = cri.wait_container_state(&b.id, ContainerState::Exited, TIMEOUT)?;
     assert_eq!(status.exit_code, 137, "{status:?}");
     let outcome = doomed.join().map_err(|_| anyhow::anyhow!("doomed request thread panicked"))?;
-    ensure!(killed_at.elapsed() < Duration::from_secs(10), "SIGKILL did not wait for the 20 s request");
+    // Under the request deadline too, so that only the kill can explain the early end.
+    ensure!(killed_at.elapsed() < REQUEST_TIMEOUT - Duration::from_secs(2), "SIGKILL did not wait for the request");
     assert!(!outcome.as_ref().is_ok_and(|r| r.status == 200), "the killed request did not complete: {outcome:?}");
 
     remove(&cri, &a)?;
