@@ -1,7 +1,9 @@
 //! `wasmkube-bench`: benchmarks of wasmkube against its references; results go to bench/results/.
 
 mod ctr_run;
+mod http;
 mod pods;
+mod reference;
 mod report;
 mod stats;
 
@@ -23,6 +25,8 @@ enum Command {
     PodStart(pods::StartArgs),
     /// RSS and PSS of the shim processes with N pods running: wasmkube against runc.
     PodMemory(pods::MemoryArgs),
+    /// wrk against hello-http: the shim in a CRI pod against a reference wasmtime-wasi-http host.
+    Http(http::Args),
 }
 
 fn main() -> Result<()> {
@@ -37,5 +41,6 @@ fn main() -> Result<()> {
         Command::CtrRun(args) => ctr_run::run(args),
         Command::PodStart(args) => pods::start(args),
         Command::PodMemory(args) => pods::memory(args),
+        Command::Http(args) => http::run(args),
     }
 }

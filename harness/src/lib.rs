@@ -6,6 +6,7 @@ pub mod containerd;
 pub mod cri;
 pub mod error;
 pub mod guests;
+pub mod http;
 pub mod images;
 pub mod mounts;
 pub mod node_test;
@@ -17,7 +18,7 @@ pub mod procs;
 pub use cmd::CmdOutput;
 pub use containerd::{ContainerdOpts, PrivateContainerd};
 pub use error::{Error, Result};
-pub use node_test::require_root;
+pub use node_test::{require_root, wait_until};
 pub use oci::{ImageInfo, OciImage};
 
 /// Sends `tracing` output to the test's captured output; `RUST_LOG` filters it (default `info`).

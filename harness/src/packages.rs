@@ -30,6 +30,10 @@ pub enum Package {
     Skopeo,
     /// gcc with a static libc, for the pause binary.
     StaticCToolchain,
+    /// `curl`, an independent HTTP client (HTTP/2 prior knowledge) for the wasi:http tests.
+    Curl,
+    /// `wrk`, the HTTP load generator of the benchmarks.
+    Wrk,
 }
 
 impl Package {
@@ -43,6 +47,8 @@ impl Package {
         Package::DockerRegistry,
         Package::Skopeo,
         Package::StaticCToolchain,
+        Package::Curl,
+        Package::Wrk,
     ];
 
     /// Debian package names that provide this tool.
@@ -55,6 +61,8 @@ impl Package {
             Package::DockerRegistry => &["docker-registry"],
             Package::Skopeo => &["skopeo"],
             Package::StaticCToolchain => &["gcc", "libc6-dev"],
+            Package::Curl => &["curl"],
+            Package::Wrk => &["wrk"],
         }
     }
 
@@ -71,6 +79,8 @@ impl Package {
             Package::DockerRegistry => which("docker-registry").is_some(),
             Package::Skopeo => which("skopeo").is_some(),
             Package::StaticCToolchain => which("gcc").is_some() && static_libc_present(),
+            Package::Curl => which("curl").is_some(),
+            Package::Wrk => which("wrk").is_some(),
         }
     }
 }

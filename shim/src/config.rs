@@ -2,7 +2,11 @@
 
 use std::path::{Path, PathBuf};
 
+use std::time::Duration;
+
 use serde::Deserialize;
+
+use crate::engine::HttpSettings;
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "WASMKUBE_SHIM_CONFIG";
@@ -24,6 +28,12 @@ pub struct NodeConfig {
     /// Seconds the daemon stays up after its last task is deleted, so that the next pod finds the
     /// engine and compiled components warm; then it exits.
     pub idle_exit_seconds: u64,
+    /// Requests one wasi:http container handles at once; more are answered 503.
+    pub http_max_in_flight_requests: usize,
+    /// Seconds a request may run in a wasi:http guest before it is stopped and answered 504.
+    pub http_request_timeout_seconds: u64,
+    /// Largest request body a wasi:http guest receives, in bytes.
+    pub http_max_request_body_bytes: u64,
 }
 
 impl Default for NodeConfig {
@@ -34,6 +44,9 @@ impl Default for NodeConfig {
             insecure_registries: Vec::new(),
             default_http_port: 8080,
             idle_exit_seconds: 5,
+            http_max_in_flight_requests: 100,
+            http_request_timeout_seconds: 60,
+            http_max_request_body_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -62,6 +75,18 @@ impl NodeConfig {
             Ok(text) => toml::from_str(&text).map_err(|source| ConfigError::Parse { path: path.into(), source }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
             Err(source) => Err(ConfigError::Read { path: path.into(), source }),
+        }
+    }
+}
+
+impl NodeConfig {
+    /// The wasi:http serving settings of the engine.
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            default_port: self.default_http_port,
+            max_in_flight: self.http_max_in_flight_requests.max(1),
+            request_timeout: Duration::from_secs(self.http_request_timeout_seconds.max(1)),
+            max_request_body_bytes: self.http_max_request_body_bytes,
         }
     }
 }

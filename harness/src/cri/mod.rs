@@ -285,6 +285,17 @@ impl CriClient {
         Ok(())
     }
 
+    /// PodSandboxStatus: the pod's IP, as the kubelet reports it (`status.podIP`).
+    pub fn pod_ip(&self, pod: &Pod) -> Result<std::net::IpAddr> {
+        let req = PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: false };
+        let resp: PodSandboxStatusResponse = self.call(RUNTIME, "PodSandboxStatus", req)?;
+        let ip = resp.status.and_then(|s| s.network).map(|n| n.ip).unwrap_or_default();
+        ip.parse().map_err(|_| Error::Cri {
+            call: "PodSandboxStatus".into(),
+            reason: format!("pod {} has no IP: {ip:?}", pod.id),
+        })
+    }
+
     /// ImageStatus: the image's id when CRI knows `image`.
     pub fn image_id(&self, image: &str) -> Result<Option<String>> {
         let req = ImageStatusRequest { image: Some(ImageSpec { image: image.into() }), verbose: false };

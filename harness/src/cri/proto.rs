@@ -281,6 +281,47 @@ pub struct Image {
     pub repo_tags: Vec<String>,
 }
 
+/// `PodSandboxStatusRequest`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PodSandboxStatusRequest {
+    /// The sandbox id.
+    #[prost(string, tag = "1")]
+    pub pod_sandbox_id: String,
+    /// Ask for the runtime's extra info.
+    #[prost(bool, tag = "2")]
+    pub verbose: bool,
+}
+
+/// `PodSandboxStatusResponse`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PodSandboxStatusResponse {
+    /// The status.
+    #[prost(message, optional, tag = "1")]
+    pub status: Option<PodSandboxStatus>,
+}
+
+/// `PodSandboxStatus`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PodSandboxStatus {
+    /// Sandbox id.
+    #[prost(string, tag = "1")]
+    pub id: String,
+    /// `PodSandboxState`: 0 ready, 1 not ready.
+    #[prost(int32, tag = "3")]
+    pub state: i32,
+    /// The pod's network, when CNI gave it one.
+    #[prost(message, optional, tag = "5")]
+    pub network: Option<PodSandboxNetworkStatus>,
+}
+
+/// `PodSandboxNetworkStatus`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PodSandboxNetworkStatus {
+    /// The pod's primary IP.
+    #[prost(string, tag = "1")]
+    pub ip: String,
+}
+
 /// Any response without fields (`StartContainerResponse`, `StopPodSandboxResponse`, …).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Empty {}

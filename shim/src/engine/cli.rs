@@ -5,18 +5,18 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
-use wasmtime::component::ResourceTable;
-use wasmtime::{Engine, Store};
+use wasmtime::Engine;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx};
 
 use super::cpu::CpuMetered;
-use super::host::{Host, Limits, MemoryLimitExceeded};
+use super::host::{new_store, Host, Limits, MemoryLimitExceeded};
 use super::log_pipe::LogDrain;
+use super::outbound::OutboundPolicy;
 use crate::runtime::{Exit, Signal, Usage, Workload};
 
 /// How long buffered output may take to reach the log reader after the guest ended.
-const LOG_FLUSH_GRACE: Duration = Duration::from_secs(5);
+pub(crate) const LOG_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 /// Exit code of a guest that trapped: what a process killed by SIGABRT reports (as the wasmtime CLI does).
 const TRAP_EXIT_CODE: u32 = 128 + libc::SIGABRT as u32;
@@ -27,6 +27,7 @@ pub struct CliWorkload {
     pub(crate) pre: CommandPre<Host>,
     pub(crate) wasi: WasiCtx,
     pub(crate) memory_limit: Option<u64>,
+    pub(crate) outbound: OutboundPolicy,
     pub(crate) usage: Arc<Usage>,
     pub(crate) logs: Vec<LogDrain>,
 }
@@ -43,12 +44,9 @@ impl Workload for CliWorkload {
 
 impl CliWorkload {
     async fn run(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
-        let CliWorkload { engine, pre, wasi, memory_limit, usage, logs } = self;
-        let host = Host { wasi, table: ResourceTable::new(), limits: Limits::new(memory_limit, usage.clone()) };
-        let mut store = Store::new(&engine, host);
-        store.limiter(|h| &mut h.limits);
-        // Yield to the executor on every epoch tick, so a busy guest shares threads and can be stopped.
-        store.epoch_deadline_async_yield_and_update(1);
+        let CliWorkload { engine, pre, wasi, memory_limit, outbound, usage, logs } = self;
+        let host = Host::new(wasi, Limits::new(memory_limit, usage.clone()), outbound);
+        let mut store = new_store(&engine, host);
 
         let exit = tokio::select! {
             result = CpuMetered::new(
@@ -71,7 +69,7 @@ impl CliWorkload {
 
 /// Waits for a terminating signal. wasi:cli has no signal delivery, so any such signal ends the
 /// instance at its next yield point (a host call or an epoch tick).
-async fn next_signal(signals: &mut watch::Receiver<Option<Signal>>) -> Signal {
+pub(crate) async fn next_signal(signals: &mut watch::Receiver<Option<Signal>>) -> Signal {
     loop {
         if let Some(signal) = *signals.borrow_and_update() {
             return signal;

@@ -1,11 +1,13 @@
-//! The one store-data type: WASI context, resource table and limits of one instance.
+//! The one store-data type: WASI and HTTP contexts, resource table, outbound policy and limits of one instance.
 
 use std::sync::Arc;
 
 use wasmtime::component::ResourceTable;
-use wasmtime::ResourceLimiter;
+use wasmtime::{Engine, ResourceLimiter, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
+use super::outbound::OutboundPolicy;
 use crate::runtime::Usage;
 
 /// Per-instance host state; a fresh one for every store.
@@ -13,12 +15,36 @@ pub struct Host {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) limits: Limits,
+    pub(crate) http: WasiHttpCtx,
+    pub(crate) outbound: OutboundPolicy,
+}
+
+impl Host {
+    /// Fresh state for one instance.
+    pub fn new(wasi: WasiCtx, limits: Limits, outbound: OutboundPolicy) -> Self {
+        Self { wasi, table: ResourceTable::new(), limits, http: WasiHttpCtx::new(), outbound }
+    }
 }
 
 impl WasiView for Host {
     fn ctx(&mut self) -> WasiCtxView<'_> {
         WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
     }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView { ctx: &mut self.http, table: &mut self.table, hooks: &mut self.outbound }
+    }
+}
+
+/// A store for one instance: the memory limit enforced, and a yield to the executor on every epoch tick
+/// so that a busy guest shares the daemon's threads and can be stopped.
+pub fn new_store(engine: &Engine, host: Host) -> Store<Host> {
+    let mut store = Store::new(engine, host);
+    store.limiter(|h| &mut h.limits);
+    store.epoch_deadline_async_yield_and_update(1);
+    store
 }
 
 /// The instance grew past the container's memory limit.

@@ -5,7 +5,10 @@ mod cli;
 mod config;
 mod cpu;
 mod host;
+mod http;
 mod log_pipe;
+mod netns;
+mod outbound;
 mod source;
 mod wasi_ctx;
 
@@ -19,11 +22,15 @@ use tokio::sync::OnceCell;
 use wasmtime::component::{Component, Linker};
 use wasmtime::Engine;
 use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use cli::CliWorkload;
 pub use config::Allocator;
 pub use host::{Host, MemoryLimitExceeded};
+pub use http::{HttpSettings, HttpWorkload};
 pub use log_pipe::{LogDrain, LogPipe};
+
+use outbound::{OutboundPolicy, ALLOWED_OUTBOUND_HOSTS_ENV};
 
 use crate::runtime::{Launch, LaunchError, Runtime, Usage, Workload};
 
@@ -33,6 +40,8 @@ const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// A component compiled and linked once, shared by every container that runs it.
 enum Prepared {
     Cli(CommandPre<Host>),
+    /// Exports `wasi:http/incoming-handler`: served, one instance per request.
+    Http(ProxyPre<Host>),
 }
 
 type Slot = Arc<OnceCell<Arc<Prepared>>>;
@@ -44,6 +53,7 @@ pub struct NodeEngine {
     linker: Linker<Host>,
     components: Mutex<HashMap<String, Slot>>,
     ticker_stop: Arc<AtomicBool>,
+    http: HttpSettings,
 }
 
 impl NodeEngine {
@@ -57,15 +67,23 @@ impl NodeEngine {
         // preopens and the network policy decide what a guest can reach.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI into the engine: {e:?}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link wasi:http into the engine: {e:?}"))?;
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
-        Ok(Self { engine, allocator, linker, components: Mutex::default(), ticker_stop })
+        Ok(Self { engine, allocator, linker, components: Mutex::default(), ticker_stop, http: HttpSettings::default() })
     }
 
     /// How the engine allocates instances.
     pub fn allocator(&self) -> Allocator {
         self.allocator
+    }
+
+    /// Serves wasi:http components with these node settings.
+    pub fn with_http(mut self, http: HttpSettings) -> Self {
+        self.http = http;
+        self
     }
 
     /// Number of distinct components compiled so far.
@@ -94,9 +112,19 @@ impl NodeEngine {
             .linker
             .instantiate_pre(&compiled)
             .map_err(|e| LaunchError::cannot_run(format!("component {origin} cannot be linked: {e:?}")))?;
+        // What the component is comes from its type, not from its name.
+        if http::exports_incoming_handler(&self.engine, &compiled) {
+            let proxy = ProxyPre::new(pre).map_err(|e| {
+                LaunchError::cannot_run(format!(
+                    "component {origin}: its wasi:http/incoming-handler export cannot be used: {e:?}"
+                ))
+            })?;
+            tracing::info!(component = %origin, "compiled and linked wasi:http component");
+            return Ok(Arc::new(Prepared::Http(proxy)));
+        }
         let command = CommandPre::new(pre).map_err(|e| {
             LaunchError::cannot_run(format!(
-                "component {origin} does not export wasi:cli/run, so it cannot run as a command: {e:?}"
+                "component {origin} exports neither wasi:cli/run nor wasi:http/incoming-handler, so it cannot run: {e:?}"
             ))
         })?;
         tracing::info!(component = %origin, "compiled and linked component");
@@ -123,26 +151,45 @@ impl Runtime for NodeEngine {
             .ok_or_else(|| {
                 LaunchError::not_found("the container spec has no process.args: nothing names a component")
             })?;
-        // Kept for wasi:http (issue 5), which binds its listener inside this namespace.
+        // wasi:http components bind their listener inside this namespace.
         if let Some(netns) = &launch.network_namespace {
             tracing::info!(id = %launch.id, netns = %netns.display(), "component joins this network namespace");
         }
+        let outbound = OutboundPolicy::parse(&launch.id, wasi_ctx::spec_env(&launch.spec, ALLOWED_OUTBOUND_HOSTS_ENV))
+            .map_err(|e| LaunchError::cannot_run(e.to_string()))?
+            .in_namespace(launch.network_namespace.as_deref())
+            .map_err(|e| LaunchError::cannot_run(format!("outbound HTTP cannot be set up: {e}")))?;
         let bytes = source::read(&reference, &launch.rootfs)?;
         let prepared = self.prepared(bytes).await?;
 
         let (stdout, stdout_drain) = LogPipe::new(launch.stdio.stdout);
         let (stderr, stderr_drain) = LogPipe::new(launch.stdio.stderr);
-        let wasi = wasi_ctx::for_spec(&launch.spec, stdout, stderr)?;
         let memory_limit = memory_limit(&launch.spec);
+        let logs = vec![stdout_drain, stderr_drain];
         match &*prepared {
             Prepared::Cli(pre) => Ok(Box::new(CliWorkload {
                 engine: self.engine.clone(),
                 pre: pre.clone(),
-                wasi,
+                wasi: wasi_ctx::for_spec(&launch.spec, stdout, stderr)?,
                 memory_limit,
+                outbound,
                 usage: Arc::new(Usage::default()),
-                logs: vec![stdout_drain, stderr_drain],
+                logs,
             })),
+            Prepared::Http(pre) => Ok(Box::new(HttpWorkload::bind(
+                pre.clone(),
+                http::HttpLaunch {
+                    id: launch.id,
+                    spec: launch.spec,
+                    network_namespace: launch.network_namespace,
+                    stdout,
+                    stderr,
+                    logs,
+                    memory_limit,
+                    outbound,
+                    settings: self.http.clone(),
+                },
+            )?)),
         }
     }
 }

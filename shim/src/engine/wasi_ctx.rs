@@ -48,6 +48,12 @@ pub fn for_spec(spec: &Spec, stdout: LogPipe, stderr: LogPipe) -> Result<WasiCtx
     Ok(b.build())
 }
 
+/// The value of env var `name` in the container spec (the operator's `WASMKUBE_*` settings for the shim).
+pub fn spec_env<'a>(spec: &'a Spec, name: &str) -> Option<&'a str> {
+    let env = spec.process().as_ref()?.env().as_ref()?;
+    env.iter().filter_map(|e| e.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
+}
+
 /// A bind mount of a directory outside the system paths: a volume the guest may use.
 fn is_guest_volume(mount: &Mount) -> bool {
     let dest = mount.destination();

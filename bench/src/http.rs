@@ -1,0 +1,251 @@
+//! `http`: `wrk` against hello-http served by the wasmkube shim in a CRI pod (through CNI, on the pod IP)
+//! and against the reference host (wasmtime-wasi-http's own recipe, same engine settings, same component,
+//! on 127.0.0.1). Rounds interleave the two so that drift hits both alike.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use serde_json::json;
+use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
+use wasmkube_harness::cri::{ContainerSpec, ContainerState};
+use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
+use wasmkube_harness::packages::{self, Package};
+use wasmkube_harness::{guests, http, wait_until, ContainerdOpts, PrivateContainerd};
+
+use crate::reference::ReferenceHost;
+use crate::report;
+
+const IMAGE: &str = "docker.io/wasmkube/hello-http:bench";
+const PORT: u16 = 8080;
+/// A pod subnet of its own, apart from the tests' 10.88.3x/4x ranges.
+const SUBNET: &str = "10.88.60.0/24";
+
+/// Options of the `http` benchmark.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seconds of each wrk run.
+    #[arg(long, default_value_t = 20)]
+    pub duration: u64,
+    /// Open connections (fixed for the whole run).
+    #[arg(long, default_value_t = 16)]
+    pub connections: u32,
+    /// wrk threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: u32,
+    /// Rounds; each measures the shim, then the reference.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// The shim binary (default: <target>/release/containerd-shim-wasmkube-v1).
+    #[arg(long)]
+    pub shim: Option<PathBuf>,
+    /// Where to write the JSON result (default: bench/results/http.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// What one wrk run reported.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WrkRun {
+    /// Requests per second.
+    pub requests_per_sec: f64,
+    /// Latency percentiles, milliseconds.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// Responses that were not 2xx/3xx.
+    pub non_2xx: u64,
+    /// Connect, read, write and timeout errors.
+    pub socket_errors: u64,
+}
+
+/// Runs the benchmark and writes its result.
+pub fn run(args: Args) -> Result<()> {
+    if args.rounds == 0 || args.duration == 0 {
+        bail!("--rounds and --duration must be at least 1");
+    }
+    if !nix::unistd::geteuid().is_root() {
+        bail!("http starts a private containerd with CNI and needs root");
+    }
+    packages::ensure_installed(&[Package::Wrk])?;
+    let shim = crate::ctr_run::shim_binary(args.shim.clone())?;
+    let wasm_path = guests::guest_wasm("hello_http")?;
+    let wasm = std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+
+    let mut opts = ContainerdOpts::with_shim(&shim);
+    opts.cni = Some(CniOpts { subnet: SUBNET.into() });
+    let ctrd = PrivateContainerd::start(opts)?;
+    ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
+    ctrd.import_in(CRI_NAMESPACE, &component_image_at(IMAGE, wasm.clone(), "/hello-http.wasm"))?;
+    let cri = ctrd.cri()?;
+    wait_until("CRI sees the images", Duration::from_secs(10), || {
+        [PAUSE_IMAGE, IMAGE].iter().all(|i| cri.image_id(i).is_ok_and(|id| id.is_some()))
+    })?;
+    let pod = cri.run_pod_sandbox("bench-http", WASMKUBE_HANDLER)?;
+    let spec = ContainerSpec { name: "web".into(), image: IMAGE.into(), ..Default::default() };
+    let id = cri.create_container(&pod, &spec)?;
+    cri.start_container(&id)?;
+    cri.wait_container_state(&id, ContainerState::Running, Duration::from_secs(30))?;
+    let shim_addr = SocketAddr::new(cri.pod_ip(&pod)?, PORT);
+    let reference = ReferenceHost::start(&wasm)?;
+
+    let targets = [("wasmkube", shim_addr), ("reference", reference.addr())];
+    for (name, addr) in targets {
+        let r = http::get(addr, "/", Duration::from_secs(10))?;
+        if (r.status, r.body.as_str()) != (200, "hello from wasmkube") {
+            bail!("{name} at {addr} answered {r:?}");
+        }
+        // Warm-up: compiled code paged in, connections and caches warm.
+        wrk(addr, &args, 2)?;
+    }
+    let mut runs: Vec<(&str, WrkRun)> = Vec::new();
+    for round in 0..args.rounds {
+        for (name, addr) in targets {
+            let r = wrk(addr, &args, args.duration)?;
+            println!(
+                "round {round} {name:<9} {:>10.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+                r.requests_per_sec, r.p50_ms, r.p99_ms
+            );
+            runs.push((name, r));
+        }
+    }
+    cri.stop_pod_sandbox(&pod.id)?;
+    cri.remove_pod_sandbox(&pod.id)?;
+
+    let median_rps = |name: &str| median(runs.iter().filter(|(n, _)| *n == name).map(|(_, r)| r.requests_per_sec));
+    let (ours, theirs) = (median_rps("wasmkube"), median_rps("reference"));
+    let ratio = theirs.filter(|t| *t > 0.0).and_then(|t| Some(ours? / t));
+    match ratio {
+        Some(r) => println!("ratio wasmkube/reference (median req/s): {r:.2}"),
+        None => println!("ratio: not measured"),
+    }
+    let per_target = |name: &str| runs.iter().filter(|(n, _)| *n == name).map(|(_, r)| r.clone()).collect::<Vec<_>>();
+    let result = json!({
+        "name": "http",
+        "description": "wrk, fixed connections, GET / of hello-http; wasmkube = shim in a CRI pod on the pod IP (CNI bridge), \
+                        reference = wasmtime-wasi-http serve recipe with the shim's engine settings on 127.0.0.1; \
+                        rounds interleaved; the shim also writes one log line per request to the container log",
+        "duration_secs": args.duration,
+        "connections": args.connections,
+        "wrk_threads": args.threads,
+        "rounds": args.rounds,
+        "wasmkube": { "median_requests_per_sec": ours, "runs": per_target("wasmkube") },
+        "reference": { "median_requests_per_sec": theirs, "runs": per_target("reference") },
+        "ratio": ratio,
+        "ratio_definition": "median req/s (wasmkube) / median req/s (reference)",
+        "shim": shim.display().to_string(),
+        "containerd_version": ctrd.server_version()?,
+        "date": report::now_rfc3339(),
+        "git_commit": report::git_commit(),
+        "host": { "cpus": report::cpus(), "kernel": report::kernel() },
+    });
+    let out = args.out.unwrap_or_else(|| report::results_dir().join("http.json"));
+    report::write_json(&out, &result)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => Some(v[n / 2]),
+        _ => Some((v[n / 2 - 1] + v[n / 2]) / 2.0),
+    }
+}
+
+fn wrk(addr: SocketAddr, args: &Args, seconds: u64) -> Result<WrkRun> {
+    let out = Command::new("wrk")
+        .arg(format!("-t{}", args.threads))
+        .arg(format!("-c{}", args.connections))
+        .arg(format!("-d{seconds}s"))
+        .arg("--latency")
+        .arg(format!("http://{addr}/"))
+        .output()
+        .context("running wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk against {addr} failed: {}\n{text}", String::from_utf8_lossy(&out.stderr));
+    }
+    parse_wrk(&text).with_context(|| format!("unexpected wrk output:\n{text}"))
+}
+
+/// Reads wrk's `--latency` report.
+fn parse_wrk(text: &str) -> Option<WrkRun> {
+    let mut run =
+        WrkRun { requests_per_sec: -1.0, p50_ms: -1.0, p90_ms: -1.0, p99_ms: -1.0, non_2xx: 0, socket_errors: 0 };
+    for line in text.lines().map(str::trim) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            ["Requests/sec:", v] => run.requests_per_sec = v.parse().ok()?,
+            ["50%", v] => run.p50_ms = duration_ms(v)?,
+            ["90%", v] => run.p90_ms = duration_ms(v)?,
+            ["99%", v] => run.p99_ms = duration_ms(v)?,
+            ["Non-2xx", "or", "3xx", "responses:", n] => run.non_2xx = n.parse().ok()?,
+            ["Socket", "errors:", rest @ ..] => {
+                run.socket_errors = rest.iter().filter_map(|f| f.trim_end_matches(',').parse::<u64>().ok()).sum()
+            }
+            _ => {}
+        }
+    }
+    (run.requests_per_sec >= 0.0 && run.p50_ms >= 0.0 && run.p99_ms >= 0.0).then_some(run)
+}
+
+/// `812.00us`, `1.23ms`, `2.00s` in milliseconds.
+fn duration_ms(v: &str) -> Option<f64> {
+    let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    number.parse::<f64>().ok().map(|n| n * scale)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "Running 2s test @ http://127.0.0.1:8080/
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.20ms  300.00us   5.00ms   90.00%
+    Req/Sec    13.00k     1.00k   14.00k    70.00%
+  Latency Distribution
+     50%    1.10ms
+     75%    1.30ms
+     90%  812.00us
+     99%    2.00s
+  26000 requests in 2.00s, 3.00MB read
+  Socket errors: connect 0, read 2, write 1, timeout 0
+  Non-2xx or 3xx responses: 5
+Requests/sec:  13000.50
+Transfer/sec:      1.50MB
+";
+
+    #[test]
+    fn wrk_report_is_parsed() {
+        let r = parse_wrk(SAMPLE).unwrap();
+        assert_eq!(r.requests_per_sec, 13000.5);
+        assert_eq!((r.p50_ms, r.p90_ms, r.p99_ms), (1.1, 0.812, 2000.0));
+        assert_eq!((r.non_2xx, r.socket_errors), (5, 3));
+        assert!(parse_wrk("garbage").is_none());
+    }
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median([3.0, 1.0, 2.0].into_iter()), Some(2.0));
+        assert_eq!(median([4.0, 1.0].into_iter()), Some(2.5));
+        assert_eq!(median(std::iter::empty()), None);
+    }
+}

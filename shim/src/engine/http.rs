@@ -1,0 +1,387 @@
+//! Serves a wasi:http component (one that exports `wasi:http/incoming-handler`) on a port inside its
+//! pod's network namespace: one fresh `Store` and instance per request from the container's `ProxyPre`,
+//! a bound on requests in flight, a per-request deadline, a request-body limit, and a graceful drain on
+//! SIGTERM.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use oci_spec::runtime::Spec;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::task::JoinSet;
+use wasmtime::Store;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
+
+use super::cli::{next_signal, LOG_FLUSH_GRACE};
+use super::cpu::CpuMetered;
+use super::host::{new_store, Host, Limits};
+use super::log_pipe::{LogDrain, LogPipe};
+use super::netns::bind_listener;
+use super::outbound::OutboundPolicy;
+use super::wasi_ctx;
+use crate::runtime::{Exit, LaunchError, Signal, Usage, Workload};
+
+/// Env var the operator renders with the port a wasi:http component serves on.
+pub const HTTP_PORT_ENV: &str = "WASMKUBE_HTTP_PORT";
+
+/// The export that makes a component a wasi:http server, any 0.2.x version.
+const INCOMING_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2.";
+
+/// Node-wide settings of wasi:http serving (node config keys `default_http_port` and `http_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Port when the container's env does not name one.
+    pub default_port: u16,
+    /// Requests one container handles at once; more are answered 503 at once.
+    pub max_in_flight: usize,
+    /// Longest a request may run in the guest; then it is stopped and answered 504.
+    pub request_timeout: Duration,
+    /// Largest request body a guest receives; a larger declared one is answered 413.
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            default_port: 8080,
+            max_in_flight: 100,
+            request_timeout: Duration::from_secs(60),
+            max_request_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// Whether the compiled component exports `wasi:http/incoming-handler` (read from its type).
+pub fn exports_incoming_handler(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> bool {
+    component.component_type().exports(engine).any(|(name, _)| name.starts_with(INCOMING_HANDLER_EXPORT))
+}
+
+/// The port from the container's `WASMKUBE_HTTP_PORT`, else `default`.
+pub fn http_port(spec: &Spec, default: u16) -> Result<u16, LaunchError> {
+    match wasi_ctx::spec_env(spec, HTTP_PORT_ENV) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| LaunchError::cannot_run(format!("{HTTP_PORT_ENV}={v:?} is not a TCP port (1 to 65535)"))),
+    }
+}
+
+/// What one HTTP container is made of.
+pub struct HttpLaunch {
+    /// The container id (for logs).
+    pub id: String,
+    /// The container spec: every request's WASI context is built from it.
+    pub spec: Spec,
+    /// The pod's network namespace, where the listener is bound.
+    pub network_namespace: Option<PathBuf>,
+    /// The guest's stdout and stderr, shared by every request.
+    pub stdout: LogPipe,
+    /// See `stdout`.
+    pub stderr: LogPipe,
+    /// Drains of `stdout` and `stderr`, finished when the container ends.
+    pub logs: Vec<LogDrain>,
+    /// The container's memory limit, applied to every instance.
+    pub memory_limit: Option<u64>,
+    /// Hosts the guest may call.
+    pub outbound: OutboundPolicy,
+    /// Node-wide serving settings.
+    pub settings: HttpSettings,
+}
+
+/// A wasi:http component with its listener bound, ready to serve.
+pub struct HttpWorkload {
+    listener: std::net::TcpListener,
+    server: Arc<Server>,
+    logs: Vec<LogDrain>,
+    /// Set to true when the container ends: guests still running stop.
+    kill: watch::Sender<bool>,
+}
+
+impl HttpWorkload {
+    /// Binds the listener in the pod's network namespace (so it is up before the task reports started;
+    /// connections made before `start` wait in the backlog).
+    pub fn bind(pre: ProxyPre<Host>, launch: HttpLaunch) -> Result<Self, LaunchError> {
+        let port = http_port(&launch.spec, launch.settings.default_port)?;
+        let addr = SocketAddr::from(([0, 0, 0, 0], port));
+        let listener = bind_listener(launch.network_namespace.as_deref(), addr)
+            .map_err(|e| LaunchError::cannot_run(format!("the wasi:http component cannot listen: {e}")))?;
+        tracing::info!(id = %launch.id, %addr, netns = ?launch.network_namespace, "wasi:http component listening");
+        let (kill, killed) = watch::channel(false);
+        let server = Arc::new(Server {
+            id: launch.id,
+            pre,
+            spec: launch.spec,
+            stdout: launch.stdout,
+            stderr: launch.stderr,
+            memory_limit: launch.memory_limit,
+            outbound: launch.outbound,
+            in_flight: Arc::new(Semaphore::new(launch.settings.max_in_flight)),
+            settings: launch.settings,
+            usage: Arc::new(Usage::default()),
+            killed,
+        });
+        Ok(Self { listener, server, logs: launch.logs, kill })
+    }
+}
+
+impl Workload for HttpWorkload {
+    fn start(self: Box<Self>, signals: watch::Receiver<Option<Signal>>) -> BoxFuture<'static, Exit> {
+        Box::pin(self.serve(signals))
+    }
+
+    fn usage(&self) -> Arc<Usage> {
+        self.server.usage.clone()
+    }
+}
+
+/// Per-container state every request shares.
+struct Server {
+    id: String,
+    pre: ProxyPre<Host>,
+    spec: Spec,
+    stdout: LogPipe,
+    stderr: LogPipe,
+    memory_limit: Option<u64>,
+    outbound: OutboundPolicy,
+    in_flight: Arc<Semaphore>,
+    settings: HttpSettings,
+    usage: Arc<Usage>,
+    /// Turns true when the container is killed: guests still running stop at their next yield.
+    killed: watch::Receiver<bool>,
+}
+
+/// How a guest's run for one request ended.
+enum GuestEnd {
+    Done(wasmtime::Result<()>),
+    TimedOut,
+    Killed,
+}
+
+impl HttpWorkload {
+    async fn serve(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
+        let HttpWorkload { listener, server, logs, kill } = self;
+        let exit = match tokio::net::TcpListener::from_std(listener) {
+            Ok(listener) => accept_until_stopped(listener, server.clone(), &mut signals).await,
+            Err(e) => Exit::failed(126, format!("the wasi:http listener cannot be used: {e}")),
+        };
+        // Whatever still runs in a guest now ends at its next yield point.
+        kill.send_replace(true);
+        drop(server);
+        for log in logs {
+            log.finish(LOG_FLUSH_GRACE).await;
+        }
+        exit
+    }
+}
+
+/// Accepts connections until a signal; SIGTERM then stops accepting and lets every open connection
+/// finish its requests (exit 0) unless another signal (SIGKILL) ends the drain at once (128+N).
+async fn accept_until_stopped(
+    listener: tokio::net::TcpListener,
+    server: Arc<Server>,
+    signals: &mut watch::Receiver<Option<Signal>>,
+) -> Exit {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let signal = loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let server = server.clone();
+                    let service = hyper::service::service_fn(move |req| server.clone().handle(req));
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let conn = graceful.watch(conn);
+                    connections.spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(%peer, error = %e, "HTTP connection ended with an error");
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(id = %server.id, error = %e, "cannot accept an HTTP connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            // Finished connections are reaped as we go, so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            signal = next_signal(signals) => break signal,
+        }
+    };
+    drop(listener);
+    if signal != Signal::TERM {
+        connections.abort_all();
+        return Exit::code(128 + signal.0);
+    }
+    tracing::info!(id = %server.id, "SIGTERM: no new connections; draining requests in flight");
+    tokio::select! {
+        () = graceful.shutdown() => Exit::code(0),
+        signal = signal_after_term(signals) => {
+            connections.abort_all();
+            Exit::code(128 + signal.0)
+        }
+    }
+}
+
+/// Waits for a signal other than the SIGTERM already being handled (a repeated SIGTERM keeps draining).
+async fn signal_after_term(signals: &mut watch::Receiver<Option<Signal>>) -> Signal {
+    loop {
+        if signals.changed().await.is_err() {
+            return Signal::KILL;
+        }
+        match *signals.borrow_and_update() {
+            Some(s) if s != Signal::TERM => return s,
+            _ => {}
+        }
+    }
+}
+
+impl Server {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<HyperOutgoingBody>, Infallible> {
+        let what = format!("{} {}", req.method(), req.uri());
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+            return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight for this container\n"));
+        };
+        let limit = self.settings.max_request_body_bytes;
+        if declared_length(&req).is_some_and(|n| n > limit) {
+            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes\n")));
+        }
+        let req = req.map(|body| limited(body, limit));
+        let mut store = match self.new_store() {
+            Ok(store) => store,
+            Err(e) => return Ok(self.failed(&what, &e.message).await),
+        };
+        let (sender, receiver) = oneshot::channel();
+        let handles = {
+            let mut http = store.data_mut().http();
+            http.new_incoming_request(Scheme::Http, req).and_then(|r| Ok((r, http.new_response_outparam(sender)?)))
+        };
+        let (incoming, outparam) = match handles {
+            Ok(handles) => handles,
+            Err(e) => return Ok(plain(StatusCode::BAD_REQUEST, format!("invalid request: {e}\n"))),
+        };
+
+        let pre = self.pre.clone();
+        let usage = self.usage.clone();
+        let timeout = self.settings.request_timeout;
+        let mut killed = self.killed.clone();
+        // The guest runs in a task of its own: it may go on writing the body after the response head
+        // is sent. It holds the in-flight permit until it ends.
+        let guest = tokio::spawn(async move {
+            let _permit = permit;
+            let run = CpuMetered::new(
+                async move {
+                    let proxy = pre.instantiate_async(&mut store).await?;
+                    proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam).await
+                },
+                usage,
+            );
+            tokio::select! {
+                result = tokio::time::timeout(timeout, run) => result.map_or(GuestEnd::TimedOut, GuestEnd::Done),
+                _ = killed.wait_for(|k| *k) => GuestEnd::Killed,
+            }
+        });
+
+        let response = match receiver.await {
+            Ok(Ok(response)) => response,
+            Ok(Err(code)) => self.failed(&what, &format!("the component answered with error {code:?}")).await,
+            // The guest ended without setting a response: find out why.
+            Err(_) => match guest.await {
+                Ok(GuestEnd::Done(Ok(()))) => self.failed(&what, "the component returned without a response").await,
+                Ok(GuestEnd::Done(Err(e))) => self.failed(&what, &format!("the component trapped: {e:?}")).await,
+                Ok(GuestEnd::TimedOut) => plain(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    format!("the component did not answer within {}s\n", timeout.as_secs_f64()),
+                ),
+                Ok(GuestEnd::Killed) => plain(StatusCode::SERVICE_UNAVAILABLE, "the container is stopping\n"),
+                Err(e) => self.failed(&what, &format!("the request task failed: {e}")).await,
+            },
+        };
+        Ok(response)
+    }
+
+    fn new_store(&self) -> Result<Store<Host>, LaunchError> {
+        let wasi = wasi_ctx::for_spec(&self.spec, self.stdout.clone(), self.stderr.clone())?;
+        let limits = Limits::new(self.memory_limit, self.usage.clone());
+        Ok(new_store(self.pre.engine(), Host::new(wasi, limits, self.outbound.clone())))
+    }
+
+    /// A 500 whose cause goes to the container's stderr (so `kubectl logs` shows it) and the daemon log;
+    /// the client only learns that the component failed.
+    async fn failed(&self, what: &str, why: &str) -> Response<HyperOutgoingBody> {
+        tracing::warn!(id = %self.id, request = what, "{why}");
+        let line = format!("wasmkube: {what}: {why}\n");
+        let mut stderr = self.stderr.clone();
+        if let Err(e) = stderr.write_all(line.as_bytes()).await {
+            tracing::debug!(id = %self.id, error = %e, "container log closed");
+        }
+        plain(StatusCode::INTERNAL_SERVER_ERROR, "the component failed to handle the request\n")
+    }
+}
+
+fn declared_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers().get(http::header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
+/// The request body, cut off with `HttpRequestBodySize` past `limit` bytes (chunked bodies have no
+/// declared length to check up front).
+fn limited(body: Incoming, limit: u64) -> impl hyper::body::Body<Data = Bytes, Error = HttpError> {
+    Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).map_err(move |e| {
+        if e.is::<LengthLimitError>() {
+            return HttpError::HttpRequestBodySize(Some(limit));
+        }
+        match e.downcast::<hyper::Error>() {
+            Ok(e) => HttpError::Hyper(*e),
+            Err(_) => HttpError::HttpProtocolError,
+        }
+    })
+}
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response<HyperOutgoingBody> {
+    let body = Full::new(Bytes::from(text.into())).map_err(|never| match never {}).boxed_unsync();
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{ProcessBuilder, SpecBuilder};
+
+    fn spec_with_env(env: &[&str]) -> Spec {
+        let process = ProcessBuilder::default().env(env.iter().map(|e| e.to_string()).collect::<Vec<_>>()).build();
+        SpecBuilder::default().process(process.unwrap()).build().unwrap()
+    }
+
+    #[test]
+    fn port_comes_from_the_env_else_the_node_default() {
+        assert_eq!(http_port(&spec_with_env(&["WASMKUBE_HTTP_PORT=9000"]), 8080).unwrap(), 9000);
+        assert_eq!(http_port(&spec_with_env(&["OTHER=1"]), 8080).unwrap(), 8080);
+        for bad in ["WASMKUBE_HTTP_PORT=0", "WASMKUBE_HTTP_PORT=70000", "WASMKUBE_HTTP_PORT=http"] {
+            let err = http_port(&spec_with_env(&[bad]), 8080).unwrap_err();
+            assert_eq!(err.exit_code, 126, "{bad}");
+            assert!(err.message.contains("WASMKUBE_HTTP_PORT"), "{}", err.message);
+        }
+    }
+}
