@@ -1,5 +1,5 @@
 //! The reference host: wasmtime-wasi-http's own serving recipe (as in `wasmtime serve`), with the engine
-//! settings the shim uses (component model, epoch interruption ticking every 10 ms, a yield on every
+//! settings the shim uses (`wasmkube_shim::engine::build_engine`: pooling allocator, epoch interruption ticking every 10 ms, a yield on every
 //! tick), serving a component on 127.0.0.1 with one store per request. It is what the shim is measured
 //! against: the same component and wasmtime, without containerd, CNI or the shim's policies.
 
@@ -12,7 +12,7 @@ use anyhow::{anyhow, Context, Result};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
+use wasmtime::Store;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
@@ -47,9 +47,8 @@ pub struct ReferenceHost {
 impl ReferenceHost {
     /// Compiles `wasm` and serves it on an ephemeral port of 127.0.0.1.
     pub fn start(wasm: &[u8]) -> Result<Self> {
-        let mut config = Config::new();
-        config.epoch_interruption(true).wasm_component_model(true);
-        let engine = Engine::new(&config).map_err(|e| anyhow!("engine: {e:?}"))?;
+        // The shim's own engine settings (pooling allocator, epoch interruption).
+        let (engine, _) = wasmkube_shim::engine::build_engine()?;
         let component = Component::new(&engine, wasm).map_err(|e| anyhow!("compiling the component: {e:?}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("linking WASI: {e:?}"))?;

@@ -25,7 +25,7 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 pub use cli::CliWorkload;
-pub use config::Allocator;
+pub use config::{build_engine, Allocator};
 pub use host::{Host, MemoryLimitExceeded};
 pub use http::{HttpSettings, HttpWorkload};
 pub use log_pipe::{LogDrain, LogPipe};
