@@ -6,9 +6,9 @@ CARGO ?= cargo
 # One target directory for the host workspace and the guest components.
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 GUEST_DIR := $(CARGO_TARGET_DIR)/wasm32-wasip2/release
-DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo iptables gcc libc6-dev
+DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev
 # Binaries whose presence means the packages above are installed (checked before calling apt).
-DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/sbin/iptables /usr/bin/gcc
+DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc
 
 .PHONY: all deps build guests crds test fmt fmt-check lint demo bench clean
 

@@ -28,6 +28,8 @@ pub enum Package {
     DockerRegistry,
     /// `skopeo`, used to push image layouts to a registry.
     Skopeo,
+    /// `htpasswd` (apache2-utils), for the bcrypt password file of an authenticating registry.
+    Htpasswd,
     /// gcc with a static libc, for the pause binary.
     StaticCToolchain,
 }
@@ -42,6 +44,7 @@ impl Package {
         Package::CniPlugins,
         Package::DockerRegistry,
         Package::Skopeo,
+        Package::Htpasswd,
         Package::StaticCToolchain,
     ];
 
@@ -54,6 +57,7 @@ impl Package {
             Package::CniPlugins => &["containernetworking-plugins"],
             Package::DockerRegistry => &["docker-registry"],
             Package::Skopeo => &["skopeo"],
+            Package::Htpasswd => &["apache2-utils"],
             Package::StaticCToolchain => &["gcc", "libc6-dev"],
         }
     }
@@ -70,6 +74,7 @@ impl Package {
             }
             Package::DockerRegistry => which("docker-registry").is_some(),
             Package::Skopeo => which("skopeo").is_some(),
+            Package::Htpasswd => which("htpasswd").is_some(),
             Package::StaticCToolchain => which("gcc").is_some() && static_libc_present(),
         }
     }
