@@ -10,6 +10,7 @@ use wasmtime::{Engine, Store};
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx};
 
+use super::cache::Pin;
 use super::cpu::CpuMetered;
 use super::host::{Host, Limits, MemoryLimitExceeded};
 use super::log_pipe::LogDrain;
@@ -32,6 +33,8 @@ pub struct CliWorkload {
     pub(crate) memory_limit: Option<u64>,
     pub(crate) usage: Arc<Usage>,
     pub(crate) logs: Vec<LogDrain>,
+    /// Keeps the component's node-cache entries from eviction while the container lives.
+    pub(crate) cache_pin: Pin,
 }
 
 impl Workload for CliWorkload {
@@ -46,7 +49,7 @@ impl Workload for CliWorkload {
 
 impl CliWorkload {
     async fn run(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
-        let CliWorkload { engine, pre, wasi, memory_limit, usage, logs } = self;
+        let CliWorkload { engine, pre, wasi, memory_limit, usage, logs, cache_pin: _pin } = self;
         let host = Host { wasi, table: ResourceTable::new(), limits: Limits::new(memory_limit, usage.clone()) };
         let mut store = Store::new(&engine, host);
         store.limiter(|h| &mut h.limits);

@@ -1,10 +1,12 @@
 //! The node's one wasmtime engine: compiles each component once (by content digest), links it against
 //! the complete WASI 0.2 set, and prepares instances for containers.
 
+mod cache;
 mod cli;
 mod cpu;
 mod host;
 mod log_pipe;
+mod registry;
 mod source;
 mod wasi_ctx;
 
@@ -22,7 +24,9 @@ use wasmtime_wasi::p2::bindings::CommandPre;
 pub use cli::CliWorkload;
 pub use host::{Host, MemoryLimitExceeded};
 pub use log_pipe::{LogDrain, LogPipe};
+pub use registry::PULL_SECRETS_DIR;
 
+use crate::config::NodeConfig;
 use crate::runtime::{Launch, LaunchError, Runtime, Usage, Workload};
 
 /// How often the epoch advances: the longest a busy guest runs before it yields or sees a kill.
@@ -40,12 +44,16 @@ pub struct NodeEngine {
     engine: Engine,
     linker: Linker<Host>,
     components: Mutex<HashMap<String, Slot>>,
+    cache: Arc<cache::NodeCache>,
+    registry: registry::RegistrySource,
     ticker_stop: Arc<AtomicBool>,
 }
 
 impl NodeEngine {
     /// Builds the engine and linker; fails at daemon start, not at a pod's start, when the host cannot.
-    pub fn new() -> anyhow::Result<Self> {
+    pub fn new(node: &NodeConfig) -> anyhow::Result<Self> {
+        // oci-client's TLS needs a process-wide crypto provider; another one already installed is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut config = Config::new();
         config.epoch_interruption(true).wasm_component_model(true);
         let engine = Engine::new(&config).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:?}"))?;
@@ -56,9 +64,14 @@ impl NodeEngine {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI into the engine: {e:?}"))?;
 
+        let cache = cache::NodeCache::open(&node.cache_dir, node.cache_max_bytes, &engine)
+            .map_err(|e| anyhow::anyhow!("cannot use the cache directory {}: {e}", node.cache_dir.display()))?;
+        let cache = Arc::new(cache);
+        let registry = registry::RegistrySource::new(node.insecure_registries.clone(), cache.clone());
+
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
-        Ok(Self { engine, linker, components: Mutex::default(), ticker_stop })
+        Ok(Self { engine, linker, components: Mutex::default(), cache, registry, ticker_stop })
     }
 
     /// Number of distinct components compiled so far.
@@ -78,11 +91,13 @@ impl NodeEngine {
     async fn compile(&self, component: source::ComponentBytes) -> Result<Arc<Prepared>, LaunchError> {
         let origin = component.origin.clone();
         check_is_component(&origin, &component.bytes)?;
-        let engine = self.engine.clone();
-        let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &component.bytes))
-            .await
-            .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compilation aborted: {e}")))?
-            .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:?}")))?;
+        let compiled = match self.cache.load_compiled(&self.engine, &component.digest).await {
+            Some(compiled) => {
+                tracing::info!(component = %origin, "precompiled component loaded from the node cache");
+                compiled
+            }
+            None => self.compile_and_store(component).await?,
+        };
         let pre = self
             .linker
             .instantiate_pre(&compiled)
@@ -94,6 +109,21 @@ impl NodeEngine {
         })?;
         tracing::info!(component = %origin, "compiled and linked component");
         Ok(Arc::new(Prepared::Cli(command)))
+    }
+
+    /// Compiles on a blocking thread and keeps the compiled code in the node cache.
+    async fn compile_and_store(&self, component: source::ComponentBytes) -> Result<Component, LaunchError> {
+        let (origin, digest) = (component.origin.clone(), component.digest.clone());
+        let engine = self.engine.clone();
+        let serialized = tokio::task::spawn_blocking(move || engine.precompile_component(&component.bytes))
+            .await
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compilation aborted: {e}")))?
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:?}")))?;
+        // SAFETY: these bytes were produced just now by `precompile_component` of this very engine.
+        let compiled = unsafe { Component::deserialize(&self.engine, &serialized) }
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compiled code not loadable: {e:?}")))?;
+        self.cache.store_compiled(&digest, &serialized);
+        Ok(compiled)
     }
 }
 
@@ -120,7 +150,13 @@ impl Runtime for NodeEngine {
         if let Some(netns) = &launch.network_namespace {
             tracing::info!(id = %launch.id, netns = %netns.display(), "component joins this network namespace");
         }
-        let bytes = source::read(&reference, &launch.rootfs)?;
+        let (bytes, pin) = if reference.starts_with(wasmkube_oci::OCI_SCHEME) {
+            self.registry.fetch(&reference, &launch.spec).await?
+        } else {
+            let bytes = source::read(&reference, &launch.rootfs)?;
+            let pin = self.cache.pin(vec![bytes.digest.clone()]);
+            (bytes, pin)
+        };
         let prepared = self.prepared(bytes).await?;
 
         let (stdout, stdout_drain) = LogPipe::new(launch.stdio.stdout);
@@ -135,6 +171,7 @@ impl Runtime for NodeEngine {
                 memory_limit,
                 usage: Arc::new(Usage::default()),
                 logs: vec![stdout_drain, stderr_drain],
+                cache_pin: pin,
             })),
         }
     }
