@@ -9,6 +9,9 @@ use wit_parser::WorldItem;
 
 /// The component's world as `world NAME` followed by `import …`/`export …` lines.
 pub fn world(wasm: &[u8]) -> Result<String> {
+    if let Some(what) = wasmkube_oci::not_a_component(wasm) {
+        bail!("this is {what}");
+    }
     let decoded = wit_component::decode(wasm)?;
     let (resolve, world_id) = match decoded {
         DecodedWasm::Component(resolve, world) => (resolve, world),

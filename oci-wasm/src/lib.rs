@@ -34,3 +34,23 @@ pub fn verify_digest(digest: &str, bytes: &[u8]) -> Result<(), Error> {
         Err(Error::DigestMismatch { expected: digest.to_string(), actual })
     }
 }
+
+/// The binary format's preamble: magic, then version and layer (component model: 0x0d, layer 1).
+const WASM_MAGIC: &[u8; 4] = b"\0asm";
+const COMPONENT_VERSION_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
+const CORE_MODULE_VERSION_LAYER: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
+
+/// `None` for a component binary; otherwise what the bytes are, for a message ("… is {what}").
+pub fn not_a_component(bytes: &[u8]) -> Option<String> {
+    let (magic, version) = (bytes.get(..4), bytes.get(4..8));
+    if magic == Some(WASM_MAGIC) && version == Some(&COMPONENT_VERSION_LAYER) {
+        return None;
+    }
+    Some(if magic == Some(WASM_MAGIC) && version == Some(&CORE_MODULE_VERSION_LAYER) {
+        "a core WebAssembly module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+            .to_string()
+    } else {
+        let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("not a WebAssembly component (it starts with bytes [{}], not \\0asm)", head.join(" "))
+    })
+}

@@ -183,25 +183,12 @@ fn memory_limit(spec: &oci_spec::runtime::Spec) -> Option<u64> {
     u64::try_from(limit).ok().filter(|l| *l > 0)
 }
 
-/// The binary format's preamble: magic, then version and layer (component model: 0x0d, layer 1).
-const WASM_MAGIC: &[u8; 4] = b"\0asm";
-const COMPONENT_VERSION_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
-const CORE_MODULE_VERSION_LAYER: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
-
 /// Says what the bytes are when they are not a component, instead of a parser error.
 fn check_is_component(origin: &str, bytes: &[u8]) -> Result<(), LaunchError> {
-    let (magic, version) = (bytes.get(..4), bytes.get(4..8));
-    if magic == Some(WASM_MAGIC) && version == Some(&COMPONENT_VERSION_LAYER) {
-        return Ok(());
+    match wasmkube_oci::not_a_component(bytes) {
+        None => Ok(()),
+        Some(what) => Err(LaunchError::cannot_run(format!("component {origin} is {what}"))),
     }
-    let what = if magic == Some(WASM_MAGIC) && version == Some(&CORE_MODULE_VERSION_LAYER) {
-        "a core WebAssembly module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
-            .to_string()
-    } else {
-        let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        format!("not a WebAssembly component (it starts with bytes [{}], not \\0asm)", head.join(" "))
-    };
-    Err(LaunchError::cannot_run(format!("component {origin} is {what}")))
 }
 
 fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
