@@ -55,6 +55,8 @@ pub enum LayerKind {
     Raw,
     /// The layer is an uncompressed tar holding one `.wasm` file.
     Tar,
+    /// The layer is a gzip-compressed tar holding one `.wasm` file.
+    TarGzip,
 }
 
 impl Manifest {
@@ -102,6 +104,9 @@ impl Manifest {
             if media::TAR_LAYERS.contains(&only.media_type.as_str()) {
                 return Ok((only, LayerKind::Tar));
             }
+            if media::TAR_GZIP_LAYERS.contains(&only.media_type.as_str()) {
+                return Ok((only, LayerKind::TarGzip));
+            }
         }
         let config = self.config.as_ref().map_or("none".to_string(), |c| c.media_type.clone());
         let layers: Vec<&str> = self.layers.iter().map(|l| l.media_type.as_str()).collect();
@@ -109,7 +114,7 @@ impl Manifest {
             reference: reference.to_string(),
             reason: format!(
                 "no WebAssembly component found: config {config}, layers [{}]; expected a layer of type {} \
-                 or a single uncompressed tar layer holding one .wasm file",
+                 or a single tar layer (uncompressed or gzip) holding one .wasm file",
                 layers.join(", "),
                 media::RAW_WASM_LAYERS.join(" / ")
             ),
@@ -117,10 +122,18 @@ impl Manifest {
     }
 }
 
-/// The one `.wasm` regular file in an uncompressed tar layer.
-pub fn wasm_from_tar(tar_bytes: &[u8], reference: &str) -> Result<Vec<u8>, Error> {
+/// The one `.wasm` regular file in a tar layer of `kind` ([`LayerKind::Tar`] or [`LayerKind::TarGzip`]).
+pub fn wasm_from_layer(layer: Vec<u8>, kind: LayerKind, reference: &str) -> Result<Vec<u8>, Error> {
+    match kind {
+        LayerKind::Raw => Ok(layer),
+        LayerKind::Tar => wasm_from_tar(layer.as_slice(), reference),
+        LayerKind::TarGzip => wasm_from_tar(flate2::read::GzDecoder::new(layer.as_slice()), reference),
+    }
+}
+
+fn wasm_from_tar(tar_stream: impl Read, reference: &str) -> Result<Vec<u8>, Error> {
     let none = |reason: String| Error::NoComponent { reference: reference.to_string(), reason };
-    let mut archive = tar::Archive::new(tar_bytes);
+    let mut archive = tar::Archive::new(tar_stream);
     let entries = archive.entries().map_err(|e| none(format!("the image layer is not a tar archive: {e}")))?;
     let mut found: Vec<(String, Vec<u8>)> = Vec::new();
     for entry in entries {
@@ -163,7 +176,9 @@ mod tests {
         }
         let tar = Manifest { media_type: None, config: None, layers: vec![desc(media::TAR_LAYERS[0])], manifests: vec![] };
         assert_eq!(tar.component_layer("r").unwrap().1, LayerKind::Tar);
-        let gz = "application/vnd.oci.image.layer.v1.tar+gzip";
+        let gz = Manifest { layers: vec![desc(media::TAR_GZIP_LAYERS[0])], ..tar };
+        assert_eq!(gz.component_layer("r").unwrap().1, LayerKind::TarGzip);
+        let gz = "application/vnd.oci.image.layer.v1.tar+zstd";
         let m = Manifest { media_type: None, config: Some(desc("c/j")), layers: vec![desc(gz)], manifests: vec![] };
         let err = m.component_layer("oci://r/a:b").unwrap_err().to_string();
         assert!(err.contains(gz) && err.contains("config c/j") && err.contains("oci://r/a:b"), "{err}");
@@ -192,7 +207,11 @@ mod tests {
         h.set_mode(0o644);
         b.append_data(&mut h, "app/app.wasm", &b"abc"[..]).unwrap();
         let one = b.into_inner().unwrap();
-        assert_eq!(wasm_from_tar(&one, "r").unwrap(), b"abc");
-        assert!(wasm_from_tar(b"not a tar at all, certainly", "r").is_err());
+        assert_eq!(wasm_from_layer(one.clone(), LayerKind::Tar, "r").unwrap(), b"abc");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut gz, &one).unwrap();
+        assert_eq!(wasm_from_layer(gz.finish().unwrap(), LayerKind::TarGzip, "r").unwrap(), b"abc");
+        assert!(wasm_from_layer(b"not a tar at all, certainly".to_vec(), LayerKind::Tar, "r").is_err());
+        assert!(wasm_from_layer(one, LayerKind::TarGzip, "r").is_err(), "not gzip");
     }
 }

@@ -8,7 +8,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 
-use crate::manifest::{wasm_from_tar, LayerKind, Manifest};
+use crate::manifest::{wasm_from_layer, Manifest};
 use crate::{media, verify_digest, Error};
 
 /// Where verified blobs are kept between pulls (the shim's node cache; nothing for the CLI).
@@ -95,10 +95,7 @@ impl Puller {
         }
         let (layer, kind) = manifest.component_layer(&name)?;
         let blob = store.get_or_fetch(&layer.digest, Box::pin(self.blob(&client, &at, layer))).await?;
-        let wasm = match kind {
-            LayerKind::Raw => blob,
-            LayerKind::Tar => wasm_from_tar(&blob, &name)?,
-        };
+        let wasm = wasm_from_layer(blob, kind, &name)?;
         Ok(Pulled {
             manifest_digest: digest,
             manifest_media_type: manifest.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string()),
