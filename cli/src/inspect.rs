@@ -41,7 +41,8 @@ pub fn file_report(path: &str, wasm: &[u8]) -> Result<String> {
 
 /// Report of a pulled component.
 pub fn pulled_report(reference: &str, pulled: &Pulled) -> Result<String> {
-    let mut out = format!("reference: {reference}\nmanifest: {} {}\n", pulled.manifest_media_type, pulled.manifest_digest);
+    let mut out =
+        format!("reference: {reference}\nmanifest: {} {}\n", pulled.manifest_media_type, pulled.manifest_digest);
     if let Some(config) = &pulled.config_media_type {
         let _ = writeln!(out, "config: {config}");
     }

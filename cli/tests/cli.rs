@@ -77,7 +77,8 @@ fn push_uses_docker_config_credentials_and_never_prints_them() -> Result<()> {
     assert!(text(&out).contains(&registry.host()), "the error names the registry: {}", text(&out));
 
     let config = tempfile::tempdir()?;
-    let wrong = format!(r#"{{"auths":{{"{}":{{"username":"pusher","password":"wrong-{password}"}}}}}}"#, registry.host());
+    let wrong =
+        format!(r#"{{"auths":{{"{}":{{"username":"pusher","password":"wrong-{password}"}}}}}}"#, registry.host());
     std::fs::write(config.path().join("config.json"), wrong)?;
     let out = wasmkube(&["push", hello, &reference], config.path())?;
     assert!(!out.status.success() && !text(&out).contains(password), "{}", text(&out));

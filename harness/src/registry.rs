@@ -139,10 +139,8 @@ impl Registry {
             c.args(["-Bbn", &creds.username, &creds.password]);
             let out = cmd::run_checked(&mut c, Duration::from_secs(30))?;
             std::fs::write(&htpasswd, out.stdout.trim()).ctx(|| format!("writing {}", htpasswd.display()))?;
-            config.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: wasmkube-test\n    path: {}\n",
-                htpasswd.display()
-            ));
+            config
+                .push_str(&format!("auth:\n  htpasswd:\n    realm: wasmkube-test\n    path: {}\n", htpasswd.display()));
         }
         let path = self.dir.join("config.yml");
         std::fs::write(&path, config).ctx(|| format!("writing {}", path.display()))
@@ -184,7 +182,11 @@ impl Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- registry log ({}) ---\n{}", self.log_path().display(), crate::containerd::tail(&self.log(), 40));
+            eprintln!(
+                "--- registry log ({}) ---\n{}",
+                self.log_path().display(),
+                crate::containerd::tail(&self.log(), 40)
+            );
         }
         self.stop();
         if !std::env::var(crate::containerd::KEEP_DIRS_ENV).is_ok_and(|v| v == "1") {

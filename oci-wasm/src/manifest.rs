@@ -75,9 +75,9 @@ impl Manifest {
     /// The index entry for a component: architecture `wasm`, OS `wasip2`, else `wasip1`.
     pub fn pick_platform(&self, reference: &str) -> Result<&Descriptor, Error> {
         let on = |os: &str| {
-            self.manifests.iter().find(|d| {
-                d.platform.as_ref().is_some_and(|p| p.architecture == media::WASM_ARCH && p.os == os)
-            })
+            self.manifests
+                .iter()
+                .find(|d| d.platform.as_ref().is_some_and(|p| p.architecture == media::WASM_ARCH && p.os == os))
         };
         media::WASM_OSES.iter().find_map(|os| on(os)).ok_or_else(|| {
             let found: Vec<String> = self
@@ -174,7 +174,8 @@ mod tests {
             let m = Manifest { media_type: None, config: None, layers: vec![desc("x/y"), desc(t)], manifests: vec![] };
             assert_eq!(m.component_layer("r").unwrap().1, LayerKind::Raw);
         }
-        let tar = Manifest { media_type: None, config: None, layers: vec![desc(media::TAR_LAYERS[0])], manifests: vec![] };
+        let tar =
+            Manifest { media_type: None, config: None, layers: vec![desc(media::TAR_LAYERS[0])], manifests: vec![] };
         assert_eq!(tar.component_layer("r").unwrap().1, LayerKind::Tar);
         let gz = Manifest { layers: vec![desc(media::TAR_GZIP_LAYERS[0])], ..tar };
         assert_eq!(gz.component_layer("r").unwrap().1, LayerKind::TarGzip);

@@ -11,7 +11,8 @@ pub const WASM_CONTENT_LAYER: &str = "application/vnd.wasm.content.layer.v1+wasm
 /// Layer types whose blob is the component itself.
 pub const RAW_WASM_LAYERS: &[&str] = &[WASM_LAYER, BYTECODEALLIANCE_LAYER, WASM_CONTENT_LAYER];
 /// Uncompressed tar layers of plain images (one `.wasm` file inside).
-pub const TAR_LAYERS: &[&str] = &["application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar"];
+pub const TAR_LAYERS: &[&str] =
+    &["application/vnd.oci.image.layer.v1.tar", "application/vnd.docker.image.rootfs.diff.tar"];
 /// Gzip-compressed tar layers of plain images (one `.wasm` file inside).
 pub const TAR_GZIP_LAYERS: &[&str] =
     &["application/vnd.oci.image.layer.v1.tar+gzip", "application/vnd.docker.image.rootfs.diff.tar.gzip"];

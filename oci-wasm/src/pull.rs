@@ -16,11 +16,7 @@ use crate::{media, verify_digest, Error};
 pub trait BlobStore: Send + Sync {
     /// The blob `digest`: from the store when it holds a valid copy, else from `fetch` (whose result is
     /// already verified) and then stored. Concurrent calls for one digest should share one fetch.
-    async fn get_or_fetch(
-        &self,
-        digest: &str,
-        fetch: BoxFuture<'_, Result<Vec<u8>, Error>>,
-    ) -> Result<Vec<u8>, Error>;
+    async fn get_or_fetch(&self, digest: &str, fetch: BoxFuture<'_, Result<Vec<u8>, Error>>) -> Result<Vec<u8>, Error>;
 }
 
 /// A store that keeps nothing: every pull goes to the registry.
@@ -78,7 +74,12 @@ impl Puller {
 
     /// Pulls the component `reference` names. Digest references are served from `store` without the
     /// registry when it holds every blob; tags are always resolved by the registry.
-    pub async fn pull(&self, reference: &Reference, auth: &RegistryAuth, store: &dyn BlobStore) -> Result<Pulled, Error> {
+    pub async fn pull(
+        &self,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        store: &dyn BlobStore,
+    ) -> Result<Pulled, Error> {
         let client = self.client();
         let name = format!("oci://{}", reference.whole());
         let (mut bytes, mut digest) = self.manifest(&client, reference, auth, store).await?;
@@ -124,9 +125,7 @@ impl Puller {
         };
         match reference.digest() {
             Some(d) => {
-                let bytes = store
-                    .get_or_fetch(d, Box::pin(async { fetch.await.map(|(bytes, _)| bytes) }))
-                    .await?;
+                let bytes = store.get_or_fetch(d, Box::pin(async { fetch.await.map(|(bytes, _)| bytes) })).await?;
                 Ok((bytes, d.to_string()))
             }
             None => {

@@ -166,8 +166,7 @@ fn components_are_pulled_by_tag_and_digest_cached_verified_and_retried() -> Resu
     // Five pods created at once pull the component's blob once.
     let (shared, tag_ref) = (&node, &tag);
     std::thread::scope(|s| -> Result<()> {
-        let runs: Vec<_> =
-            (0..5).map(|i| s.spawn(move || shared.run(&format!("many-{i}"), tag_ref, vec![]))).collect();
+        let runs: Vec<_> = (0..5).map(|i| s.spawn(move || shared.run(&format!("many-{i}"), tag_ref, vec![]))).collect();
         for (i, handle) in runs.into_iter().enumerate() {
             let run = handle.join().map_err(|_| anyhow::anyhow!("pod thread {i} panicked"))??;
             assert_ran(&run, &format!("pod {i} of five"));
@@ -220,7 +219,8 @@ fn pull_secrets_authenticate_and_never_leak() -> Result<()> {
     // A wrong secret: refused, and neither password shows anywhere.
     let wrong_password = "wrong-Kx42-secret";
     let wrong = secret_dir(&node, "wrong", &host, "puller", wrong_password)?;
-    let mount = |dir: &Path, name: &str| vec![(format!("/var/run/wasmkube/pull-secrets/{name}"), dir.to_path_buf(), true)];
+    let mount =
+        |dir: &Path, name: &str| vec![(format!("/var/run/wasmkube/pull-secrets/{name}"), dir.to_path_buf(), true)];
     let run = node.run("wrong-secret", &tag, mount(&wrong, "wrong"))?;
     assert_failed_with(&run, "wrong secret", &["cannot pull component"]);
     let everything = format!("{}{:?}{}", run.termination, run.stderr, node.daemon_log());

@@ -90,7 +90,8 @@ impl NodeCache {
 
     fn blob_path(&self, digest: &str) -> Option<PathBuf> {
         let hex = digest.strip_prefix("sha256:")?;
-        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| self.root.join("blobs/sha256").join(hex))
+        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+            .then(|| self.root.join("blobs/sha256").join(hex))
     }
 
     /// The blob `digest` if the cache holds an intact copy; a damaged one is removed.
@@ -107,8 +108,7 @@ impl NodeCache {
     }
 
     fn write_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), Error> {
-        let path =
-            self.blob_path(digest).ok_or_else(|| Error::UnsupportedDigest(digest.to_string()))?;
+        let path = self.blob_path(digest).ok_or_else(|| Error::UnsupportedDigest(digest.to_string()))?;
         self.write_atomically(&path, bytes)?;
         self.evict_except(Some(digest));
         Ok(())
@@ -180,8 +180,7 @@ impl NodeCache {
             return;
         }
         entries.sort_by_key(|e| e.used);
-        let pinned: HashSet<String> =
-            self.pins.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
+        let pinned: HashSet<String> = self.pins.lock().unwrap_or_else(|p| p.into_inner()).keys().cloned().collect();
         for entry in entries {
             if total <= self.max_bytes {
                 break;
@@ -231,11 +230,7 @@ struct Entry {
 
 #[async_trait]
 impl BlobStore for NodeCache {
-    async fn get_or_fetch(
-        &self,
-        digest: &str,
-        fetch: BoxFuture<'_, Result<Vec<u8>, Error>>,
-    ) -> Result<Vec<u8>, Error> {
+    async fn get_or_fetch(&self, digest: &str, fetch: BoxFuture<'_, Result<Vec<u8>, Error>>) -> Result<Vec<u8>, Error> {
         if let Some(bytes) = self.read_blob(digest) {
             return Ok(bytes);
         }
@@ -278,7 +273,11 @@ mod tests {
         Engine::default()
     }
 
-    async fn fetch_counting(cache: &NodeCache, bytes: &'static [u8], calls: &std::sync::atomic::AtomicUsize) -> Vec<u8> {
+    async fn fetch_counting(
+        cache: &NodeCache,
+        bytes: &'static [u8],
+        calls: &std::sync::atomic::AtomicUsize,
+    ) -> Vec<u8> {
         let digest = sha256_digest(bytes);
         let fetch = async {
             calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -38,7 +38,8 @@ impl RegistrySource {
 
     /// The component `reference` names, and a pin that keeps its cache entries while the task lives.
     pub async fn fetch(&self, reference: &str, spec: &Spec) -> Result<(ComponentBytes, Pin), LaunchError> {
-        let cannot_pull = |e: &dyn std::fmt::Display| LaunchError::cannot_run(format!("cannot pull component {reference}: {e}"));
+        let cannot_pull =
+            |e: &dyn std::fmt::Display| LaunchError::cannot_run(format!("cannot pull component {reference}: {e}"));
         let parsed = parse_oci_ref(reference).map_err(|e| cannot_pull(&e))?;
         let auth = credentials(spec, parsed.resolve_registry()).map_err(|e| cannot_pull(&e))?;
         let pulled = self.puller.pull(&parsed, &auth, self.cache.as_ref()).await.map_err(|e| cannot_pull(&e))?;
@@ -76,7 +77,11 @@ fn pull_secret_files(spec: &Spec) -> Vec<PathBuf> {
         .filter_map(|m| {
             let source = m.source().as_ref()?;
             // A directory mount of the whole secret, or the key mounted as a single file.
-            Some(if m.destination().ends_with(DOCKER_CONFIG_KEY) { source.clone() } else { source.join(DOCKER_CONFIG_KEY) })
+            Some(if m.destination().ends_with(DOCKER_CONFIG_KEY) {
+                source.clone()
+            } else {
+                source.join(DOCKER_CONFIG_KEY)
+            })
         })
         .collect()
 }
@@ -91,11 +96,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let secret = dir.path().join("regcred");
         std::fs::create_dir(&secret).unwrap();
-        std::fs::write(secret.join(".dockerconfigjson"), br#"{"auths":{"r.example:5000":{"username":"u","password":"pw"}}}"#)
-            .unwrap();
+        std::fs::write(
+            secret.join(".dockerconfigjson"),
+            br#"{"auths":{"r.example:5000":{"username":"u","password":"pw"}}}"#,
+        )
+        .unwrap();
         let mounts = vec![
             MountBuilder::default().destination("/data").source(dir.path()).build().unwrap(),
-            MountBuilder::default().destination("/var/run/wasmkube/pull-secrets/regcred").source(&secret).build().unwrap(),
+            MountBuilder::default()
+                .destination("/var/run/wasmkube/pull-secrets/regcred")
+                .source(&secret)
+                .build()
+                .unwrap(),
         ];
         let spec = SpecBuilder::default().mounts(mounts).build().unwrap();
         assert_eq!(pull_secret_files(&spec), vec![secret.join(".dockerconfigjson")]);
