@@ -18,7 +18,7 @@ pub mod registry;
 pub use cmd::CmdOutput;
 pub use containerd::{ContainerdOpts, PrivateContainerd};
 pub use error::{Error, Result};
-pub use node_test::require_root;
+pub use node_test::{require_root, wait_until};
 pub use oci::{ImageInfo, OciImage};
 
 /// Sends `tracing` output to the test's captured output; `RUST_LOG` filters it (default `info`).

@@ -20,6 +20,18 @@ pub fn require_root() -> bool {
     }
 }
 
+/// Polls `done` every 50 ms until it holds; fails once `timeout` has passed.
+pub fn wait_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) -> crate::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        if std::time::Instant::now() >= deadline {
+            return Err(crate::Error::Wait { what: "condition".into(), timeout, last: "not met".into() });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Gate {
     Run,

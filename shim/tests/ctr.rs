@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use wasmkube_harness::images::component_image_at;
-use wasmkube_harness::{guests, require_root, ContainerdOpts, PrivateContainerd};
+use wasmkube_harness::{guests, require_root, wait_until, ContainerdOpts, PrivateContainerd};
 
 const RUNTIME: &str = wasmkube_shim::RUNTIME_TYPE;
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
@@ -196,13 +196,4 @@ fn run_in_thread(
     let mut cmd = ctrd.ctr_command(ctrd.namespace());
     cmd.args(["run", "--rm", "--runtime", RUNTIME, "--env", env, "--env", "TICK_MS=100", SLEEPER, id]);
     std::thread::spawn(move || Ok(wasmkube_harness::cmd::run(&mut cmd, Duration::from_secs(60))?))
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        ensure!(Instant::now() < deadline, "condition not met within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }

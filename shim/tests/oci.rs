@@ -4,14 +4,14 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use oci_client::secrets::RegistryAuth;
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Status};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
 use wasmkube_harness::registry::{Credentials, Registry};
-use wasmkube_harness::{guests, require_root, ContainerdOpts, PrivateContainerd};
+use wasmkube_harness::{guests, require_root, wait_until, ContainerdOpts, PrivateContainerd};
 use wasmkube_oci::{parse_oci_ref, Puller};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
@@ -258,13 +258,4 @@ fn walk_contents(dir: &Path) -> Result<Vec<u8>> {
         }
     }
     Ok(out)
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    while !done() {
-        ensure!(std::time::Instant::now() < deadline, "condition not met within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }
