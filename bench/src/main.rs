@@ -1,6 +1,7 @@
 //! `wasmkube-bench`: benchmarks of wasmkube against its references; results go to bench/results/.
 
 mod ctr_run;
+mod oci_start;
 mod report;
 mod stats;
 
@@ -18,6 +19,8 @@ struct Cli {
 enum Command {
     /// `ctr run --rm` wall time: busybox under runc against hello-cli under the wasmkube shim.
     CtrRun(ctr_run::Args),
+    /// `ctr run --rm` of an `oci://` component: first start (pull + compile) against a cached start.
+    OciStart(oci_start::Args),
 }
 
 fn main() -> Result<()> {
@@ -30,5 +33,6 @@ fn main() -> Result<()> {
         .init();
     match Cli::parse().command {
         Command::CtrRun(args) => ctr_run::run(args),
+        Command::OciStart(args) => oci_start::run(args),
     }
 }

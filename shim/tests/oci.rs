@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use oci_client::secrets::RegistryAuth;
-use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
+use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, SHIM_CONFIG_ENV, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Status};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
@@ -34,7 +34,7 @@ fn node(subnet: &str, registry: &Registry) -> Result<Node> {
     )?;
     let mut opts = ContainerdOpts::with_shim(SHIM);
     opts.cni = Some(CniOpts { subnet: subnet.into() });
-    opts.env.push(("WASMKUBE_SHIM_CONFIG".into(), config.display().to_string()));
+    opts.env.push((SHIM_CONFIG_ENV.into(), config.display().to_string()));
     let ctrd = PrivateContainerd::start(opts)?;
     ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
     let cri = ctrd.cri()?;
