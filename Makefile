@@ -28,7 +28,7 @@ deps:
 guests: deps
 	$(CARGO) build --release --manifest-path examples/Cargo.toml
 
-## build: the host workspace (shim, operator, harness, bench).
+## build: the host workspace (shim, operator, CLI, harness, bench).
 build: deps
 	$(CARGO) build --workspace
 
@@ -61,6 +61,7 @@ demo: deps guests
 bench: deps guests
 	$(CARGO) build --release -p wasmkube-shim -p wasmkube-bench
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench ctr-run --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
+	$(CARGO_TARGET_DIR)/release/wasmkube-bench oci-start --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
 
 clean:
 	$(CARGO) clean
