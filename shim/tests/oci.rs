@@ -139,6 +139,28 @@ fn push(reference: &str, wasm: Vec<u8>, auth: RegistryAuth) -> Result<(String, S
     Ok((pushed.manifest_digest, pushed.layer_digest))
 }
 
+/// Pushes an OCI index to `reference` whose linux/amd64 entry (first) is `decoy` and whose wasip2/wasm entry
+/// is `manifest`; returns the index digest.
+fn push_index(reference: &str, decoy: &str, manifest: &str) -> Result<String> {
+    let parsed = parse_oci_ref(reference)?;
+    let puller = Puller::new(vec![parsed.resolve_registry().to_string()], Duration::from_secs(30));
+    let client = puller.client();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let auth = RegistryAuth::Anonymous;
+    let entry = |digest: &str, arch: &str, os: &str| -> Result<serde_json::Value> {
+        let at = parsed.clone_with_digest(digest.into());
+        let (bytes, _) = rt.block_on(client.pull_manifest_raw(&at, &auth, wasmkube_oci::media::MANIFESTS))?;
+        Ok(serde_json::json!({ "mediaType": wasmkube_oci::media::OCI_MANIFEST, "digest": digest,
+            "size": bytes.len(), "platform": { "architecture": arch, "os": os } }))
+    };
+    let index = serde_json::json!({ "schemaVersion": 2, "mediaType": wasmkube_oci::media::OCI_INDEX,
+        "manifests": [entry(decoy, "amd64", "linux")?, entry(manifest, "wasm", "wasip2")?] })
+    .to_string();
+    let content_type = http::HeaderValue::from_static(wasmkube_oci::media::OCI_INDEX);
+    rt.block_on(client.push_manifest_raw(&parsed, index.clone().into_bytes(), content_type))?;
+    Ok(wasmkube_oci::sha256_digest(index.as_bytes()))
+}
+
 #[test]
 fn components_are_pulled_by_tag_and_digest_cached_verified_and_retried() -> Result<()> {
     if !require_root() {
@@ -189,6 +211,11 @@ fn components_are_pulled_by_tag_and_digest_cached_verified_and_retried() -> Resu
     assert_eq!(registry.blob_gets(&layer), 2, "the corrupted blob was fetched again");
     assert_eq!(std::fs::read(node.blob_path(&layer))?, hello, "the cache holds the good bytes again");
     assert!(node.daemon_log().contains("damaged cache entry removed"), "{}", node.daemon_log());
+
+    // An image index: the wasip2/wasm entry is chosen, not the first (a decoy that is no component).
+    let (decoy, _) = push(&format!("oci://{host}/apps/hello:decoy"), b"#!/bin/sh\n".to_vec(), RegistryAuth::Anonymous)?;
+    let index = push_index(&format!("oci://{host}/apps/hello:multi"), &decoy, &manifest)?;
+    assert_ran(&node.run("index", &format!("oci://{host}/apps/hello@{index}"), vec![])?, "image index");
 
     // An image pushed by a foreign tool: a plain OCI image whose one tar layer holds the .wasm file.
     let layout = node.ctrd.work_dir().join("plain-layout");
