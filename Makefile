@@ -6,9 +6,9 @@ CARGO ?= cargo
 # One target directory for the host workspace and the guest components.
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 GUEST_DIR := $(CARGO_TARGET_DIR)/wasm32-wasip2/release
-DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo iptables gcc libc6-dev curl wrk
+DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev curl wrk
 # Binaries whose presence means the packages above are installed (checked before calling apt).
-DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/sbin/iptables /usr/bin/gcc /usr/bin/curl /usr/bin/wrk
+DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/curl /usr/bin/wrk
 
 .PHONY: all deps build guests crds test fmt fmt-check lint demo bench bench-http clean
 
@@ -28,7 +28,7 @@ deps:
 guests: deps
 	$(CARGO) build --release --manifest-path examples/Cargo.toml
 
-## build: the host workspace (shim, operator, harness, bench).
+## build: the host workspace (shim, operator, CLI, harness, bench).
 build: deps
 	$(CARGO) build --workspace
 
@@ -63,6 +63,7 @@ bench: deps guests
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench ctr-run --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench pod-start --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench pod-memory --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
+	$(CARGO_TARGET_DIR)/release/wasmkube-bench oci-start --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
 
 ## bench-http: wrk against hello-http in a CRI pod (shim) and a reference wasmtime-wasi-http host; bench/results/http.json.
 bench-http: deps guests

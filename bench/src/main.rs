@@ -2,6 +2,7 @@
 
 mod ctr_run;
 mod http;
+mod oci_start;
 mod pods;
 mod reference;
 mod report;
@@ -27,6 +28,8 @@ enum Command {
     PodMemory(pods::MemoryArgs),
     /// wrk against hello-http: the shim in a CRI pod against a reference wasmtime-wasi-http host.
     Http(http::Args),
+    /// `ctr run --rm` of an `oci://` component: first start (pull + compile) against a cached start.
+    OciStart(oci_start::Args),
 }
 
 fn main() -> Result<()> {
@@ -42,5 +45,6 @@ fn main() -> Result<()> {
         Command::PodStart(args) => pods::start(args),
         Command::PodMemory(args) => pods::memory(args),
         Command::Http(args) => http::run(args),
+        Command::OciStart(args) => oci_start::run(args),
     }
 }

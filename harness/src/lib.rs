@@ -14,6 +14,7 @@ pub mod oci;
 pub mod packages;
 pub mod paths;
 pub mod procs;
+pub mod registry;
 
 pub use cmd::CmdOutput;
 pub use containerd::{ContainerdOpts, PrivateContainerd};

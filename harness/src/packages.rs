@@ -28,6 +28,8 @@ pub enum Package {
     DockerRegistry,
     /// `skopeo`, used to push image layouts to a registry.
     Skopeo,
+    /// `htpasswd` (apache2-utils), for the bcrypt password file of an authenticating registry.
+    Htpasswd,
     /// gcc with a static libc, for the pause binary.
     StaticCToolchain,
     /// `curl`, an independent HTTP client (HTTP/2 prior knowledge) for the wasi:http tests.
@@ -46,6 +48,7 @@ impl Package {
         Package::CniPlugins,
         Package::DockerRegistry,
         Package::Skopeo,
+        Package::Htpasswd,
         Package::StaticCToolchain,
         Package::Curl,
         Package::Wrk,
@@ -60,6 +63,7 @@ impl Package {
             Package::CniPlugins => &["containernetworking-plugins"],
             Package::DockerRegistry => &["docker-registry"],
             Package::Skopeo => &["skopeo"],
+            Package::Htpasswd => &["apache2-utils"],
             Package::StaticCToolchain => &["gcc", "libc6-dev"],
             Package::Curl => &["curl"],
             Package::Wrk => &["wrk"],
@@ -78,6 +82,7 @@ impl Package {
             }
             Package::DockerRegistry => which("docker-registry").is_some(),
             Package::Skopeo => which("skopeo").is_some(),
+            Package::Htpasswd => which("htpasswd").is_some(),
             Package::StaticCToolchain => which("gcc").is_some() && static_libc_present(),
             Package::Curl => which("curl").is_some(),
             Package::Wrk => which("wrk").is_some(),

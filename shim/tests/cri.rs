@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
-use wasmkube_harness::{guests, procs, require_root, ContainerdOpts, PrivateContainerd};
+use wasmkube_harness::{guests, procs, require_root, wait_until, ContainerdOpts, PrivateContainerd};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
 const HELLO: &str = "docker.io/wasmkube/hello-cli:test";
@@ -30,8 +30,10 @@ fn node(subnet: &str) -> Result<(PrivateContainerd, CriClient)> {
     ctrd.import_in(CRI_NAMESPACE, &component_image_at(SLEEPER, sleeper, "/sleeper.wasm"))?;
     let cri = ctrd.cri()?;
     for image in [PAUSE_IMAGE, HELLO, SLEEPER] {
-        wait_until(Duration::from_secs(10), || cri.image_id(image).is_ok_and(|id| id.is_some()))
-            .with_context(|| format!("CRI sees the imported image {image}"))?;
+        wait_until("CRI sees the imported image", Duration::from_secs(10), || {
+            cri.image_id(image).is_ok_and(|id| id.is_some())
+        })
+        .with_context(|| format!("CRI sees the imported image {image}"))?;
     }
     Ok((ctrd, cri))
 }
@@ -69,8 +71,9 @@ fn hello_cli_runs_in_a_pod_and_its_output_reaches_the_cri_log() -> Result<()> {
     let (ctrd, cri) = node("10.88.31.0/24")?;
     let pod = cri.run_pod_sandbox("hello-pod", WASMKUBE_HANDLER)?;
     // `runc start` runs just after the task reports started.
-    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 1)
-        .context("the sandbox is a real pause process under the daemon")?;
+    wait_until("the sandbox is a real pause process under the daemon", Duration::from_secs(10), || {
+        sandbox_processes(&ctrd).len() == 1
+    })?;
     let pause = sandbox_processes(&ctrd);
 
     let spec = ContainerSpec {
@@ -86,7 +89,9 @@ fn hello_cli_runs_in_a_pod_and_its_output_reaches_the_cri_log() -> Result<()> {
     assert_eq!(ctrd.shim_daemons().len(), 1, "sandbox and component are served by one daemon");
 
     // CRI's log copier may still be writing the last lines when the exit is reported.
-    let _ = wait_until(Duration::from_secs(5), || cri.read_log(&id).is_ok_and(|l| l.len() >= 4));
+    let _ = wait_until("the CRI log copier catches up", Duration::from_secs(5), || {
+        cri.read_log(&id).is_ok_and(|l| l.len() >= 4)
+    });
     let log = cri.read_log(&id)?;
     assert_eq!(
         stream_lines(&log, "stdout"),
@@ -99,7 +104,7 @@ fn hello_cli_runs_in_a_pod_and_its_output_reaches_the_cri_log() -> Result<()> {
     assert!(daemon_log(&ctrd).contains(&netns), "the component's spec names {netns}");
 
     remove_pod(&cri, &pod)?;
-    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty()).context("the pause process is gone")?;
+    wait_until("the pause process is gone", Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())?;
     Ok(())
 }
 
@@ -125,7 +130,7 @@ fn two_pods_of_two_sleepers_share_one_daemon_and_stop_with_143() -> Result<()> {
         cri.wait_container_state(id, ContainerState::Running, STATE_TIMEOUT)?;
     }
     assert_eq!(ctrd.shim_daemons().len(), 1, "two pods, four components, one daemon");
-    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 2).context("one pause process per pod")?;
+    wait_until("one pause process per pod", Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 2)?;
 
     let first = &pods[0].1[0];
     cri.stop_container(first, 10)?;
@@ -140,8 +145,7 @@ fn two_pods_of_two_sleepers_share_one_daemon_and_stop_with_143() -> Result<()> {
     for (pod, _) in &pods {
         remove_pod(&cri, pod)?;
     }
-    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())
-        .context("the pause processes are gone")?;
+    wait_until("the pause processes are gone", Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())?;
     Ok(())
 }
 
@@ -153,7 +157,9 @@ fn a_broken_component_reports_why_in_the_termination_message() -> Result<()> {
     let (ctrd, cri) = node("10.88.33.0/24")?;
     let broken = "docker.io/wasmkube/broken:test";
     ctrd.import_in(CRI_NAMESPACE, &component_image_at(broken, b"#!/bin/sh\necho hi\n".to_vec(), "/app.wasm"))?;
-    wait_until(Duration::from_secs(10), || cri.image_id(broken).is_ok_and(|id| id.is_some()))?;
+    wait_until("CRI sees the imported image", Duration::from_secs(10), || {
+        cri.image_id(broken).is_ok_and(|id| id.is_some())
+    })?;
 
     // As the kubelet does: an empty host file mounted at the pod's terminationMessagePath (here not the
     // default, so the shim can only find it through the annotation CRI passes on).
@@ -176,7 +182,9 @@ fn a_broken_component_reports_why_in_the_termination_message() -> Result<()> {
     assert_eq!(status.reason, "Error", "{status:?}");
     let message = std::fs::read_to_string(Path::new(&termination))?;
     assert!(message.contains("is not a WebAssembly component"), "termination message: {message:?}");
-    let _ = wait_until(Duration::from_secs(5), || cri.read_log(&id).is_ok_and(|l| !l.is_empty()));
+    let _ = wait_until("the CRI log copier catches up", Duration::from_secs(5), || {
+        cri.read_log(&id).is_ok_and(|l| !l.is_empty())
+    });
     let log = cri.read_log(&id)?;
     assert!(
         stream_lines(&log, "stderr")
@@ -223,7 +231,9 @@ fn exit_codes_kill_memory_limit_and_stats_through_cri() -> Result<()> {
     // Over its limit: ends like a kernel OOM kill, and CRI (hearing TaskOOM) says OOMKilled.
     let status = cri.wait_container_state(&greedy, ContainerState::Exited, STATE_TIMEOUT)?;
     assert_eq!((status.exit_code, status.reason.as_str()), (137, "OOMKilled"), "{status:?}");
-    let _ = wait_until(Duration::from_secs(5), || cri.read_log(&greedy).is_ok_and(|l| !l.is_empty()));
+    let _ = wait_until("the CRI log copier catches up", Duration::from_secs(5), || {
+        cri.read_log(&greedy).is_ok_and(|l| !l.is_empty())
+    });
     let log = cri.read_log(&greedy)?;
     assert!(
         stream_lines(&log, "stderr").iter().any(|l| l.contains("OOMKilled") && l.contains(&(32 * MIB).to_string())),
@@ -232,8 +242,9 @@ fn exit_codes_kill_memory_limit_and_stats_through_cri() -> Result<()> {
 
     // Under its limit: runs, and its linear memory shows in the stats.
     cri.wait_container_state(&ballast, ContainerState::Running, STATE_TIMEOUT)?;
-    wait_until(Duration::from_secs(10), || cri.container_stats(&ballast).is_ok_and(|(_, mem)| mem >= 8 * MIB as u64))
-        .context("ContainerStats reports the 8 MiB ballast in the working set")?;
+    wait_until("ContainerStats reports the 8 MiB ballast in the working set", Duration::from_secs(10), || {
+        cri.container_stats(&ballast).is_ok_and(|(_, mem)| mem >= 8 * MIB as u64)
+    })?;
 
     // A busy guest's CPU time grows; then SIGKILL (no grace period) stops it though it never yields.
     cri.wait_container_state(&spinner, ContainerState::Running, STATE_TIMEOUT)?;
@@ -272,18 +283,20 @@ fn a_pod_survives_a_containerd_restart_and_can_be_stopped_after() -> Result<()> 
     ctrd.restart()?;
     let cri = ctrd.cri()?;
     // containerd reconnects to the daemon through the bundle's `address` file and asks for its tasks.
-    wait_until(STATE_TIMEOUT, || cri.container_status(&id).is_ok_and(|s| s.state == ContainerState::Running))
-        .context("the container still runs after containerd restarted")?;
+    wait_until("the container still runs after containerd restarted", STATE_TIMEOUT, || {
+        cri.container_status(&id).is_ok_and(|s| s.state == ContainerState::Running)
+    })?;
     assert_eq!(ctrd.shim_daemons(), daemons, "the same daemon serves it");
     let lines_before = cri.read_log(&id)?.len();
-    wait_until(Duration::from_secs(5), || cri.read_log(&id).is_ok_and(|l| l.len() > lines_before))
-        .context("its output still reaches the CRI log")?;
+    wait_until("its output still reaches the CRI log", Duration::from_secs(5), || {
+        cri.read_log(&id).is_ok_and(|l| l.len() > lines_before)
+    })?;
 
     cri.stop_container(&id, 10)?;
     let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
     assert_eq!(status.exit_code, 143, "{status:?}");
     remove_pod(&cri, &pod)?;
-    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty()).context("the pause process is gone")?;
+    wait_until("the pause process is gone", Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())?;
     Ok(())
 }
 
@@ -297,7 +310,7 @@ fn a_killed_daemon_reports_its_tasks_exited_and_the_next_pod_gets_a_new_one() ->
     let id = cri.create_container(&pod, &container("s", SLEEPER))?;
     cri.start_container(&id)?;
     cri.wait_container_state(&id, ContainerState::Running, STATE_TIMEOUT)?;
-    wait_until(Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 1)?;
+    wait_until("one pause process", Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 1)?;
     let pause = sandbox_processes(&ctrd);
     let daemons = ctrd.shim_daemons();
     assert_eq!(daemons.len(), 1);
@@ -308,8 +321,9 @@ fn a_killed_daemon_reports_its_tasks_exited_and_the_next_pod_gets_a_new_one() ->
     assert_eq!((status.exit_code, status.reason.as_str()), (255, "Error"), "{status:?}");
     remove_pod(&cri, &pod)?;
     // `delete` of the dead daemon's sandbox removes the pause process that was reparented to init.
-    wait_until(Duration::from_secs(10), || pause.iter().all(|p| procs::read(*p).is_none()))
-        .context("the orphaned pause process is gone")?;
+    wait_until("the orphaned pause process is gone", Duration::from_secs(10), || {
+        pause.iter().all(|p| procs::read(*p).is_none())
+    })?;
 
     let pod = cri.run_pod_sandbox("next-pod", WASMKUBE_HANDLER)?;
     let id = cri.create_container(&pod, &container("hello", HELLO))?;
@@ -319,14 +333,5 @@ fn a_killed_daemon_reports_its_tasks_exited_and_the_next_pod_gets_a_new_one() ->
     let now = ctrd.shim_daemons();
     assert!(now.len() == 1 && now != daemons, "a new daemon serves the next pod: {now:?} (killed {daemons:?})");
     remove_pod(&cri, &pod)?;
-    Ok(())
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    while !done() {
-        ensure!(std::time::Instant::now() < deadline, "condition not met within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     Ok(())
 }

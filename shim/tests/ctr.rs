@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use wasmkube_harness::images::component_image_at;
-use wasmkube_harness::{guests, require_root, ContainerdOpts, PrivateContainerd};
+use wasmkube_harness::{guests, require_root, wait_until, ContainerdOpts, PrivateContainerd};
 
 const RUNTIME: &str = wasmkube_shim::RUNTIME_TYPE;
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
@@ -95,8 +95,9 @@ fn sleeper_reports_143_on_sigterm_and_137_on_sigkill_even_when_busy() -> Result<
     assert!(kill.stderr.contains("exit code 137"), "{kill:?}");
     let listed = ctrd.ctr(["task", "ls"])?.check("ctr task ls")?;
     assert!(!listed.stdout.contains("sleep-"), "deleted tasks are gone: {}", listed.stdout);
-    wait_until(Duration::from_secs(20), || ctrd.shim_daemons().is_empty())
-        .context("the daemon exits once it has served no task for idle_exit_seconds")?;
+    wait_until("the daemon exits once it has served no task for idle_exit_seconds", Duration::from_secs(20), || {
+        ctrd.shim_daemons().is_empty()
+    })?;
     Ok(())
 }
 
@@ -201,13 +202,4 @@ fn run_in_thread(
     let mut cmd = ctrd.ctr_command(ctrd.namespace());
     cmd.args(["run", "--rm", "--runtime", RUNTIME, "--env", env, "--env", "TICK_MS=100", SLEEPER, id]);
     std::thread::spawn(move || Ok(wasmkube_harness::cmd::run(&mut cmd, Duration::from_secs(60))?))
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        ensure!(Instant::now() < deadline, "condition not met within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
 }

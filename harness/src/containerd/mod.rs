@@ -33,6 +33,9 @@ use crate::packages::{self, Package};
 pub const DEFAULT_NAMESPACE: &str = "wasmkube-test";
 /// Namespace the CRI plugin keeps its images and containers in.
 pub const CRI_NAMESPACE: &str = "k8s.io";
+/// The variable naming the shim's node configuration (`wasmkube_shim::config::CONFIG_ENV`); when a test
+/// does not set it, the harness points it at a config whose `cache_dir` is in the private temp dir.
+pub const SHIM_CONFIG_ENV: &str = "WASMKUBE_SHIM_CONFIG";
 /// Set to `1` to keep the temp dir of every instance for debugging.
 pub const KEEP_DIRS_ENV: &str = "WASMKUBE_KEEP_TEST_DIRS";
 
@@ -187,6 +190,14 @@ impl PrivateContainerd {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err);
+        // Shims inherit containerd's environment: without a configuration of the test's own, the shim's
+        // node cache would land in the host's /var/lib/wasmkube.
+        if !opts.env.iter().any(|(k, _)| k == SHIM_CONFIG_ENV) {
+            let config = self.dirs.work().join("shim.toml");
+            let cache = self.dirs.work().join("wasmkube-cache").display().to_string();
+            write(&config, format!("cache_dir = {cache:?}\n"))?;
+            c.env(SHIM_CONFIG_ENV, &config);
+        }
         let child = c.spawn().map_err(|source| Error::Spawn { program: "containerd".into(), source })?;
         write(&self.dirs.containerd_pid(), child.id().to_string())?;
         self.child = Some(child);
@@ -461,7 +472,7 @@ fn write(path: &Path, contents: impl AsRef<[u8]>) -> Result<()> {
     std::fs::write(path, contents).ctx(|| format!("writing {}", path.display()))
 }
 
-fn tail(text: &str, lines: usize) -> String {
+pub(crate) fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }

@@ -9,6 +9,7 @@ use wasmtime::Engine;
 use wasmtime_wasi::p2::bindings::CommandPre;
 use wasmtime_wasi::{I32Exit, WasiCtx};
 
+use super::cache::Pin;
 use super::cpu::CpuMetered;
 use super::host::{new_store, Host, Limits, MemoryLimitExceeded};
 use super::log_pipe::LogDrain;
@@ -30,6 +31,8 @@ pub struct CliWorkload {
     pub(crate) outbound: OutboundPolicy,
     pub(crate) usage: Arc<Usage>,
     pub(crate) logs: Vec<LogDrain>,
+    /// Keeps the component's node-cache entries from eviction while the container lives.
+    pub(crate) cache_pin: Pin,
 }
 
 impl Workload for CliWorkload {
@@ -44,7 +47,7 @@ impl Workload for CliWorkload {
 
 impl CliWorkload {
     async fn run(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
-        let CliWorkload { engine, pre, wasi, memory_limit, outbound, usage, logs } = self;
+        let CliWorkload { engine, pre, wasi, memory_limit, outbound, usage, logs, cache_pin: _pin } = self;
         let host = Host::new(wasi, Limits::new(memory_limit, usage.clone()), outbound);
         let mut store = new_store(&engine, host);
 

@@ -27,6 +27,7 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 
+use super::cache::Pin;
 use super::cli::{next_signal, LOG_FLUSH_GRACE};
 use super::cpu::CpuMetered;
 use super::host::{new_store, Host, Limits};
@@ -104,6 +105,8 @@ pub struct HttpLaunch {
     pub outbound: OutboundPolicy,
     /// Node-wide serving settings.
     pub settings: HttpSettings,
+    /// Keeps the component's cache entries from eviction while the container lives.
+    pub cache_pin: Pin,
 }
 
 /// A wasi:http component with its listener bound, ready to serve.
@@ -113,6 +116,7 @@ pub struct HttpWorkload {
     logs: Vec<LogDrain>,
     /// Set to true when the container ends: guests still running stop.
     kill: watch::Sender<bool>,
+    _cache_pin: Pin,
 }
 
 impl HttpWorkload {
@@ -138,7 +142,7 @@ impl HttpWorkload {
             usage: Arc::new(Usage::default()),
             killed,
         });
-        Ok(Self { listener, server, logs: launch.logs, kill })
+        Ok(Self { listener, server, logs: launch.logs, kill, _cache_pin: launch.cache_pin })
     }
 }
 
@@ -177,7 +181,7 @@ enum GuestEnd {
 
 impl HttpWorkload {
     async fn serve(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
-        let HttpWorkload { listener, server, logs, kill } = self;
+        let HttpWorkload { listener, server, logs, kill, _cache_pin } = self;
         let exit = match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => accept_until_stopped(listener, server.clone(), &mut signals).await,
             Err(e) => Exit::failed(126, format!("the wasi:http listener cannot be used: {e}")),

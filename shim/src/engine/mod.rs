@@ -1,6 +1,7 @@
 //! The node's one wasmtime engine: compiles each component once (by content digest), links it against
 //! the complete WASI 0.2 set, and prepares instances for containers.
 
+mod cache;
 mod cli;
 mod config;
 mod cpu;
@@ -9,6 +10,7 @@ mod http;
 mod log_pipe;
 mod netns;
 mod outbound;
+mod registry;
 mod source;
 mod wasi_ctx;
 
@@ -29,9 +31,11 @@ pub use config::{build_engine, Allocator};
 pub use host::{Host, MemoryLimitExceeded};
 pub use http::{HttpSettings, HttpWorkload};
 pub use log_pipe::{LogDrain, LogPipe};
+pub use registry::PULL_SECRETS_DIR;
 
 use outbound::{OutboundPolicy, ALLOWED_OUTBOUND_HOSTS_ENV};
 
+use crate::config::NodeConfig;
 use crate::runtime::{Launch, LaunchError, Runtime, Usage, Workload};
 
 /// How often the epoch advances: the longest a busy guest runs before it yields or sees a kill.
@@ -52,13 +56,17 @@ pub struct NodeEngine {
     allocator: Allocator,
     linker: Linker<Host>,
     components: Mutex<HashMap<String, Slot>>,
+    cache: Arc<cache::NodeCache>,
+    registry: registry::RegistrySource,
     ticker_stop: Arc<AtomicBool>,
     http: HttpSettings,
 }
 
 impl NodeEngine {
     /// Builds the engine and linker; fails at daemon start, not at a pod's start, when the host cannot.
-    pub fn new() -> anyhow::Result<Self> {
+    pub fn new(node: &NodeConfig) -> anyhow::Result<Self> {
+        // oci-client's TLS needs a process-wide crypto provider; another one already installed is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let (engine, allocator) = config::build_engine()?;
         tracing::info!(?allocator, "wasmtime engine ready");
 
@@ -70,9 +78,23 @@ impl NodeEngine {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link wasi:http into the engine: {e:?}"))?;
 
+        let cache = cache::NodeCache::open(&node.cache_dir, node.cache_max_bytes, &engine)
+            .map_err(|e| anyhow::anyhow!("cannot use the cache directory {}: {e}", node.cache_dir.display()))?;
+        let cache = Arc::new(cache);
+        let registry = registry::RegistrySource::new(node.insecure_registries.clone(), cache.clone());
+
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
-        Ok(Self { engine, allocator, linker, components: Mutex::default(), ticker_stop, http: HttpSettings::default() })
+        Ok(Self {
+            engine,
+            allocator,
+            linker,
+            components: Mutex::default(),
+            cache,
+            registry,
+            ticker_stop,
+            http: HttpSettings::default(),
+        })
     }
 
     /// How the engine allocates instances.
@@ -103,11 +125,13 @@ impl NodeEngine {
     async fn compile(&self, component: source::ComponentBytes) -> Result<Arc<Prepared>, LaunchError> {
         let origin = component.origin.clone();
         check_is_component(&origin, &component.bytes)?;
-        let engine = self.engine.clone();
-        let compiled = tokio::task::spawn_blocking(move || Component::new(&engine, &component.bytes))
-            .await
-            .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compilation aborted: {e}")))?
-            .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:?}")))?;
+        let compiled = match self.cache.load_compiled(&self.engine, &component.digest).await {
+            Some(compiled) => {
+                tracing::info!(component = %origin, "precompiled component loaded from the node cache");
+                compiled
+            }
+            None => self.compile_and_store(component).await?,
+        };
         let pre = self
             .linker
             .instantiate_pre(&compiled)
@@ -129,6 +153,21 @@ impl NodeEngine {
         })?;
         tracing::info!(component = %origin, "compiled and linked component");
         Ok(Arc::new(Prepared::Cli(command)))
+    }
+
+    /// Compiles on a blocking thread and keeps the compiled code in the node cache.
+    async fn compile_and_store(&self, component: source::ComponentBytes) -> Result<Component, LaunchError> {
+        let (origin, digest) = (component.origin.clone(), component.digest.clone());
+        let engine = self.engine.clone();
+        let serialized = tokio::task::spawn_blocking(move || engine.precompile_component(&component.bytes))
+            .await
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compilation aborted: {e}")))?
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:?}")))?;
+        // SAFETY: these bytes were produced just now by `precompile_component` of this very engine.
+        let compiled = unsafe { Component::deserialize(&self.engine, &serialized) }
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compiled code not loadable: {e:?}")))?;
+        self.cache.store_compiled(&digest, &serialized);
+        Ok(compiled)
     }
 }
 
@@ -159,7 +198,14 @@ impl Runtime for NodeEngine {
             .map_err(|e| LaunchError::cannot_run(e.to_string()))?
             .in_namespace(launch.network_namespace.as_deref())
             .map_err(|e| LaunchError::cannot_run(format!("outbound HTTP cannot be set up: {e}")))?;
-        let bytes = source::read(&reference, &launch.rootfs)?;
+        // The pin keeps the component's cache entries from eviction while the container lives.
+        let (bytes, cache_pin) = if reference.starts_with(wasmkube_oci::OCI_SCHEME) {
+            self.registry.fetch(&reference, &launch.spec).await?
+        } else {
+            let bytes = source::read(&reference, &launch.rootfs)?;
+            let pin = self.cache.pin(vec![bytes.digest.clone()]);
+            (bytes, pin)
+        };
         let prepared = self.prepared(bytes).await?;
 
         let (stdout, stdout_drain) = LogPipe::new(launch.stdio.stdout);
@@ -175,6 +221,7 @@ impl Runtime for NodeEngine {
                 outbound,
                 usage: Arc::new(Usage::default()),
                 logs,
+                cache_pin,
             })),
             Prepared::Http(pre) => Ok(Box::new(HttpWorkload::bind(
                 pre.clone(),
@@ -188,6 +235,7 @@ impl Runtime for NodeEngine {
                     memory_limit,
                     outbound,
                     settings: self.http.clone(),
+                    cache_pin,
                 },
             )?)),
         }
@@ -200,25 +248,12 @@ fn memory_limit(spec: &oci_spec::runtime::Spec) -> Option<u64> {
     u64::try_from(limit).ok().filter(|l| *l > 0)
 }
 
-/// The binary format's preamble: magic, then version and layer (component model: 0x0d, layer 1).
-const WASM_MAGIC: &[u8; 4] = b"\0asm";
-const COMPONENT_VERSION_LAYER: [u8; 4] = [0x0d, 0x00, 0x01, 0x00];
-const CORE_MODULE_VERSION_LAYER: [u8; 4] = [0x01, 0x00, 0x00, 0x00];
-
 /// Says what the bytes are when they are not a component, instead of a parser error.
 fn check_is_component(origin: &str, bytes: &[u8]) -> Result<(), LaunchError> {
-    let (magic, version) = (bytes.get(..4), bytes.get(4..8));
-    if magic == Some(WASM_MAGIC) && version == Some(&COMPONENT_VERSION_LAYER) {
-        return Ok(());
+    match wasmkube_oci::not_a_component(bytes) {
+        None => Ok(()),
+        Some(what) => Err(LaunchError::cannot_run(format!("component {origin} is {what}"))),
     }
-    let what = if magic == Some(WASM_MAGIC) && version == Some(&CORE_MODULE_VERSION_LAYER) {
-        "a core WebAssembly module, not a component (build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
-            .to_string()
-    } else {
-        let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
-        format!("not a WebAssembly component (it starts with bytes [{}], not \\0asm)", head.join(" "))
-    };
-    Err(LaunchError::cannot_run(format!("component {origin} is {what}")))
 }
 
 fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {

@@ -1,7 +1,7 @@
-//! Where a component's bytes come from: the container's rootfs, for now.
+//! Components that are files in the container's rootfs.
 //!
 //! `process.args[0]` names the component (design: the component reference). A path is a file in the
-//! container's rootfs; `oci://` references are pulled by the shim itself (issue 4).
+//! container's rootfs, read here; `oci://` references are pulled by [`super::registry`].
 
 use std::path::{Path, PathBuf};
 
@@ -21,12 +21,6 @@ pub struct ComponentBytes {
 
 /// Reads the component named by `reference` for a container whose root filesystem is `rootfs`.
 pub fn read(reference: &str, rootfs: &Path) -> Result<ComponentBytes, LaunchError> {
-    if reference.starts_with("oci://") {
-        return Err(LaunchError::cannot_run(format!(
-            "component {reference}: pulling oci:// references is not supported by this shim build yet; \
-             put the component in the container image and name its path"
-        )));
-    }
     let path = resolve_in_rootfs(reference, rootfs)?;
     let bytes = std::fs::read(&path).map_err(|e| {
         LaunchError::not_found(format!("component {reference}: cannot read it from the container image: {e}"))
