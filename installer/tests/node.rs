@@ -80,7 +80,7 @@ fn install_makes_the_handler_work_and_uninstall_takes_it_away() -> Result<()> {
     )?;
     let cri = ctrd.cri()?;
     wait_until(Duration::from_secs(10), || cri.image_id(HELLO).is_ok_and(|id| id.is_some()))?;
-    ensure!(cri.run_pod_sandbox("before", WASMKUBE_HANDLER).is_err(), "the handler must be unknown before install");
+    unknown_handler(&cri, "before").context("before install")?;
 
     // The private containerd's dir plays the host's root; its config.toml is a host path below it.
     let host_root = ctrd.dir().to_path_buf();
@@ -118,10 +118,15 @@ fn install_makes_the_handler_work_and_uninstall_takes_it_away() -> Result<()> {
     ensure!(!Path::new(&backup).exists(), "a restored file needs no backup");
     ctrd.restart()?;
     let cri = ctrd.cri()?;
-    let err = match cri.run_pod_sandbox("after", WASMKUBE_HANDLER) {
-        Ok(pod) => anyhow::bail!("RunPodSandbox with handler wasmkube succeeded after uninstall: {}", pod.id),
+    unknown_handler(&cri, "after").context("after uninstall")
+}
+
+/// RunPodSandbox with handler `wasmkube` fails because containerd has no such runtime.
+fn unknown_handler(cri: &CriClient, name: &str) -> Result<()> {
+    let err = match cri.run_pod_sandbox(name, WASMKUBE_HANDLER) {
+        Ok(pod) => anyhow::bail!("RunPodSandbox with handler wasmkube succeeded: {}", pod.id),
         Err(e) => format!("{e:#}"),
     };
-    ensure!(err.contains("wasmkube"), "the error names the unknown handler: {err}");
+    ensure!(err.contains(r#"no runtime for "wasmkube" is configured"#), "not the unknown-handler error: {err}");
     Ok(())
 }
