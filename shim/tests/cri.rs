@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{ensure, Context, Result};
+use anyhow::{Context, Result};
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
-use wasmkube_harness::{guests, procs, require_root, ContainerdOpts, PrivateContainerd};
+use wasmkube_harness::{guests, procs, require_root, wait_until, ContainerdOpts, PrivateContainerd};
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
 const HELLO: &str = "docker.io/wasmkube/hello-cli:test";
@@ -319,14 +319,5 @@ fn a_killed_daemon_reports_its_tasks_exited_and_the_next_pod_gets_a_new_one() ->
     let now = ctrd.shim_daemons();
     assert!(now.len() == 1 && now != daemons, "a new daemon serves the next pod: {now:?} (killed {daemons:?})");
     remove_pod(&cri, &pod)?;
-    Ok(())
-}
-
-fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> Result<()> {
-    let deadline = std::time::Instant::now() + timeout;
-    while !done() {
-        ensure!(std::time::Instant::now() < deadline, "condition not met within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     Ok(())
 }
