@@ -11,6 +11,9 @@ use crate::restart::{self, RestartMode};
 pub const SHIM_BINARY: &str = "containerd-shim-wasmkube-v1";
 /// Host path of the shim's node configuration.
 pub const SHIM_CONFIG: &str = "/etc/wasmkube/shim.toml";
+/// Host path of the marker of a config change that containerd has not loaded yet: a run after a failed
+/// restart finds the config already edited and must restart all the same.
+pub const RESTART_PENDING: &str = "/etc/wasmkube/restart-pending";
 
 /// What `install` and `uninstall` act on.
 #[derive(Debug, Clone)]
@@ -83,11 +86,7 @@ pub fn install(opts: &Options, containerd_version: impl Fn() -> Option<String>) 
     let layout = layout::detect(host, opts.containerd_config.as_deref());
     tracing::info!(?layout, "containerd layout");
     let config_changed = add_to_config(opts, &layout, containerd_version, &mut report)?;
-    if config_changed {
-        report.restarted = restart_containerd(opts, &layout)?;
-    } else {
-        tracing::info!("containerd already knows the runtime; no restart");
-    }
+    report.restarted = restart_if_needed(opts, &layout, config_changed)?;
     Ok(report)
 }
 
@@ -97,9 +96,8 @@ pub fn uninstall(opts: &Options) -> Result<Report, InstallError> {
     let mut report = Report::default();
     let layout = layout::detect(host, opts.containerd_config.as_deref());
     tracing::info!(?layout, "containerd layout");
-    if remove_from_config(host, &layout, &mut report)? {
-        report.restarted = restart_containerd(opts, &layout)?;
-    }
+    let config_changed = remove_from_config(host, &layout, &mut report)?;
+    report.restarted = restart_if_needed(opts, &layout, config_changed)?;
     for path in [host.path(opts.bin_dir.join(SHIM_BINARY)), host.path(SHIM_CONFIG)] {
         if files::remove_optional(&path)? {
             report.changed.push(path);
@@ -112,9 +110,24 @@ pub fn uninstall(opts: &Options) -> Result<Report, InstallError> {
     Ok(report)
 }
 
-fn restart_containerd(opts: &Options, layout: &Layout) -> Result<bool, InstallError> {
+/// Restarts containerd when the config changed now or in a run whose restart failed ([`RESTART_PENDING`]).
+/// With [`RestartMode::Skip`] the user restarts it, and no marker is kept.
+fn restart_if_needed(opts: &Options, layout: &Layout, config_changed: bool) -> Result<bool, InstallError> {
+    let marker = opts.host.path(RESTART_PENDING);
+    let skip = opts.restart == RestartMode::Skip;
+    if !config_changed && (skip || !marker.exists()) {
+        tracing::info!("containerd's config is as wanted and loaded; no restart");
+        return Ok(false);
+    }
+    if !skip {
+        files::write_atomic(&marker, b"containerd has not loaded the wasmkube runtime change yet\n", 0o644)?;
+    }
     let unit = opts.restart_unit.clone().unwrap_or_else(|| layout::restart_unit(&opts.host, layout.distro));
-    Ok(restart::restart(opts.restart, &unit, !opts.host.is_own_root())?)
+    let restarted = restart::restart(opts.restart, &unit, !opts.host.is_own_root())?;
+    if restarted {
+        files::remove_optional(&marker)?;
+    }
+    Ok(restarted)
 }
 
 /// Where the drop-in goes when the config at `config_path` imports a glob that covers it.

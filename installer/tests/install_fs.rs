@@ -175,3 +175,17 @@ fn an_unknown_version_is_refused_and_nothing_is_written() {
     assert_eq!(node.read("/etc/containerd/config.toml").as_deref(), Some("version = 9\n"));
     assert!(node.read("/etc/containerd/config.toml.wasmkube-backup").is_none());
 }
+
+#[test]
+fn a_failed_restart_is_retried_by_the_next_run() {
+    let mut node = Node::new(&[("/etc/containerd/config.toml", V2)]);
+    node.opts.restart = RestartMode::Systemctl;
+    node.opts.restart_unit = Some("wasmkube-no-such-unit-for-tests".into());
+    let err = node.install(None).unwrap_err();
+    assert!(matches!(err, InstallError::Restart(_)), "{err}");
+    assert!(node.path("/etc/wasmkube/restart-pending").is_file());
+    // The config is already edited now; the restart is still owed.
+    let err = node.install(None).unwrap_err();
+    assert!(err.to_string().contains("run on the node: systemctl restart wasmkube-no-such-unit-for-tests"), "{err}");
+    assert!(node.path("/etc/wasmkube/restart-pending").is_file());
+}
