@@ -16,7 +16,7 @@ const MARKER: &str = "# Added by wasmkube-node-installer; `wasmkube-node-install
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file is not TOML.
-    #[error("not valid TOML: {0}")]
+    #[error("not valid TOML")]
     Parse(#[from] toml_edit::TomlError),
     /// `version` names a layout we do not know.
     #[error("unsupported containerd config version {0} (known: 2 for containerd 1.x, 3 for containerd 2.x)")]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 /// A file operation that failed, with the path it was about.
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {path}: {source}")]
+#[error("{action} {path}")]
 pub struct FileError {
     action: &'static str,
     path: PathBuf,

@@ -43,7 +43,7 @@ pub enum InstallError {
     #[error(transparent)]
     File(#[from] FileError),
     /// containerd's config could not be edited.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Config {
         /// The config file.
         path: PathBuf,

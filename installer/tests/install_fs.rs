@@ -171,7 +171,8 @@ fn the_shim_config_is_installed_and_removed() {
 fn an_unknown_version_is_refused_and_nothing_is_written() {
     let node = Node::new(&[("/etc/containerd/config.toml", "version = 9\n")]);
     let err = node.install(None).unwrap_err();
-    assert!(err.to_string().contains("unsupported containerd config version 9"), "{err}");
+    let message = format!("{:#}", anyhow::Error::from(err));
+    assert!(message.ends_with("/etc/containerd/config.toml: unsupported containerd config version 9 (known: 2 for containerd 1.x, 3 for containerd 2.x)"), "{message}");
     assert_eq!(node.read("/etc/containerd/config.toml").as_deref(), Some("version = 9\n"));
     assert!(node.read("/etc/containerd/config.toml.wasmkube-backup").is_none());
 }
