@@ -15,9 +15,8 @@ pub fn label_patch(ready: bool) -> Value {
     json!({ "metadata": { "labels": { LABEL_KEY: value } } })
 }
 
-/// Applies [`label_patch`] to node `name` with the in-cluster (or kubeconfig) client.
-pub async fn set_label(name: &str, ready: bool) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
+/// Applies [`label_patch`] to node `name`.
+pub async fn set_label(client: kube::Client, name: &str, ready: bool) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client);
     nodes.patch(name, &PatchParams::default(), &Patch::Merge(label_patch(ready))).await?;
     tracing::info!(node = name, ready, "node label {LABEL_KEY} updated");

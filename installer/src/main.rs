@@ -165,7 +165,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let report = install(&opts, || host_containerd_version(&host))?;
             tracing::info!(changed = ?report.changed, restarted = report.restarted, "installed");
             if let Some(node) = &common.node_name {
-                label::set_label(node, true).await?;
+                label::set_label(kube::Client::try_default().await?, node, true).await?;
             }
             if stay {
                 stay_until_sigterm().await?;
@@ -174,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Cmd::Uninstall { common, stay } => {
             // The label goes first, so no new wasm pod is scheduled onto a node that is losing the runtime.
             if let Some(node) = &common.node_name {
-                label::set_label(node, false).await?;
+                label::set_label(kube::Client::try_default().await?, node, false).await?;
             }
             let opts = common.options(PathBuf::new(), None, None);
             let report = uninstall(&opts)?;
@@ -184,7 +184,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::UninstallEverywhere { namespace, daemonset, timeout_seconds } => {
-            rollout::uninstall_everywhere(&namespace, &daemonset, std::time::Duration::from_secs(timeout_seconds))
+            let client = kube::Client::try_default().await?;
+            let timeout = std::time::Duration::from_secs(timeout_seconds);
+            rollout::uninstall_everywhere(client, &namespace, &daemonset, timeout, std::time::Duration::from_secs(2))
                 .await?;
         }
         Cmd::Done => anyhow::ensure!(std::path::Path::new(DONE_MARKER).exists(), "not finished yet"),

@@ -32,16 +32,22 @@ pub fn rollout_done(ds: &DaemonSet) -> bool {
         && status.number_unavailable.unwrap_or(0) == 0
 }
 
-/// Switches DaemonSet `namespace/name` to `uninstall` and waits up to `timeout` for every node.
-pub async fn uninstall_everywhere(namespace: &str, name: &str, timeout: Duration) -> anyhow::Result<()> {
-    let client = kube::Client::try_default().await?;
+/// Switches DaemonSet `namespace/name` to `uninstall` and waits up to `timeout` for every node, reading its
+/// status every `poll`.
+pub async fn uninstall_everywhere(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+    timeout: Duration,
+    poll: Duration,
+) -> anyhow::Result<()> {
     let api: Api<DaemonSet> = Api::namespaced(client, namespace);
     api.patch(name, &PatchParams::default(), &Patch::Strategic(mode_patch("uninstall"))).await?;
     tracing::info!(namespace, name, "node installer switched to uninstall; waiting for every node");
     let deadline = Instant::now() + timeout;
     loop {
         // Let the controller observe the new generation before reading its status.
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(poll).await;
         let ds = api.get(name).await?;
         if rollout_done(&ds) {
             tracing::info!("uninstalled on every node");
