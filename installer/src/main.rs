@@ -111,10 +111,12 @@ impl Common {
 
 /// `containerd --version` of the host's containerd, run from the host's root.
 fn host_containerd_version(host: &Host) -> Option<String> {
-    ["/usr/bin/containerd", "/usr/local/bin/containerd", "/bin/containerd"].iter().find_map(|bin| {
-        let out = Command::new(host.path(bin)).arg("--version").output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })
+    ["/usr/bin/containerd", "/usr/local/bin/containerd", "/bin/containerd", "/var/lib/k0s/bin/containerd"]
+        .iter()
+        .find_map(|bin| {
+            let out = Command::new(host.path(bin)).arg("--version").output().ok()?;
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        })
 }
 
 /// Written when an install or uninstall finished; the readiness probe looks for it.
