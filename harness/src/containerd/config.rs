@@ -53,6 +53,8 @@ pub struct ConfigParams<'a> {
     pub sandbox_image: &'a str,
     /// containerd log level.
     pub log_level: &'a str,
+    /// Whether the wasmkube runtime is registered (off for tests of the node installer, which adds it).
+    pub wasmkube_runtime: bool,
 }
 
 /// Plugins that only make noise (or touch global state) in a private test instance.
@@ -133,13 +135,7 @@ disabled_plugins = [{disabled}]
   Root = {runc_root}
   SystemdCgroup = false
 
-[{cri}.containerd.runtimes.{wasm_handler}]
-  runtime_type = {wasm_type}
-  # CRI passes a container's annotations into its spec only when listed: the shim needs a pod's own
-  # terminationMessagePath to find the file it writes its failure message to.
-  container_annotations = ["io.kubernetes.container.terminationMessagePath"]
-
-[{cri}.cni]
+{wasm_runtime}[{cri}.cni]
   bin_dir = {cni_bin}
   conf_dir = {cni_conf}
   max_conf_num = 1
@@ -161,11 +157,24 @@ disabled_plugins = [{disabled}]
         runc_handler_q = q(RUNC_HANDLER),
         runc_type = q(RUNC_RUNTIME_TYPE),
         runc_root = qp(&d.runc_root()),
-        wasm_handler = WASMKUBE_HANDLER,
-        wasm_type = q(WASMKUBE_RUNTIME_TYPE),
+        wasm_runtime = if p.wasmkube_runtime { wasmkube_runtime_section(cri) } else { String::new() },
         cni_bin = q(CNI_BIN_DIR),
         cni_conf = qp(&d.cni_conf_dir()),
         certs = qp(&d.registry_config_dir()),
+    )
+}
+
+/// The runtime entry of the wasmkube shim in the CRI section `cri`.
+fn wasmkube_runtime_section(cri: &str) -> String {
+    format!(
+        r#"[{cri}.containerd.runtimes.{WASMKUBE_HANDLER}]
+  runtime_type = {wasm_type}
+  # CRI passes a container's annotations into its spec only when listed: the shim needs a pod's own
+  # terminationMessagePath to find the file it writes its failure message to.
+  container_annotations = ["io.kubernetes.container.terminationMessagePath"]
+
+"#,
+        wasm_type = q(WASMKUBE_RUNTIME_TYPE),
     )
 }
 
@@ -210,14 +219,27 @@ mod tests {
     use super::*;
 
     fn parsed(snapshotter: Snapshotter) -> toml::Table {
+        parsed_with(snapshotter, true)
+    }
+
+    fn parsed_with(snapshotter: Snapshotter, wasmkube_runtime: bool) -> toml::Table {
         let dirs = Dirs::new("/tmp/wasmkube-ctrd-abc123");
         let text = render_config(&ConfigParams {
             dirs: &dirs,
             snapshotter,
             sandbox_image: "example.test/pause:1",
             log_level: "info",
+            wasmkube_runtime,
         });
         text.parse::<toml::Table>().unwrap()
+    }
+
+    #[test]
+    fn the_wasmkube_runtime_can_be_left_out() {
+        let t = parsed_with(Snapshotter::Native, false);
+        let runtimes = get(&t, &["plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes"]);
+        assert!(runtimes.get("wasmkube").is_none());
+        assert_eq!(runtimes["runc"]["runtime_type"].as_str(), Some("io.containerd.runc.v2"));
     }
 
     fn get<'a>(t: &'a toml::Table, path: &[&str]) -> &'a toml::Value {

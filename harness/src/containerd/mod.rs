@@ -65,6 +65,8 @@ pub struct ContainerdOpts {
     pub start_timeout: Duration,
     /// Bound on every `ctr` command.
     pub command_timeout: Duration,
+    /// Registers the wasmkube runtime in config.toml (default); off for tests of the node installer.
+    pub wasmkube_runtime: bool,
 }
 
 impl Default for ContainerdOpts {
@@ -80,6 +82,7 @@ impl Default for ContainerdOpts {
             log_level: "info".into(),
             start_timeout: Duration::from_secs(20),
             command_timeout: Duration::from_secs(120),
+            wasmkube_runtime: true,
         }
     }
 }
@@ -167,6 +170,7 @@ impl PrivateContainerd {
             snapshotter: self.snapshotter,
             sandbox_image: &opts.sandbox_image,
             log_level: &opts.log_level,
+            wasmkube_runtime: opts.wasmkube_runtime,
         });
         write(&d.config(), config)
     }
@@ -270,6 +274,12 @@ impl PrivateContainerd {
     /// The PATH containerd (and so every shim) runs with.
     pub fn path_env(&self) -> &str {
         &self.path_env
+    }
+
+    /// Puts `dir` first on containerd's PATH from the next [`restart`](Self::restart) on, as a node's
+    /// `/usr/local/bin` is on its containerd's PATH.
+    pub fn prepend_path(&mut self, dir: &Path) {
+        self.path_env = format!("{}:{}", dir.display(), self.path_env);
     }
 
     /// Environment that points `ctr` and other clients at this instance.

@@ -296,6 +296,12 @@ impl CriClient {
         })
     }
 
+    /// StopPodSandbox then RemovePodSandbox, as the kubelet ends a pod.
+    pub fn remove_pod(&self, pod: &Pod) -> Result<()> {
+        self.stop_pod_sandbox(&pod.id)?;
+        self.remove_pod_sandbox(&pod.id)
+    }
+
     /// ImageStatus: the image's id when CRI knows `image`.
     pub fn image_id(&self, image: &str) -> Result<Option<String>> {
         let req = ImageStatusRequest { image: Some(ImageSpec { image: image.into() }), verbose: false };

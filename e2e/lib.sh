@@ -1,0 +1,11 @@
+# Shared settings of the e2e scripts (sourced).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+CLUSTER="${WASMKUBE_KIND_CLUSTER:-wasmkube}"
+NAMESPACE="wasmkube-system"
+TAG="${WASMKUBE_E2E_TAG:-e2e}"
+need() {
+    for tool in "$@"; do
+        command -v "$tool" >/dev/null || { echo "e2e: $tool is required (Docker, kind, kubectl, helm)" >&2; exit 1; }
+    done
+}

@@ -1,0 +1,121 @@
+//! The installer's Kubernetes API calls against a scripted API server: every request is checked (method,
+//! path, content type, body) in order, and a missing or extra request fails the test.
+
+use std::time::Duration;
+
+use http::{Request, Response};
+use kube::client::Body;
+use kube::Client;
+use serde_json::{json, Value};
+use wasmkube_node_installer::{label, rollout};
+
+type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+/// One expected request and the reply to it.
+struct Step {
+    method: &'static str,
+    path: &'static str,
+    content_type: Option<&'static str>,
+    body: Option<Value>,
+    reply: Value,
+}
+
+async fn verify(mut handle: Handle, steps: Vec<Step>) {
+    for (i, step) in steps.into_iter().enumerate() {
+        let next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
+        let (req, send) = next
+            .unwrap_or_else(|_| panic!("step {i}: expected {} {}, got no request", step.method, step.path))
+            .unwrap_or_else(|| panic!("step {i}: client dropped before {} {}", step.method, step.path));
+        assert_eq!((req.method().as_str(), req.uri().path()), (step.method, step.path), "step {i}");
+        let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+        assert_eq!(content_type, step.content_type, "step {i}: content type");
+        let bytes = req.into_body().collect_bytes().await.unwrap();
+        let body: Option<Value> = (!bytes.is_empty()).then(|| serde_json::from_slice(&bytes).unwrap());
+        assert_eq!(body, step.body, "step {i}: body");
+        send.send_response(Response::builder().body(Body::from(serde_json::to_vec(&step.reply).unwrap())).unwrap());
+    }
+    if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await {
+        panic!("unexpected extra request {} {}", req.method(), req.uri());
+    }
+}
+
+fn mock() -> (Client, Handle) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    (Client::new(service, "default"), handle)
+}
+
+fn node(labels: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1", "labels": labels}})
+}
+
+#[tokio::test]
+async fn the_label_is_set_and_removed_with_merge_patches() {
+    for (ready, body, labels) in [
+        (
+            true,
+            json!({"metadata": {"labels": {"wasmkube.dev/runtime": "ready"}}}),
+            json!({"wasmkube.dev/runtime": "ready"}),
+        ),
+        (false, json!({"metadata": {"labels": {"wasmkube.dev/runtime": null}}}), json!({})),
+    ] {
+        let (client, handle) = mock();
+        let server = tokio::spawn(verify(
+            handle,
+            vec![Step {
+                method: "PATCH",
+                path: "/api/v1/nodes/n1",
+                content_type: Some("application/merge-patch+json"),
+                body: Some(body),
+                reply: node(labels),
+            }],
+        ));
+        label::set_label(client, "n1", ready).await.unwrap();
+        server.await.unwrap();
+    }
+}
+
+fn daemonset(generation: i64, observed: i64, updated: i32, ready: i32) -> Value {
+    json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+           "metadata": {"name": "ni", "namespace": "wk", "generation": generation},
+           "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {"containers": []}}},
+           "status": {"observedGeneration": observed, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+                      "numberMisscheduled": 0, "updatedNumberScheduled": updated, "numberReady": ready}})
+}
+
+const DS: &str = "/apis/apps/v1/namespaces/wk/daemonsets/ni";
+
+fn get(reply: Value) -> Step {
+    Step { method: "GET", path: DS, content_type: None, body: None, reply }
+}
+
+/// The switch of the DaemonSet to uninstall mode.
+fn patch_to_uninstall(reply: Value) -> Step {
+    Step {
+        method: "PATCH",
+        path: DS,
+        content_type: Some("application/strategic-merge-patch+json"),
+        body: Some(rollout::mode_patch("uninstall")),
+        reply,
+    }
+}
+
+#[tokio::test]
+async fn uninstall_everywhere_switches_the_daemonset_and_waits_for_every_node() {
+    let (client, handle) = mock();
+    let patch = patch_to_uninstall(daemonset(2, 1, 0, 2));
+    let steps = vec![patch, get(daemonset(2, 1, 0, 2)), get(daemonset(2, 2, 1, 1)), get(daemonset(2, 2, 2, 2))];
+    let server = tokio::spawn(verify(handle, steps));
+    rollout::uninstall_everywhere(client, "wk", "ni", Duration::from_secs(5), Duration::from_millis(1)).await.unwrap();
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn uninstall_everywhere_gives_up_after_its_timeout() {
+    let (client, handle) = mock();
+    let patch = patch_to_uninstall(daemonset(2, 2, 1, 1));
+    let server = tokio::spawn(verify(handle, vec![patch, get(daemonset(2, 2, 1, 1))]));
+    let err =
+        rollout::uninstall_everywhere(client, "wk", "ni", Duration::ZERO, Duration::from_millis(1)).await.unwrap_err();
+    assert!(err.to_string().contains("did not finish uninstalling within"), "{err}");
+    server.await.unwrap();
+}

@@ -1,0 +1,6 @@
+# Where scripts/tools.sh puts the chart tools; sourced by it and by scripts/chart.sh.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TOOLS_DIR="${TOOLS_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/tools}"
+HELM="$TOOLS_DIR/bin/helm"
+VALIDATE="$TOOLS_DIR/venv/bin/kubernetes-validate"
