@@ -27,7 +27,7 @@ deps:
 
 ## guests: the example components, built once for wasm32-wasip2.
 guests: deps
-	$(CARGO) build --release --manifest-path examples/Cargo.toml
+	cd examples && $(CARGO) build --release  # examples/.cargo/config.toml (target wasm32-wasip2) is found from the working directory
 
 ## build: the host workspace (shim, operator, CLI, harness, bench).
 build: deps
