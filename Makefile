@@ -65,10 +65,10 @@ lint: deps
 test: deps fmt-check lint guests chart-check
 	$(CARGO) test --workspace --no-fail-fast
 
-## demo: hello-cli through our shim under a private containerd, printed.
+## demo: the node path: local registry, `wasmkube push`, a CRI pod through our shim, curl of its pod IP.
 demo: deps guests
-	$(CARGO) build -q -p wasmkube-shim -p wasmkube-harness --bin containerd-shim-wasmkube-v1 --bin wasmkube-demo
-	$(CARGO_TARGET_DIR)/debug/wasmkube-demo --shim $(CARGO_TARGET_DIR)/debug/containerd-shim-wasmkube-v1
+	$(CARGO) build -q -p wasmkube-shim -p wasmkube-harness -p wasmkube-cli --bin containerd-shim-wasmkube-v1 --bin wasmkube-demo --bin wasmkube
+	$(CARGO_TARGET_DIR)/debug/wasmkube-demo --shim $(CARGO_TARGET_DIR)/debug/containerd-shim-wasmkube-v1 --cli $(CARGO_TARGET_DIR)/debug/wasmkube
 
 ## bench: benchmarks (release builds); results in bench/results/.
 bench: deps guests

@@ -1,61 +1,159 @@
-//! `make demo`: a wasi:cli component run by our shim under a private containerd, step by step.
+//! `make demo`: the node path, step by step, on a fresh machine as root. A private containerd with CRI
+//! and CNI and a local registry start; `wasmkube push` publishes the hello-http component; a pod under
+//! RuntimeClass handler `wasmkube` runs it from `oci://`, and its pod IP answers HTTP. Before that, a
+//! wasi:cli component runs with `ctr run --rm`. Everything is torn down at the end.
 //!
-//! Usage: `wasmkube-demo --shim PATH` (the Makefile passes the freshly built shim).
+//! Usage: `wasmkube-demo --shim PATH --cli PATH` (the Makefile passes the freshly built binaries).
 
 use std::path::PathBuf;
-use std::time::Instant;
+use std::process::Command;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use wasmkube_harness::images::component_image_at;
-use wasmkube_harness::{guests, ContainerdOpts, PrivateContainerd};
+use anyhow::{bail, ensure, Context, Result};
+use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, SHIM_CONFIG_ENV, WASMKUBE_HANDLER};
+use wasmkube_harness::cri::{ContainerSpec, ContainerState};
+use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
+use wasmkube_harness::registry::Registry;
+use wasmkube_harness::{guests, http, wait_until, ContainerdOpts, PrivateContainerd};
 
 const RUNTIME: &str = "io.containerd.wasmkube.v1";
+const SUBNET: &str = "10.91.0.0/24";
+const HTTP_PORT: u16 = 8080;
+
+struct Args {
+    shim: PathBuf,
+    cli: PathBuf,
+}
 
 fn main() -> Result<()> {
-    let shim = shim_arg()?;
+    let args = parse_args()?;
     if !nix::unistd::Uid::effective().is_root() {
         bail!("the demo starts a private containerd and needs root");
     }
     let t0 = Instant::now();
     let step = |what: &str| println!("==> [{:>6.2}s] {what}", t0.elapsed().as_secs_f64());
 
-    step("starting a private containerd with containerd-shim-wasmkube-v1 registered");
-    let ctrd = PrivateContainerd::start(ContainerdOpts::with_shim(&shim))?;
+    step("starting a local registry (Debian's docker-registry on 127.0.0.1)");
+    let registry = Registry::start()?;
+    println!("    registry at {}", registry.host());
+
+    step("starting a private containerd (CRI, CNI bridge) with containerd-shim-wasmkube-v1 registered");
+    let work = tempfile::Builder::new().prefix("wasmkube-demo-").tempdir().context("creating a temp dir")?;
+    let shim_config = work.path().join("shim.toml");
+    std::fs::write(
+        &shim_config,
+        format!(
+            "cache_dir = {:?}\ninsecure_registries = [{:?}]\n",
+            work.path().join("cache").display().to_string(),
+            registry.host()
+        ),
+    )?;
+    let mut opts = ContainerdOpts::with_shim(&args.shim);
+    opts.cni = Some(CniOpts { subnet: SUBNET.into() });
+    opts.env.push((SHIM_CONFIG_ENV.into(), shim_config.display().to_string()));
+    let ctrd = PrivateContainerd::start(opts)?;
     println!("    containerd {} at {}", ctrd.server_version()?, ctrd.socket().display());
 
-    step("importing an OCI image whose rootfs holds hello-cli.wasm (built for wasm32-wasip2)");
-    let wasm = std::fs::read(guests::guest_wasm("hello-cli")?).context("reading hello-cli.wasm")?;
-    println!("    component: {} bytes", wasm.len());
-    let image = "docker.io/wasmkube/hello-cli:demo";
-    ctrd.import(&component_image_at(image, wasm, "/app.wasm"))?;
+    step("ctr run --rm of hello-cli (a wasi:cli component in an image's rootfs)");
+    run_hello_cli(&ctrd)?;
 
-    let cmd = ["run", "--rm", "--runtime", RUNTIME, "--env", "GREETING=hello from wasmkube", image, "demo-hello"];
-    step(&format!("ctr {} /app.wasm from the demo", cmd.join(" ")));
-    let mut args: Vec<&str> = cmd.to_vec();
-    args.extend(["/app.wasm", "from", "the", "demo"]);
+    step("wasmkube push of hello-http (a wasi:http component) to the registry");
+    let reference = format!("{}/wasmkube/hello-http:demo", registry.host());
+    let wasm = guests::guest_wasm("hello_http")?;
+    let out = Command::new(&args.cli)
+        .arg("push")
+        .arg(&wasm)
+        .arg(&reference)
+        .output()
+        .with_context(|| format!("running {}", args.cli.display()))?;
+    ensure!(out.status.success(), "wasmkube push failed: {}", String::from_utf8_lossy(&out.stderr));
+    let digest = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    println!("    pushed {reference} → {digest}");
+
+    step("a pod under runtime handler `wasmkube` runs oci://…@digest, as the operator renders it");
+    ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
+    let cri = ctrd.cri()?;
+    wait_until("CRI sees the pause image", Duration::from_secs(10), || {
+        cri.image_id(PAUSE_IMAGE).is_ok_and(|id| id.is_some())
+    })?;
     let started = Instant::now();
-    let out = ctrd.ctr(args)?;
-    let took = started.elapsed();
-    println!("---- stdout of the component ----");
-    print!("{}", out.stdout);
-    println!("---- stderr ----");
-    print!("{}", out.stderr);
-    println!("--------------------------------");
-    println!("    exit code {} after {:.0} ms (ctr run --rm, wall time)", out.code, took.as_secs_f64() * 1e3);
-    if out.code != 0 || !out.stdout.contains("hello from a WebAssembly component") {
-        bail!("the component did not run as expected; containerd log:\n{}", ctrd.log_tail());
-    }
+    let pod = cri.run_pod_sandbox("hello-http", WASMKUBE_HANDLER)?;
+    let repo = reference.rsplit_once(':').map_or(reference.as_str(), |(repo, _)| repo);
+    let spec = ContainerSpec {
+        name: "hello-http".into(),
+        image: PAUSE_IMAGE.into(),
+        command: vec![format!("oci://{repo}@{digest}")],
+        env: vec![("WASMKUBE_HTTP_PORT".into(), HTTP_PORT.to_string())],
+        ..Default::default()
+    };
+    let id = cri.create_container(&pod, &spec)?;
+    cri.start_container(&id)?;
+    let status = cri.wait_container_state(&id, ContainerState::Running, Duration::from_secs(60))?;
+    let ip = cri.pod_ip(&pod)?;
+    println!(
+        "    pod running ({:?}) after {:.0} ms (pull, verify, compile, listen), pod IP {ip}",
+        status.state,
+        started.elapsed().as_secs_f64() * 1e3
+    );
 
-    step("stopping containerd and removing its directories");
+    step(&format!("GET http://{ip}:{HTTP_PORT}/ (the pod IP, through the CNI bridge)"));
+    let addr = std::net::SocketAddr::new(ip, HTTP_PORT);
+    let asked = Instant::now();
+    let response = http::get(addr, "/", Duration::from_secs(10))?;
+    println!("    HTTP {} in {:.1} ms: {}", response.status, asked.elapsed().as_secs_f64() * 1e3, response.body.trim());
+    ensure!(response.status == 200, "the component answered {}: {}", response.status, response.body);
+
+    step("stopping the pod (SIGTERM drains the listener), containerd and the registry");
+    cri.stop_container(&id, 10)?;
+    let stopped = cri.wait_container_state(&id, ContainerState::Exited, Duration::from_secs(30))?;
+    println!("    container exited with {}", stopped.exit_code);
+    cri.remove_pod(&pod)?;
+    drop(cri);
     drop(ctrd);
+    drop(registry);
     step("done");
     Ok(())
 }
 
-fn shim_arg() -> Result<PathBuf> {
-    let mut args = std::env::args().skip(1);
-    match (args.next().as_deref(), args.next()) {
-        (Some("--shim"), Some(path)) => Ok(PathBuf::from(path)),
-        _ => bail!("usage: wasmkube-demo --shim PATH-TO-containerd-shim-wasmkube-v1"),
+/// The first step of the project: a component in an image's rootfs, through `ctr`.
+fn run_hello_cli(ctrd: &PrivateContainerd) -> Result<()> {
+    let wasm = std::fs::read(guests::guest_wasm("hello-cli")?).context("reading hello-cli.wasm")?;
+    let image = "docker.io/wasmkube/hello-cli:demo";
+    ctrd.import(&component_image_at(image, wasm, "/app.wasm"))?;
+    let args = [
+        "run",
+        "--rm",
+        "--runtime",
+        RUNTIME,
+        "--env",
+        "GREETING=hello from wasmkube",
+        image,
+        "demo-hello",
+        "/app.wasm",
+    ];
+    let started = Instant::now();
+    let out = ctrd.ctr(args.iter().chain(&["from", "the", "demo"]))?;
+    for line in out.stdout.lines().chain(out.stderr.lines()) {
+        println!("    | {line}");
     }
+    println!("    exit code {} after {:.0} ms", out.code, started.elapsed().as_secs_f64() * 1e3);
+    if out.code != 0 || !out.stdout.contains("hello from a WebAssembly component") {
+        bail!("the component did not run as expected; containerd log:\n{}", ctrd.log_tail());
+    }
+    Ok(())
+}
+
+fn parse_args() -> Result<Args> {
+    let usage = "usage: wasmkube-demo --shim PATH-TO-containerd-shim-wasmkube-v1 --cli PATH-TO-wasmkube";
+    let (mut shim, mut cli) = (None, None);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().map(PathBuf::from).context(usage)?;
+        match flag.as_str() {
+            "--shim" => shim = Some(value),
+            "--cli" => cli = Some(value),
+            _ => bail!("{usage}"),
+        }
+    }
+    Ok(Args { shim: shim.context(usage)?, cli: cli.context(usage)? })
 }
