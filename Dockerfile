@@ -20,7 +20,9 @@ COPY operator/Cargo.toml operator/
 COPY harness/Cargo.toml harness/
 COPY bench/Cargo.toml bench/
 COPY installer/Cargo.toml installer/
-RUN set -eu; for crate in shim operator harness bench installer; do \
+COPY oci-wasm/Cargo.toml oci-wasm/
+COPY cli/Cargo.toml cli/
+RUN set -eu; for crate in shim operator harness bench installer oci-wasm cli; do \
       mkdir -p $crate/src $crate/src/bin; echo 'fn main() {}' > $crate/src/main.rs; : > $crate/src/lib.rs; \
     done; \
     cargo fetch --locked
@@ -30,7 +32,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 FROM deps AS build
 COPY . .
 # COPY keeps the context's mtimes, which may be older than the stubs': touch, so cargo rebuilds our crates.
-RUN find shim operator harness bench installer -name '*.rs' -exec touch {} +
+RUN find shim operator harness bench installer oci-wasm cli -name '*.rs' -exec touch {} +
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo build --locked --release -p wasmkube-operator -p wasmkube-shim -p wasmkube-node-installer \
       --bin wasmkube-operator --bin containerd-shim-wasmkube-v1 --bin wasmkube-node-installer \

@@ -25,3 +25,18 @@ fn the_chart_uses_the_contract_names() {
     assert!(deploy.contains("kind: RuntimeClass") && deploy.contains("kind: DaemonSet"));
     assert!(!deploy.contains("helm.sh/hook"), "plain manifests carry no hooks");
 }
+
+#[test]
+fn the_dockerfile_builds_every_workspace_member() {
+    // The Dockerfile's dependency layer copies each member's manifest; a member it misses makes
+    // `cargo fetch --locked` fail in the image build, which CI (no Docker) cannot run.
+    let manifest: toml_edit::DocumentMut = read("Cargo.toml").parse().unwrap_or_else(|e| panic!("Cargo.toml: {e}"));
+    let members = manifest["workspace"]["members"].as_array().unwrap_or_else(|| panic!("no workspace.members"));
+    let dockerfile = read("Dockerfile");
+    for member in members.iter().filter_map(|m| m.as_str()) {
+        assert!(
+            dockerfile.contains(&format!("COPY {member}/Cargo.toml {member}/")),
+            "the Dockerfile does not copy {member}/Cargo.toml"
+        );
+    }
+}
