@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use oci_client::secrets::RegistryAuth;
 use serde_json::json;
-use wasmkube_harness::containerd::{SHIM_CONFIG_ENV, WASMKUBE_RUNTIME_TYPE};
+use wasmkube_harness::containerd::WASMKUBE_RUNTIME_TYPE;
 use wasmkube_harness::images::{self, BUSYBOX_IMAGE};
 use wasmkube_harness::registry::Registry;
-use wasmkube_harness::{guests, paths, ContainerdOpts, PrivateContainerd};
+use wasmkube_harness::{guests, ContainerdOpts, PrivateContainerd};
 use wasmkube_oci::{parse_oci_ref, Puller};
 
 use crate::report;
@@ -38,17 +38,10 @@ pub fn run(args: Args) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let shim = args.shim.clone().unwrap_or_else(paths::shim_release_binary);
-    if !shim.is_file() {
-        bail!("shim binary {} not found (build it, or pass --shim PATH)", shim.display());
-    }
+    let shim = crate::ctr_run::shim_binary(args.shim.clone())?;
     let registry = Registry::start()?;
-    let cache = tempfile::Builder::new().prefix("wasmkube-bench-cache-").tempdir()?;
-    let config = cache.path().join("shim.toml");
-    let cache_dir = cache.path().join("cache").display().to_string();
-    std::fs::write(&config, format!("cache_dir = {cache_dir:?}\ninsecure_registries = [{:?}]\n", registry.host()))?;
-    let mut opts = ContainerdOpts { shim: Some(shim.clone()), ..Default::default() };
-    opts.env.push((SHIM_CONFIG_ENV.into(), config.display().to_string()));
+    let opts =
+        ContainerdOpts { shim: Some(shim.clone()), insecure_registries: vec![registry.host()], ..Default::default() };
     let ctrd = PrivateContainerd::start(opts)?;
     ctrd.import(&images::busybox_image(BUSYBOX_IMAGE)?)?;
 

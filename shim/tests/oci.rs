@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use oci_client::secrets::RegistryAuth;
-use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, SHIM_CONFIG_ENV, WASMKUBE_HANDLER};
+use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Status};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
@@ -18,7 +18,7 @@ const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
 const STATE_TIMEOUT: Duration = Duration::from_secs(60);
 const HELLO_LINE: &str = "hello from a WebAssembly component";
 
-/// A private containerd whose shim trusts `registry` over plain HTTP and caches under `cache_dir`.
+/// A private containerd whose shim trusts `registry` over plain HTTP; its cache is the harness's.
 struct Node {
     ctrd: PrivateContainerd,
     cri: CriClient,
@@ -26,29 +26,17 @@ struct Node {
 }
 
 fn node(subnet: &str, registry: &Registry) -> Result<Node> {
-    let cache_dir = tempfile::Builder::new().prefix("wasmkube-cache-").tempdir()?.keep();
-    let config = cache_dir.with_extension("toml");
-    std::fs::write(
-        &config,
-        format!("cache_dir = {:?}\ninsecure_registries = [{:?}]\n", cache_dir.display().to_string(), registry.host()),
-    )?;
     let mut opts = ContainerdOpts::with_shim(SHIM);
     opts.cni = Some(CniOpts { subnet: subnet.into() });
-    opts.env.push((SHIM_CONFIG_ENV.into(), config.display().to_string()));
+    opts.insecure_registries.push(registry.host());
     let ctrd = PrivateContainerd::start(opts)?;
     ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
     let cri = ctrd.cri()?;
     wait_until("CRI sees the imported image", Duration::from_secs(10), || {
         cri.image_id(PAUSE_IMAGE).is_ok_and(|id| id.is_some())
     })?;
+    let cache_dir = ctrd.shim_cache_dir();
     Ok(Node { ctrd, cri, cache_dir })
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.cache_dir);
-        let _ = std::fs::remove_file(self.cache_dir.with_extension("toml"));
-    }
 }
 
 /// What one run of a component ended with.

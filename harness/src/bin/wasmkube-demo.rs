@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
-use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, SHIM_CONFIG_ENV, WASMKUBE_HANDLER};
+use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::{ContainerSpec, ContainerState};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
 use wasmkube_harness::registry::Registry;
@@ -38,19 +38,9 @@ fn main() -> Result<()> {
     println!("    registry at {}", registry.host());
 
     step("starting a private containerd (CRI, CNI bridge) with containerd-shim-wasmkube-v1 registered");
-    let work = tempfile::Builder::new().prefix("wasmkube-demo-").tempdir().context("creating a temp dir")?;
-    let shim_config = work.path().join("shim.toml");
-    std::fs::write(
-        &shim_config,
-        format!(
-            "cache_dir = {:?}\ninsecure_registries = [{:?}]\n",
-            work.path().join("cache").display().to_string(),
-            registry.host()
-        ),
-    )?;
     let mut opts = ContainerdOpts::with_shim(&args.shim);
     opts.cni = Some(CniOpts { subnet: SUBNET.into() });
-    opts.env.push((SHIM_CONFIG_ENV.into(), shim_config.display().to_string()));
+    opts.insecure_registries.push(registry.host());
     let ctrd = PrivateContainerd::start(opts)?;
     println!("    containerd {} at {}", ctrd.server_version()?, ctrd.socket().display());
 

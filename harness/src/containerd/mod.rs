@@ -57,6 +57,8 @@ pub struct ContainerdOpts {
     pub snapshotter: Option<Snapshotter>,
     /// Extra environment for containerd, which passes it on to shims.
     pub env: Vec<(String, String)>,
+    /// Registries (`host:port`) the shim may reach over plain HTTP (its `insecure_registries`).
+    pub insecure_registries: Vec<String>,
     /// Where the temp dir is created (default: the system temp dir).
     pub base_dir: Option<PathBuf>,
     /// containerd log level.
@@ -78,6 +80,7 @@ impl Default for ContainerdOpts {
             cni: None,
             snapshotter: None,
             env: Vec::new(),
+            insecure_registries: Vec::new(),
             base_dir: None,
             log_level: "info".into(),
             start_timeout: Duration::from_secs(20),
@@ -198,8 +201,8 @@ impl PrivateContainerd {
         // node cache would land in the host's /var/lib/wasmkube.
         if !opts.env.iter().any(|(k, _)| k == SHIM_CONFIG_ENV) {
             let config = self.dirs.work().join("shim.toml");
-            let cache = self.dirs.work().join("wasmkube-cache").display().to_string();
-            write(&config, format!("cache_dir = {cache:?}\n"))?;
+            let cache = self.shim_cache_dir().display().to_string();
+            write(&config, format!("cache_dir = {cache:?}\ninsecure_registries = {:?}\n", opts.insecure_registries))?;
             c.env(SHIM_CONFIG_ENV, &config);
         }
         let child = c.spawn().map_err(|source| Error::Spawn { program: "containerd".into(), source })?;
@@ -244,6 +247,11 @@ impl PrivateContainerd {
     /// The full file layout of this instance.
     pub fn dirs(&self) -> &Dirs {
         &self.dirs
+    }
+
+    /// The shim's node cache (`cache_dir` of the shim configuration the harness writes).
+    pub fn shim_cache_dir(&self) -> PathBuf {
+        self.dirs.work().join("wasmkube-cache")
     }
 
     /// Scratch dir for the test (image tarballs, built binaries).
