@@ -13,6 +13,9 @@ pub const CONFIG_ENV: &str = "WASMKUBE_SHIM_CONFIG";
 /// Where the node installer writes the configuration.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/wasmkube/shim.toml";
 
+/// Where the node's metrics endpoint listens unless configured: every address of the host's network.
+pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9464";
+
 /// Settings of the node daemon; every key is optional.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -34,6 +37,8 @@ pub struct NodeConfig {
     pub http_request_timeout_seconds: u64,
     /// Largest request body a wasi:http guest receives, in bytes.
     pub http_max_request_body_bytes: u64,
+    /// `host:port` of the node's metrics endpoint (`GET /metrics`); empty disables it.
+    pub metrics_address: String,
 }
 
 impl Default for NodeConfig {
@@ -47,6 +52,7 @@ impl Default for NodeConfig {
             http_max_in_flight_requests: 100,
             http_request_timeout_seconds: 60,
             http_max_request_body_bytes: 16 * 1024 * 1024,
+            metrics_address: DEFAULT_METRICS_ADDRESS.into(),
         }
     }
 }
@@ -89,6 +95,11 @@ impl NodeConfig {
             max_request_body_bytes: self.http_max_request_body_bytes,
         }
     }
+
+    /// The metrics endpoint's address, `None` when disabled (an empty `metrics_address`).
+    pub fn metrics_address(&self) -> Option<&str> {
+        Some(self.metrics_address.trim()).filter(|a| !a.is_empty())
+    }
 }
 
 #[cfg(test)]
@@ -110,6 +121,15 @@ mod tests {
         assert_eq!(cfg.cache_dir, PathBuf::from("/tmp/c"));
         assert_eq!(cfg.insecure_registries, vec!["127.0.0.1:5000"]);
         assert_eq!(cfg.default_http_port, 8080);
+    }
+
+    #[test]
+    fn metrics_endpoint_is_on_by_default_and_an_empty_address_disables_it() {
+        assert_eq!(NodeConfig::default().metrics_address(), Some("0.0.0.0:9464"));
+        let off: NodeConfig = toml::from_str("metrics_address = \"\"\n").unwrap();
+        assert_eq!(off.metrics_address(), None);
+        let local: NodeConfig = toml::from_str("metrics_address = \"127.0.0.1:19464\"\n").unwrap();
+        assert_eq!(local.metrics_address(), Some("127.0.0.1:19464"));
     }
 
     #[test]

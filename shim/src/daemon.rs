@@ -123,6 +123,13 @@ impl Shim for WasmkubeShim {
             }
         };
         let _ = self.idle_exit.set(Duration::from_secs(config.idle_exit_seconds));
+        // Metrics never stop workloads: an address that cannot be bound is only a warning.
+        match config.metrics_address() {
+            Some(address) => {
+                crate::metrics::spawn_endpoint(address, runtime.engine().http_metrics()).await;
+            }
+            None => tracing::info!("metrics endpoint disabled (metrics_address is empty)"),
+        }
         tracing::info!(namespace = %self.namespace, pid = std::process::id(), "node daemon serving");
         let events = ContainerdEvents::new(publisher, self.namespace.clone());
         TaskService::new(runtime, Box::new(events), self.occupancy.clone())

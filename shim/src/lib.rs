@@ -6,11 +6,13 @@
 //! - [`engine`] runs components and knows nothing about ttrpc;
 //! - [`runtime`] is the seam between them;
 //! - [`daemon`] is the `start`/`delete` side of the shim binary (finding or starting the node daemon);
+//! - [`metrics`] counts every wasi:http container's requests for the node's metrics endpoint;
 //! - [`pod`] routes a pod's sandbox to [`runc`] and its components to the engine.
 
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod metrics;
 pub mod pod;
 pub mod runc;
 pub mod runtime;

@@ -35,6 +35,7 @@ use super::log_pipe::{LogDrain, LogPipe};
 use super::netns::bind_listener;
 use super::outbound::OutboundPolicy;
 use super::wasi_ctx;
+use crate::metrics::{ContainerSeries, Registration};
 use crate::runtime::{Exit, LaunchError, Signal, Usage, Workload};
 
 /// Env var the operator renders with the port a wasi:http component serves on.
@@ -107,6 +108,8 @@ pub struct HttpLaunch {
     pub settings: HttpSettings,
     /// Keeps the component's cache entries from eviction while the container lives.
     pub cache_pin: Pin,
+    /// The container's request series; they leave the node's metrics when the server stops.
+    pub metrics: Registration,
 }
 
 /// A wasi:http component with its listener bound, ready to serve.
@@ -117,6 +120,7 @@ pub struct HttpWorkload {
     /// Set to true when the container ends: guests still running stop.
     kill: watch::Sender<bool>,
     _cache_pin: Pin,
+    _metrics: Registration,
 }
 
 impl HttpWorkload {
@@ -140,9 +144,10 @@ impl HttpWorkload {
             in_flight: Arc::new(Semaphore::new(launch.settings.max_in_flight)),
             settings: launch.settings,
             usage: Arc::new(Usage::default()),
+            series: launch.metrics.series(),
             killed,
         });
-        Ok(Self { listener, server, logs: launch.logs, kill, _cache_pin: launch.cache_pin })
+        Ok(Self { listener, server, logs: launch.logs, kill, _cache_pin: launch.cache_pin, _metrics: launch.metrics })
     }
 }
 
@@ -168,6 +173,8 @@ struct Server {
     in_flight: Arc<Semaphore>,
     settings: HttpSettings,
     usage: Arc<Usage>,
+    /// Requests and requests in flight, for the node's metrics endpoint.
+    series: Arc<ContainerSeries>,
     /// Turns true when the container is killed: guests still running stop at their next yield.
     killed: watch::Receiver<bool>,
 }
@@ -181,7 +188,7 @@ enum GuestEnd {
 
 impl HttpWorkload {
     async fn serve(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
-        let HttpWorkload { listener, server, logs, kill, _cache_pin } = self;
+        let HttpWorkload { listener, server, logs, kill, _cache_pin, _metrics } = self;
         let exit = match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => accept_until_stopped(listener, server.clone(), &mut signals).await,
             Err(e) => Exit::failed(126, format!("the wasi:http listener cannot be used: {e}")),
@@ -262,6 +269,8 @@ async fn signal_after_term(signals: &mut watch::Receiver<Option<Signal>>) -> Sig
 impl Server {
     async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<HyperOutgoingBody>, Infallible> {
         let what = format!("{} {}", req.method(), req.uri());
+        // Counted whatever the answer (503, 413 included); in flight until the guest ends, like its permit.
+        let counted = self.series.begin(req.headers());
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight for this container\n"));
         };
@@ -292,6 +301,7 @@ impl Server {
         // is sent. It holds the in-flight permit until it ends.
         let guest = tokio::spawn(async move {
             let _permit = permit;
+            let _counted = counted;
             let run = CpuMetered::new(
                 async move {
                     let proxy = pre.instantiate_async(&mut store).await?;

@@ -32,10 +32,12 @@ pub use host::{Host, MemoryLimitExceeded};
 pub use http::{HttpSettings, HttpWorkload};
 pub use log_pipe::{LogDrain, LogPipe};
 pub use registry::PULL_SECRETS_DIR;
+pub use wasi_ctx::spec_env;
 
 use outbound::{OutboundPolicy, ALLOWED_OUTBOUND_HOSTS_ENV};
 
 use crate::config::NodeConfig;
+use crate::metrics::{ContainerLabels, HttpMetrics};
 use crate::runtime::{Launch, LaunchError, Runtime, Usage, Workload};
 
 /// How often the epoch advances: the longest a busy guest runs before it yields or sees a kill.
@@ -60,6 +62,7 @@ pub struct NodeEngine {
     registry: registry::RegistrySource,
     ticker_stop: Arc<AtomicBool>,
     http: HttpSettings,
+    metrics: Arc<HttpMetrics>,
 }
 
 impl NodeEngine {
@@ -94,6 +97,7 @@ impl NodeEngine {
             registry,
             ticker_stop,
             http: HttpSettings::default(),
+            metrics: Arc::default(),
         })
     }
 
@@ -106,6 +110,11 @@ impl NodeEngine {
     pub fn with_http(mut self, http: HttpSettings) -> Self {
         self.http = http;
         self
+    }
+
+    /// The request series of every wasi:http container this engine serves, for the metrics endpoint.
+    pub fn http_metrics(&self) -> Arc<HttpMetrics> {
+        self.metrics.clone()
     }
 
     /// Number of distinct components compiled so far.
@@ -226,6 +235,7 @@ impl Runtime for NodeEngine {
             Prepared::Http(pre) => Ok(Box::new(HttpWorkload::bind(
                 pre.clone(),
                 http::HttpLaunch {
+                    metrics: self.metrics.register(&launch.id, ContainerLabels::from_spec(&launch.id, &launch.spec)),
                     id: launch.id,
                     spec: launch.spec,
                     network_namespace: launch.network_namespace,
