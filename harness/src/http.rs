@@ -19,6 +19,9 @@ pub struct Response {
     pub body: String,
 }
 
+/// The `User-Agent` of the harness's requests unless told otherwise.
+pub const DEFAULT_USER_AGENT: &str = "wasmkube-harness";
+
 /// One HTTP/1.1 connection that can carry several requests (keep-alive).
 pub struct Connection {
     reader: BufReader<TcpStream>,
@@ -40,8 +43,13 @@ impl Connection {
 
     /// Sends `method path` with `body` and reads the whole response.
     pub fn request(&mut self, method: &str, path: &str, body: &[u8]) -> Result<Response> {
+        self.request_as(DEFAULT_USER_AGENT, method, path, body)
+    }
+
+    /// Like [`request`](Self::request) with another `User-Agent` (a kubelet probe's, say).
+    pub fn request_as(&mut self, user_agent: &str, method: &str, path: &str, body: &[u8]) -> Result<Response> {
         let head = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nUser-Agent: wasmkube-harness\r\n\r\n",
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Length: {}\r\nUser-Agent: {user_agent}\r\n\r\n",
             self.addr,
             body.len()
         );
@@ -113,6 +121,11 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, body: &[u8], timeout:
 /// `GET path` on a fresh connection.
 pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Response> {
     request(addr, "GET", path, b"", timeout)
+}
+
+/// `GET path` on a fresh connection with `user_agent`.
+pub fn get_as(addr: SocketAddr, user_agent: &str, path: &str, timeout: Duration) -> Result<Response> {
+    Connection::open(addr, timeout)?.request_as(user_agent, "GET", path, b"")
 }
 
 /// A server answering every request `200 OK` with a fixed body, on a thread, until dropped.

@@ -26,18 +26,14 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(6);
 
 /// A private containerd on `subnet` whose shim config bounds requests in flight, with the pause image
 /// and the hello-http component imported for CRI.
-fn http_node(subnet: &str) -> Result<(PrivateContainerd, CriClient, tempfile::TempDir)> {
-    let config_dir = tempfile::tempdir()?;
-    let config = config_dir.path().join("shim.toml");
-    let settings = format!(
-        "http_max_in_flight_requests = {MAX_IN_FLIGHT}\nhttp_max_request_body_bytes = {MAX_BODY}\n\
-         http_request_timeout_seconds = {}\n",
-        REQUEST_TIMEOUT.as_secs()
-    );
-    std::fs::write(&config, settings)?;
+fn http_node(subnet: &str) -> Result<(PrivateContainerd, CriClient)> {
     let mut opts = ContainerdOpts::with_shim(SHIM);
     opts.cni = Some(CniOpts { subnet: subnet.into() });
-    opts.env.push(("WASMKUBE_SHIM_CONFIG".into(), config.to_string_lossy().into_owned()));
+    opts.shim_settings = vec![
+        format!("http_max_in_flight_requests = {MAX_IN_FLIGHT}"),
+        format!("http_max_request_body_bytes = {MAX_BODY}"),
+        format!("http_request_timeout_seconds = {}", REQUEST_TIMEOUT.as_secs()),
+    ];
     let ctrd = PrivateContainerd::start(opts)?;
     ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
     // A cdylib guest: cargo names the file after the crate with an underscore.
@@ -49,7 +45,7 @@ fn http_node(subnet: &str) -> Result<(PrivateContainerd, CriClient, tempfile::Te
             cri.image_id(image).is_ok_and(|id| id.is_some())
         })?;
     }
-    Ok((ctrd, cri, config_dir))
+    Ok((ctrd, cri))
 }
 
 /// A running hello-http container in a pod of its own, answering on its pod IP.
@@ -103,7 +99,7 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
     if !require_root() {
         return Ok(());
     }
-    let (ctrd, cri, _config) = http_node("10.88.41.0/24")?;
+    let (ctrd, cri) = http_node("10.88.41.0/24")?;
     // Test servers on the host, reached from the pods through the bridge.
     let allowed = FixedServer::start("0.0.0.0:0".parse()?, "from the allowed host")?;
     let forbidden = FixedServer::start("0.0.0.0:0".parse()?, "from a forbidden host")?;
@@ -197,7 +193,7 @@ fn sigterm_drains_requests_in_flight_and_sigkill_ends_at_once() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let (_ctrd, cri, _config) = http_node("10.88.42.0/24")?;
+    let (_ctrd, cri) = http_node("10.88.42.0/24")?;
     let a = start_http_pod(&cri, "drain-a", Vec::new())?;
     let b = start_http_pod(&cri, "kill-b", Vec::new())?;
 
@@ -231,5 +227,66 @@ fn sigterm_drains_requests_in_flight_and_sigkill_ends_at_once() -> Result<()> {
 
     remove(&cri, &a)?;
     remove(&cri, &b)?;
+    Ok(())
+}
+
+/// The value of `metric` for the series with exactly `labels` in the exposition `text`.
+fn series_value(text: &str, metric: &str, labels: &str) -> Option<u64> {
+    let prefix = format!("{metric}{labels} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)).and_then(|v| v.trim().parse().ok())
+}
+
+fn scrape(metrics: SocketAddr) -> Result<String> {
+    let r = get(metrics, "/metrics")?;
+    ensure!(r.status == 200, "GET /metrics answered {r:?}");
+    Ok(r.body)
+}
+
+#[test]
+fn the_node_endpoint_counts_each_containers_requests_but_not_kubelet_probes() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    const REQUESTS: u64 = 5;
+    let (ctrd, cri) = http_node("10.88.43.0/24")?;
+    let metrics = ctrd.shim_metrics_addr().ok_or_else(|| anyhow::anyhow!("the harness wrote no metrics_address"))?;
+    let env = vec![("WASMKUBE_APP".to_string(), "hello".to_string()), ("WASMKUBE_NAMESPACE".into(), "apps".into())];
+    let a = start_http_pod(&cri, "metrics-a", env)?;
+    // The operator's env names the app and namespace; the pod and container names come from CRI.
+    let labels = r#"{namespace="apps",wasmapp="hello",pod="metrics-a",container="web"}"#;
+    let total = |text: &str| series_value(text, "wasmkube_http_requests_total", labels);
+    let in_flight = |text: &str| series_value(text, "wasmkube_http_requests_in_flight", labels);
+
+    let before = scrape(metrics)?;
+    assert_eq!((total(&before), in_flight(&before)), (Some(0), Some(0)), "{before}");
+    for _ in 0..REQUESTS {
+        assert_eq!(get(a.addr, "/")?.status, 200);
+    }
+    let probe = http::get_as(a.addr, "kube-probe/1.33", "/", TIMEOUT)?;
+    assert_eq!(probe.status, 200, "a probe is served as usual: {probe:?}");
+    let counted = scrape(metrics)?;
+    assert_eq!(total(&counted), Some(REQUESTS), "the probe is not counted: {counted}");
+    // A guest's in-flight slot is freed when its task ends, a moment after the client has its answer.
+    wait_until("no request in flight", Duration::from_secs(5), || {
+        scrape(metrics).is_ok_and(|t| in_flight(&t) == Some(0))
+    })?;
+
+    let addr = a.addr;
+    let slow = std::thread::spawn(move || http::get(addr, "/slow?ms=3000", TIMEOUT));
+    wait_until("the slow request is in flight", Duration::from_secs(10), || {
+        scrape(metrics).is_ok_and(|t| in_flight(&t) == Some(1))
+    })?;
+    assert!(!slow.is_finished(), "in flight while the guest still runs");
+    let r = slow.join().map_err(|_| anyhow::anyhow!("slow request thread panicked"))??;
+    assert_eq!((r.status, r.body.as_str()), (200, "slept 3000 ms"));
+    wait_until("the slow request is done", Duration::from_secs(5), || {
+        scrape(metrics).is_ok_and(|t| in_flight(&t) == Some(0))
+    })?;
+    assert_eq!(total(&scrape(metrics)?), Some(REQUESTS + 1));
+
+    remove(&cri, &a)?;
+    wait_until("the removed container's series are gone", Duration::from_secs(10), || {
+        scrape(metrics).is_ok_and(|t| !t.contains(r#"pod="metrics-a""#))
+    })?;
     Ok(())
 }

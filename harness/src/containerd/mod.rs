@@ -8,6 +8,7 @@ mod tasks;
 mod teardown;
 
 use std::ffi::{OsStr, OsString};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -59,6 +60,8 @@ pub struct ContainerdOpts {
     pub env: Vec<(String, String)>,
     /// Registries (`host:port`) the shim may reach over plain HTTP (its `insecure_registries`).
     pub insecure_registries: Vec<String>,
+    /// More lines (`key = value`) for the shim configuration the harness writes.
+    pub shim_settings: Vec<String>,
     /// Where the temp dir is created (default: the system temp dir).
     pub base_dir: Option<PathBuf>,
     /// containerd log level.
@@ -81,6 +84,7 @@ impl Default for ContainerdOpts {
             snapshotter: None,
             env: Vec::new(),
             insecure_registries: Vec::new(),
+            shim_settings: Vec::new(),
             base_dir: None,
             log_level: "info".into(),
             start_timeout: Duration::from_secs(20),
@@ -106,6 +110,8 @@ pub struct PrivateContainerd {
     bridge: Option<String>,
     path_env: String,
     command_timeout: Duration,
+    /// The shim's metrics endpoint, when the harness writes the shim configuration.
+    shim_metrics: Option<SocketAddr>,
     /// Kept for [`restart`](PrivateContainerd::restart).
     opts: ContainerdOpts,
     child: Option<Child>,
@@ -135,10 +141,16 @@ impl PrivateContainerd {
             bridge: None,
             path_env: containerd_path(opts.shim.as_deref()),
             command_timeout: opts.command_timeout,
+            shim_metrics: None,
             opts: opts.clone(),
             child: None,
         };
         me.prepare(&opts)?;
+        if !opts.env.iter().any(|(k, _)| k == SHIM_CONFIG_ENV) {
+            // A port of its own: the default 9464 would be shared by every test's daemon.
+            let port = crate::registry::free_port()?;
+            me.shim_metrics = Some(SocketAddr::from(([127, 0, 0, 1], port)));
+        }
         me.spawn(&opts)?;
         me.wait_ready(opts.start_timeout)?;
         tracing::info!(socket = %me.socket().display(), snapshotter = me.snapshotter.as_str(), "private containerd ready");
@@ -199,10 +211,9 @@ impl PrivateContainerd {
             .stderr(log_err);
         // Shims inherit containerd's environment: without a configuration of the test's own, the shim's
         // node cache would land in the host's /var/lib/wasmkube.
-        if !opts.env.iter().any(|(k, _)| k == SHIM_CONFIG_ENV) {
+        if let Some(metrics) = self.shim_metrics {
             let config = self.dirs.work().join("shim.toml");
-            let cache = self.shim_cache_dir().display().to_string();
-            write(&config, format!("cache_dir = {cache:?}\ninsecure_registries = {:?}\n", opts.insecure_registries))?;
+            write(&config, shim_config(&self.shim_cache_dir(), metrics, opts))?;
             c.env(SHIM_CONFIG_ENV, &config);
         }
         let child = c.spawn().map_err(|source| Error::Spawn { program: "containerd".into(), source })?;
@@ -252,6 +263,12 @@ impl PrivateContainerd {
     /// The shim's node cache (`cache_dir` of the shim configuration the harness writes).
     pub fn shim_cache_dir(&self) -> PathBuf {
         self.dirs.work().join("wasmkube-cache")
+    }
+
+    /// The shim daemon's metrics endpoint (`metrics_address` of the shim configuration the harness
+    /// writes: a free port of 127.0.0.1); `None` when the test brought its own configuration.
+    pub fn shim_metrics_addr(&self) -> Option<SocketAddr> {
+        self.shim_metrics
     }
 
     /// Scratch dir for the test (image tarballs, built binaries).
@@ -440,6 +457,21 @@ impl Drop for PrivateContainerd {
     }
 }
 
+/// The shim's test configuration: its cache in the temp dir, the metrics endpoint on `metrics`, and the
+/// test's own settings.
+fn shim_config(cache: &Path, metrics: SocketAddr, opts: &ContainerdOpts) -> String {
+    let mut text = format!(
+        "cache_dir = {:?}\ninsecure_registries = {:?}\nmetrics_address = \"{metrics}\"\n",
+        cache.display().to_string(),
+        opts.insecure_registries
+    );
+    for line in &opts.shim_settings {
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
 /// `<dir of shim>:$PATH` (plus sbin dirs, where runc lives).
 fn containerd_path(shim: Option<&Path>) -> String {
     let rest = packages::search_path();
@@ -532,6 +564,21 @@ mod tests {
         );
         assert_eq!(s(with_fifo_dir(["images", "ls"], f)), ["images", "ls"]);
         assert_eq!(s(with_fifo_dir(["run", "--fifo-dir", "/x", "i", "c"], f)), ["run", "--fifo-dir", "/x", "i", "c"]);
+    }
+
+    #[test]
+    fn shim_config_has_the_cache_registries_metrics_and_the_tests_settings() {
+        let opts = ContainerdOpts {
+            insecure_registries: vec!["127.0.0.1:5000".into()],
+            shim_settings: vec!["http_max_in_flight_requests = 3".into()],
+            ..Default::default()
+        };
+        let text = shim_config(Path::new("/t/cache"), "127.0.0.1:19464".parse().unwrap(), &opts);
+        assert_eq!(
+            text,
+            "cache_dir = \"/t/cache\"\ninsecure_registries = [\"127.0.0.1:5000\"]\n\
+             metrics_address = \"127.0.0.1:19464\"\nhttp_max_in_flight_requests = 3\n"
+        );
     }
 
     #[test]
