@@ -16,21 +16,33 @@ pub const REQUESTS_TOTAL: &str = "wasmkube_http_requests_total";
 /// Requests a container is handling now, kubelet probes excluded.
 pub const REQUESTS_IN_FLIGHT: &str = "wasmkube_http_requests_in_flight";
 
+/// One metric family: its name, type, help and where its value comes from.
+struct Family {
+    name: &'static str,
+    kind: &'static str,
+    help: &'static str,
+    value: fn(&Sample) -> u64,
+}
+
+const FAMILIES: [Family; 2] = [
+    Family {
+        name: REQUESTS_TOTAL,
+        kind: "counter",
+        help: "Requests answered by a wasi:http container, kubelet probes excluded.",
+        value: |s| s.requests_total,
+    },
+    Family {
+        name: REQUESTS_IN_FLIGHT,
+        kind: "gauge",
+        help: "Requests a wasi:http container is handling now, kubelet probes excluded.",
+        value: |s| s.in_flight,
+    },
+];
+
 /// The exposition text of `samples`.
 pub fn render(samples: &[Sample]) -> String {
     let mut out = String::new();
-    let families: [(&str, &str, &str, fn(&Sample) -> u64); 2] = [
-        (REQUESTS_TOTAL, "counter", "Requests answered by a wasi:http container, kubelet probes excluded.", |s| {
-            s.requests_total
-        }),
-        (
-            REQUESTS_IN_FLIGHT,
-            "gauge",
-            "Requests a wasi:http container is handling now, kubelet probes excluded.",
-            |s| s.in_flight,
-        ),
-    ];
-    for (name, kind, help, value) in families {
+    for Family { name, kind, help, value } in FAMILIES {
         // Writing into a String cannot fail.
         let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for sample in samples {
