@@ -11,7 +11,8 @@ use crate::runtime::LaunchError;
 /// Mount destinations that belong to the container's plumbing, not to the guest. `/var/run/wasmkube`
 /// holds what the operator mounts for the shim itself (registry credentials).
 const SYSTEM_MOUNTS: [&str; 4] = ["/proc", "/sys", "/dev", "/var/run/wasmkube"];
-/// Env vars the operator sets for the shim (HTTP port, outbound allowlist); the guest never sees them.
+/// Env vars the operator sets for the shim (HTTP port, outbound allowlist, the metrics labels `WASMKUBE_APP`
+/// and `WASMKUBE_NAMESPACE`); the guest never sees them.
 const SHIM_ENV_PREFIX: &str = "WASMKUBE_";
 
 /// Builds the WASI context of one instance from its container spec.
