@@ -9,6 +9,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -24,10 +25,15 @@ use crate::crd::{WasmApp, WasmAppStatus, API_VERSION};
 use crate::error::{message_chain, Error};
 use crate::metrics::Metrics;
 use crate::render::{
-    render_deployment, render_hpa, render_service, selector_string, RenderConfig, FIELD_MANAGER, LABEL_MANAGED_BY,
+    activator_endpoints, activator_slice_name, render_activator_slice, render_deployment, render_hpa, render_service,
+    scales_to_zero, selector_string, ActivatorEndpoints, RenderConfig, FIELD_MANAGER, LABEL_MANAGED_BY,
+    LABEL_SERVICE_NAME,
 };
 use crate::resolve::{resolve_component, Resolver};
-use crate::status::{degraded_status, desired_status, pod_failure, Observed, Problem};
+use crate::status::{
+    degraded_status, desired_status, pod_failure, scale_to_zero_verdict, Observed, Problem, ScaleToZeroSupport,
+    SCALE_TO_ZERO,
+};
 
 /// Settings of the controller.
 #[derive(Clone, Debug)]
@@ -40,6 +46,17 @@ pub struct Config {
     pub resync: Duration,
     /// Requeue interval of an app that is not ready or degraded (pods and registry are not watched).
     pub recheck: Duration,
+    /// The Service in front of the activator pods; `None` leaves idle HTTP apps without an activator.
+    pub activator: Option<ActivatorService>,
+}
+
+/// Where the activator pods are: a Service whose EndpointSlices list them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivatorService {
+    /// Namespace of the Service (the operator's).
+    pub namespace: String,
+    /// Name of the Service.
+    pub name: String,
 }
 
 impl Default for Config {
@@ -49,6 +66,7 @@ impl Default for Config {
             namespace: None,
             resync: Duration::from_secs(300),
             recheck: Duration::from_secs(30),
+            activator: None,
         }
     }
 }
@@ -72,6 +90,8 @@ pub struct Context {
     pub clock: Clock,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Whether the API server takes HPAs with `minReplicas: 0`, learnt from its answers.
+    scale_to_zero: Mutex<ScaleToZeroSupport>,
 }
 
 impl Context {
@@ -92,7 +112,24 @@ impl Context {
             resolver,
             clock: Arc::new(Timestamp::now),
             failures: Mutex::new(HashMap::new()),
+            scale_to_zero: Mutex::new(ScaleToZeroSupport::Unknown),
         }
+    }
+
+    /// What is known of the cluster's scale-to-zero support.
+    pub fn scale_to_zero_support(&self) -> ScaleToZeroSupport {
+        self.scale_to_zero.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn set_scale_to_zero_support(&self, support: ScaleToZeroSupport) {
+        *self.scale_to_zero.lock().unwrap_or_else(|e| e.into_inner()) = support;
+    }
+
+    /// The render settings, with scale to zero off once the API server refused it.
+    fn render_config(&self) -> RenderConfig {
+        let mut cfg = self.config.render.clone();
+        cfg.scale_to_zero = !matches!(self.scale_to_zero_support(), ScaleToZeroSupport::Refused(_));
+        cfg
     }
 
     /// Replace the clock (tests).
@@ -272,6 +309,7 @@ where
         "Deployment" => "Deployment",
         "Service" => "Service",
         "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
+        "EndpointSlice" => "EndpointSlice",
         _ => "object",
     };
     let existing = api.get_opt(name).await.map_err(|source| Error::Read { kind, source })?;
@@ -304,6 +342,80 @@ where
     }
 }
 
+/// Apply the HPA; when the API server refuses `minReplicas: 0` (feature gate off), remember it and apply
+/// it again with 1. Returns the HPA and the render settings that follow from the answer.
+async fn ensure_hpa(
+    app: &WasmApp,
+    ctx: &Context,
+    hpas: &Api<HorizontalPodAutoscaler>,
+    uid: &str,
+) -> Result<(Child<HorizontalPodAutoscaler>, RenderConfig), Error> {
+    let mut cfg = ctx.render_config();
+    let name = app.name_any();
+    match ensure(hpas, &name, uid, render_hpa(app, &cfg)?).await {
+        Ok(child) => {
+            if scales_to_zero(app) && cfg.scale_to_zero && matches!(child, Child::Present(_)) {
+                ctx.set_scale_to_zero_support(ScaleToZeroSupport::Supported);
+            }
+            Ok((child, cfg))
+        }
+        Err(Error::Apply { source: kube::Error::Api(status), .. })
+            if cfg.scale_to_zero && scales_to_zero(app) && refuses_min_replicas_zero(&status) =>
+        {
+            tracing::warn!(message = %status.message, "the API server refuses HPAs with minReplicas 0; apps keep 1 replica");
+            ctx.set_scale_to_zero_support(ScaleToZeroSupport::Refused(status.message.clone()));
+            cfg.scale_to_zero = false;
+            let child = ensure(hpas, &name, uid, render_hpa(app, &cfg)?).await?;
+            Ok((child, cfg))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The API server's answer to `minReplicas: 0` without the HPAScaleToZero feature gate: a 422 on that field.
+pub fn refuses_min_replicas_zero(status: &kube::core::Status) -> bool {
+    status.code == 422 && status.message.contains("minReplicas")
+}
+
+/// Keep the activator slice of an idle HTTP app that scales to zero, and delete it when the app has ready
+/// pods. Returns the activator endpoints found (`None` when the app has no use for them).
+async fn ensure_activator_slice(
+    app: &WasmApp,
+    ctx: &Context,
+    cfg: &RenderConfig,
+    deployment: Option<&Deployment>,
+    uid: &str,
+) -> Result<Option<ActivatorEndpoints>, Error> {
+    let wanted = app.spec.http.is_some() && scales_to_zero(app);
+    // Why the condition: an app that once scaled to zero may still have a slice to delete.
+    let had = app.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == SCALE_TO_ZERO);
+    if !wanted && !had {
+        return Ok(None);
+    }
+    let ns = app.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
+    let activator = match (&ctx.config.activator, wanted) {
+        (Some(svc), true) => {
+            let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &svc.namespace);
+            let lp = ListParams::default().labels(&format!("{LABEL_SERVICE_NAME}={}", svc.name));
+            let slices = api.list(&lp).await.map_err(|source| Error::Read { kind: "EndpointSlice", source })?;
+            Some(activator_endpoints(&slices.items))
+        }
+        _ => None,
+    };
+    let ready = deployment.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
+    let desired = match &activator {
+        Some(a) => render_activator_slice(app, a, ready, cfg)?,
+        None => None,
+    };
+    let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
+    match ensure(&slices, &activator_slice_name(app), uid, desired).await? {
+        Child::Present(_) => tracing::debug!("requests go to the activator"),
+        Child::Deleted => tracing::info!("requests go to the pods again"),
+        Child::Absent => {}
+    }
+    Ok(activator.or_else(|| wanted.then(ActivatorEndpoints::default)))
+}
+
 /// Pods of the app are read only when some replica is missing, to say why.
 fn missing_replicas(dep: &Deployment) -> bool {
     let desired = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -322,18 +434,11 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
     let deployments: Api<Deployment> = Api::namespaced(ctx.client.clone(), &ns);
     let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
     let hpas: Api<HorizontalPodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
-
-    let desired_dep = render_deployment(app, &component, &ctx.config.render)?;
-    let deployment = match ensure(&deployments, &name, &uid, Some(desired_dep)).await? {
-        Child::Present(d) => Some(d),
-        Child::Absent | Child::Deleted => None,
-    };
     let mut events = Vec::new();
-    let service = ensure(&services, &name, &uid, render_service(app)?).await?;
-    if matches!(service, Child::Deleted) {
-        events.push(EventSpec::new(false, "ServiceDeleted", format!("deleted Service {name}: spec.http was removed")));
-    }
-    let hpa = ensure(&hpas, &name, &uid, render_hpa(app)?).await?;
+
+    // Why the HPA first: its answer tells whether the cluster can scale to zero, which the Deployment's
+    // replicas depend on.
+    let (hpa, cfg) = ensure_hpa(app, ctx, &hpas, &uid).await?;
     if matches!(hpa, Child::Deleted) {
         events.push(EventSpec::new(
             false,
@@ -341,6 +446,17 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
             format!("deleted HorizontalPodAutoscaler {name}: spec.autoscaling was removed"),
         ));
     }
+
+    let desired_dep = render_deployment(app, &component, &cfg)?;
+    let deployment = match ensure(&deployments, &name, &uid, Some(desired_dep)).await? {
+        Child::Present(d) => Some(d),
+        Child::Absent | Child::Deleted => None,
+    };
+    let service = ensure(&services, &name, &uid, render_service(app)?).await?;
+    if matches!(service, Child::Deleted) {
+        events.push(EventSpec::new(false, "ServiceDeleted", format!("deleted Service {name}: spec.http was removed")));
+    }
+    let activator = ensure_activator_slice(app, ctx, &cfg, deployment.as_ref(), &uid).await?;
 
     let pod_failure = match &deployment {
         Some(d) if missing_replicas(d) => {
@@ -358,8 +474,11 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
         _ => None,
     };
 
-    let observed = Observed { deployment: deployment.as_ref(), pod_failure, resolve_problem };
-    let status = desired_status(app, &observed, &component, &ctx.config.render, (ctx.clock)());
+    let activator_service = ctx.config.activator.as_ref().map(|a| format!("{}/{}", a.namespace, a.name));
+    let scale_to_zero =
+        scale_to_zero_verdict(app, &ctx.scale_to_zero_support(), activator.as_ref(), activator_service.as_deref());
+    let observed = Observed { deployment: deployment.as_ref(), pod_failure, resolve_problem, scale_to_zero };
+    let status = desired_status(app, &observed, &component, &cfg, (ctx.clock)());
     events.extend(transition_events(app.status.as_ref(), &status));
     if app.status.as_ref() != Some(&status) {
         patch_status(app, ctx, &status).await?;
@@ -374,21 +493,46 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
 /// Run the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
-    let (apps, deployments, services, hpas) = match &ctx.config.namespace {
+    let (apps, deployments, services, hpas, slices) = match &ctx.config.namespace {
         Some(ns) => (
             Api::<WasmApp>::namespaced(client.clone(), ns),
             Api::<Deployment>::namespaced(client.clone(), ns),
             Api::<Service>::namespaced(client.clone(), ns),
-            Api::<HorizontalPodAutoscaler>::namespaced(client, ns),
+            Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), ns),
+            Api::<EndpointSlice>::namespaced(client.clone(), ns),
         ),
-        None => (Api::all(client.clone()), Api::all(client.clone()), Api::all(client.clone()), Api::all(client)),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
     };
     // Why the label filter: the controller only needs to see its own children, not every Deployment.
     let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    Controller::new(apps, watcher::Config::default().any_semantic())
+    let mut controller = Controller::new(apps, watcher::Config::default().any_semantic())
         .owns(deployments, ours.clone())
         .owns(services, ours.clone())
-        .owns(hpas, ours)
+        .owns(hpas, ours.clone())
+        .owns(slices, ours);
+    if let Some(activator) = &ctx.config.activator {
+        // Why every app: when activator pods come or go, every idle app's slice must follow.
+        let api: Api<EndpointSlice> = Api::namespaced(client, &activator.namespace);
+        let cfg = watcher::Config::default().labels(&format!("{LABEL_SERVICE_NAME}={}", activator.name));
+        let changes = watcher(api, cfg).filter_map(|event| async move {
+            match event {
+                Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_) | watcher::Event::InitDone) => Some(()),
+                Ok(_) => None,
+                Err(e) => {
+                    tracing::debug!(error = %e, "watching the activator's EndpointSlices");
+                    None
+                }
+            }
+        });
+        controller = controller.reconcile_all_on(changes);
+    }
+    controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {

@@ -83,7 +83,11 @@ pub const DEFAULT_SERVICE_PORT: i32 = 80;
     validation = Rule::new("!has(self.podLabels) || !('app.kubernetes.io/name' in self.podLabels || 'app.kubernetes.io/managed-by' in self.podLabels)")
         .message("podLabels must not set app.kubernetes.io/name or app.kubernetes.io/managed-by: the operator selects pods with them")
         .reason(Reason::FieldValueForbidden)
-        .field_path(".podLabels")
+        .field_path(".podLabels"),
+    validation = Rule::new("!has(self.autoscaling) || self.autoscaling.minReplicas > 0 || has(self.http) || has(self.autoscaling.metrics)")
+        .message("autoscaling.minReplicas 0 needs spec.http (for the default request-rate metric) or at least one Object or External metric: the HPA scales to zero only on those")
+        .reason(Reason::FieldValueInvalid)
+        .field_path(".autoscaling.minReplicas")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct WasmAppSpec {
@@ -158,6 +162,7 @@ pub struct WasmAppSpec {
 
     /// Tolerations of the pods.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[validate(length(max = 64))]
     pub tolerations: Vec<Toleration>,
 
     /// Affinity of the pods.
@@ -245,13 +250,15 @@ pub struct WasmVolumeMount {
     validation = Rule::new("self.maxReplicas >= self.minReplicas")
         .message("autoscaling.maxReplicas must be greater than or equal to autoscaling.minReplicas")
         .reason(Reason::FieldValueInvalid),
-    validation = Rule::new("self.minReplicas > 0 || (has(self.metrics) && self.metrics.exists(m, m.type == 'Object' || m.type == 'External'))")
+    validation = Rule::new("self.minReplicas > 0 || !has(self.metrics) || self.metrics.exists(m, m.type == 'Object' || m.type == 'External')")
         .message("autoscaling.minReplicas 0 needs at least one Object or External metric: the HPA scales to zero only on those")
         .reason(Reason::FieldValueInvalid)
+        .field_path(".minReplicas")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct AutoscalingSpec {
-    /// Lowest replica count; 0 allows scale to zero (needs the HPAScaleToZero feature gate).
+    /// Lowest replica count; 0 allows scale to zero (needs the HPAScaleToZero feature gate; idle HTTP apps
+    /// are woken by the activator).
     #[serde(default = "default_min_replicas")]
     #[validate(range(min = 0))]
     pub min_replicas: i32,
@@ -260,7 +267,14 @@ pub struct AutoscalingSpec {
     #[validate(range(min = 1))]
     pub max_replicas: i32,
 
-    /// HPA metrics (autoscaling/v2); empty means the HPA default (80% CPU).
+    /// Requests per second one replica should serve: the target of the default metric of an HTTP app that
+    /// scales to zero (used only when `metrics` is empty and `minReplicas` is 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(range(min = 1, max = 1000000))]
+    pub target_requests_per_second: Option<i32>,
+
+    /// HPA metrics (autoscaling/v2); empty means the HPA default (80% CPU), or, for an HTTP app with
+    /// `minReplicas: 0`, wasmkube's request rate (External metric `wasmkube_http_requests_per_second`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[validate(length(max = 16))]
     pub metrics: Vec<MetricSpec>,

@@ -12,7 +12,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
-use wasmkube_operator::controller::{self, Config, Context};
+use wasmkube_operator::controller::{self, ActivatorService, Config, Context};
 use wasmkube_operator::leader::{LeaderElector, LeaseConfig};
 use wasmkube_operator::metrics::Metrics;
 use wasmkube_operator::render::{RenderConfig, DEFAULT_PLACEHOLDER_IMAGE};
@@ -71,6 +71,9 @@ struct RunArgs {
     /// Log format.
     #[arg(long, env = "WASMKUBE_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
+    /// Service (in POD_NAMESPACE) whose endpoints are the activator pods; empty: no activator.
+    #[arg(long, env = "WASMKUBE_ACTIVATOR_SERVICE", default_value = "wasmkube-activator")]
+    activator_service: String,
 }
 
 #[tokio::main]
@@ -182,8 +185,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         Arc::new(OciResolver::new(args.insecure_registries.clone(), Duration::from_secs(10))) as Arc<dyn Resolver>
     });
     let config = Config {
-        render: RenderConfig { placeholder_image: args.placeholder_image, cluster_domain: args.cluster_domain },
+        render: RenderConfig {
+            placeholder_image: args.placeholder_image,
+            cluster_domain: args.cluster_domain,
+            ..RenderConfig::default()
+        },
         namespace: args.namespace,
+        activator: (!args.activator_service.is_empty()).then(|| ActivatorService {
+            namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+            name: args.activator_service.clone(),
+        }),
         ..Config::default()
     };
     let ctx = Arc::new(Context::new(client, config, metrics, resolver, Some(identity)));

@@ -3,9 +3,6 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec,
-};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
     Service, ServicePort, ServiceSpec, Volume, VolumeMount,
@@ -14,8 +11,20 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
-use crate::crd::{WasmApp, API_VERSION, DEFAULT_RUNTIME_CLASS};
+use crate::crd::{WasmApp, DEFAULT_RUNTIME_CLASS};
 use crate::error::Error;
+
+mod activator;
+mod hpa;
+
+pub use activator::{
+    activator_endpoints, activator_slice_name, render_activator_slice, ActivatorEndpoints, ACTIVATOR_SLICE_MANAGER, LABEL_SERVICE_NAME,
+    LABEL_SLICE_MANAGED_BY,
+};
+pub use hpa::{
+    render_hpa, scales_to_zero, APP_METRIC_LABEL, DEFAULT_TARGET_REQUESTS_PER_SECOND, METRIC_IN_FLIGHT,
+    METRIC_REQUESTS_PER_SECOND,
+};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "wasmkube-operator";
@@ -33,6 +42,10 @@ pub const CONTAINER_NAME: &str = "app";
 pub const HTTP_PORT_NAME: &str = "http";
 /// Env var telling the shim the port of a wasi:http component.
 pub const ENV_HTTP_PORT: &str = "WASMKUBE_HTTP_PORT";
+/// Env var telling the shim the WasmApp's name (a label of its request metrics).
+pub const ENV_APP: &str = "WASMKUBE_APP";
+/// Env var telling the shim the WasmApp's namespace (a label of its request metrics).
+pub const ENV_NAMESPACE: &str = "WASMKUBE_NAMESPACE";
 /// Env var telling the shim the outbound HTTP allowlist (comma separated `host[:port]`).
 pub const ENV_ALLOWED_OUTBOUND_HOSTS: &str = "WASMKUBE_ALLOWED_OUTBOUND_HOSTS";
 /// Directory under which each pull secret is mounted (`<dir>/<secret-name>/.dockerconfigjson`).
@@ -51,11 +64,17 @@ pub struct RenderConfig {
     pub placeholder_image: String,
     /// DNS suffix of in-cluster Service URLs.
     pub cluster_domain: String,
+    /// Whether the cluster lets an HPA scale to zero; when it does not, `minReplicas: 0` renders as 1.
+    pub scale_to_zero: bool,
 }
 
 impl Default for RenderConfig {
     fn default() -> Self {
-        Self { placeholder_image: DEFAULT_PLACEHOLDER_IMAGE.to_string(), cluster_domain: "cluster.local".to_string() }
+        Self {
+            placeholder_image: DEFAULT_PLACEHOLDER_IMAGE.to_string(),
+            cluster_domain: "cluster.local".to_string(),
+            scale_to_zero: true,
+        }
     }
 }
 
@@ -120,9 +139,12 @@ pub fn common_labels(name: &str) -> BTreeMap<String, String> {
 }
 
 /// Replicas the Deployment should have: the scale subresource's value, else the autoscaler's floor, else 1.
-pub fn desired_replicas(app: &WasmApp) -> i32 {
+/// A floor of 0 counts as 1 where the cluster cannot scale to zero, so the app keeps one replica.
+pub fn desired_replicas(app: &WasmApp, cfg: &RenderConfig) -> i32 {
     match (&app.spec.replicas, &app.spec.autoscaling) {
+        (Some(r), Some(a)) if a.min_replicas == 0 && !cfg.scale_to_zero => (*r).max(1),
         (Some(r), _) => *r,
+        (None, Some(a)) if !cfg.scale_to_zero => a.min_replicas.max(1),
         (None, Some(a)) => a.min_replicas,
         (None, None) => 1,
     }
@@ -141,7 +163,7 @@ pub fn service_url(app: &WasmApp, cfg: &RenderConfig) -> Option<String> {
 }
 
 /// Metadata of a child: same name and namespace as the app, our labels, the app as controlling owner.
-fn child_meta(app: &WasmApp) -> Result<ObjectMeta, Error> {
+pub(crate) fn child_meta(app: &WasmApp) -> Result<ObjectMeta, Error> {
     let name = app.meta().name.clone().ok_or(Error::MissingObjectKey("metadata.name"))?;
     let namespace = app.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?;
     Ok(ObjectMeta {
@@ -165,16 +187,16 @@ fn pull_secret_volume_name(index: usize) -> String {
 
 /// Env the shim reads and strips before the guest starts.
 fn runtime_env(app: &WasmApp) -> Vec<EnvVar> {
-    let mut env = Vec::new();
+    let literal = |name: &str, value: String| EnvVar { name: name.to_string(), value: Some(value), ..EnvVar::default() };
+    let mut env = vec![
+        literal(ENV_APP, app.name_any()),
+        literal(ENV_NAMESPACE, app.namespace().unwrap_or_default()),
+    ];
     if let Some(http) = &app.spec.http {
-        env.push(EnvVar { name: ENV_HTTP_PORT.to_string(), value: Some(http.port.to_string()), ..EnvVar::default() });
+        env.push(literal(ENV_HTTP_PORT, http.port.to_string()));
     }
     if !app.spec.allowed_outbound_hosts.is_empty() {
-        env.push(EnvVar {
-            name: ENV_ALLOWED_OUTBOUND_HOSTS.to_string(),
-            value: Some(app.spec.allowed_outbound_hosts.join(",")),
-            ..EnvVar::default()
-        });
+        env.push(literal(ENV_ALLOWED_OUTBOUND_HOSTS, app.spec.allowed_outbound_hosts.join(",")));
     }
     env
 }
@@ -302,7 +324,7 @@ pub fn render_deployment(
     Ok(Deployment {
         metadata: meta,
         spec: Some(DeploymentSpec {
-            replicas: Some(desired_replicas(app)),
+            replicas: Some(desired_replicas(app, cfg)),
             selector: LabelSelector { match_labels: Some(selector_labels(&name)), ..LabelSelector::default() },
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
@@ -336,28 +358,6 @@ pub fn render_service(app: &WasmApp) -> Result<Option<Service>, Error> {
                 ..ServicePort::default()
             }]),
             ..ServiceSpec::default()
-        }),
-        status: None,
-    }))
-}
-
-/// The HPA that scales the WasmApp itself (its scale subresource); `None` without `autoscaling`.
-pub fn render_hpa(app: &WasmApp) -> Result<Option<HorizontalPodAutoscaler>, Error> {
-    let Some(scaling) = &app.spec.autoscaling else {
-        return Ok(None);
-    };
-    Ok(Some(HorizontalPodAutoscaler {
-        metadata: child_meta(app)?,
-        spec: Some(HorizontalPodAutoscalerSpec {
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some(API_VERSION.to_string()),
-                kind: WasmApp::kind(&()).to_string(),
-                name: app.name_any(),
-            },
-            min_replicas: Some(scaling.min_replicas),
-            max_replicas: scaling.max_replicas,
-            metrics: (!scaling.metrics.is_empty()).then(|| scaling.metrics.clone()),
-            behavior: scaling.behavior.clone(),
         }),
         status: None,
     }))

@@ -6,7 +6,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{WasmApp, WasmAppStatus};
-use crate::render::{selector_string, service_url, RenderConfig, ResolvedComponent, CONTAINER_NAME};
+use crate::render::{
+    scales_to_zero, selector_string, service_url, ActivatorEndpoints, RenderConfig, ResolvedComponent, CONTAINER_NAME,
+};
 
 /// Condition: every desired replica is available.
 pub const READY: &str = "Ready";
@@ -14,6 +16,8 @@ pub const READY: &str = "Ready";
 pub const PROGRESSING: &str = "Progressing";
 /// Condition: something needs a human (unresolved component, failing pods, failed writes).
 pub const DEGRADED: &str = "Degraded";
+/// Condition of apps with `autoscaling.minReplicas: 0`: whether they can really scale to zero.
+pub const SCALE_TO_ZERO: &str = "ScaleToZero";
 
 /// A problem to show in the `Degraded` condition.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +44,8 @@ pub struct Observed<'a> {
     pub pod_failure: Option<Problem>,
     /// Why the component could not be resolved to a digest, if it could not.
     pub resolve_problem: Option<Problem>,
+    /// The `ScaleToZero` condition, for apps that ask for it.
+    pub scale_to_zero: Option<Verdict>,
 }
 
 /// Container waiting reasons that mean the app cannot start by itself.
@@ -153,13 +159,20 @@ pub struct Verdict {
 }
 
 impl Verdict {
-    fn new(type_: &'static str, status: bool, reason: &str, message: String) -> Self {
+    /// A verdict from its parts.
+    pub fn new(type_: &'static str, status: bool, reason: &str, message: String) -> Self {
         Self { type_, status, reason: reason.to_string(), message }
     }
 }
 
-/// The three conditions for what was observed.
-pub fn verdicts(observed: &Observed<'_>) -> [Verdict; 3] {
+/// The conditions for what was observed: `Ready`, `Progressing`, `Degraded`, and `ScaleToZero` when asked for.
+pub fn verdicts(observed: &Observed<'_>) -> Vec<Verdict> {
+    let mut verdicts = base_verdicts(observed).to_vec();
+    verdicts.extend(observed.scale_to_zero.clone());
+    verdicts
+}
+
+fn base_verdicts(observed: &Observed<'_>) -> [Verdict; 3] {
     let Some(dep) = observed.deployment else {
         return [
             Verdict::new(READY, false, "DeploymentMissing", "no Deployment yet".into()),
@@ -279,4 +292,60 @@ pub fn degraded_status(app: &WasmApp, problem: &Problem, now: Timestamp) -> Wasm
 /// The `Degraded` condition of a status, if set.
 pub fn degraded(status: Option<&WasmAppStatus>) -> Option<&Condition> {
     status?.conditions.iter().find(|c| c.type_ == DEGRADED && c.status == "True")
+}
+
+/// What the operator learnt of the cluster's HPA scale-to-zero support (the `HPAScaleToZero` feature gate).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ScaleToZeroSupport {
+    /// No HPA with `minReplicas: 0` was applied yet.
+    #[default]
+    Unknown,
+    /// The API server accepted an HPA with `minReplicas: 0`.
+    Supported,
+    /// The API server refused `minReplicas: 0`, with this message.
+    Refused(String),
+}
+
+/// The `ScaleToZero` condition of an app with `autoscaling.minReplicas: 0`; `None` for other apps.
+/// `activator` is the activator found for an HTTP app (`None`: not configured or not an HTTP app).
+pub fn scale_to_zero_verdict(
+    app: &WasmApp,
+    support: &ScaleToZeroSupport,
+    activator: Option<&ActivatorEndpoints>,
+    activator_service: Option<&str>,
+) -> Option<Verdict> {
+    if !scales_to_zero(app) {
+        return None;
+    }
+    Some(match (support, app.spec.http.is_some(), activator) {
+        (ScaleToZeroSupport::Refused(msg), _, _) => Verdict::new(
+            SCALE_TO_ZERO,
+            false,
+            "Unsupported",
+            format!(
+                "the API server refused an HPA with minReplicas 0 (is the HPAScaleToZero feature gate off?), so the app keeps 1 replica: {msg}"
+            ),
+        ),
+        (_, false, _) => Verdict::new(
+            SCALE_TO_ZERO,
+            true,
+            "Enabled",
+            "the HPA may scale the app to zero on its Object/External metrics".into(),
+        ),
+        (_, true, Some(a)) if !a.addresses.is_empty() => Verdict::new(
+            SCALE_TO_ZERO,
+            true,
+            "Enabled",
+            format!("idle, the app scales to zero; requests that arrive then wait at the activator ({} ready)", a.addresses.len()),
+        ),
+        (_, true, _) => Verdict::new(
+            SCALE_TO_ZERO,
+            false,
+            "ActivatorUnavailable",
+            format!(
+                "no ready activator pod in Service {}: requests that arrive while the app has no ready replica fail",
+                activator_service.unwrap_or("<not configured>")
+            ),
+        ),
+    })
 }

@@ -150,6 +150,13 @@ fn base() -> Value {
 }
 
 /// Set `value` at the JSON pointer `pointer` (parents must exist); `Value::Null` removes the key.
+fn without_http(mut manifest: Value) -> Value {
+    if let Some(spec) = manifest["spec"].as_object_mut() {
+        spec.remove("http");
+    }
+    manifest
+}
+
 fn with(pointer: &str, value: Value) -> Value {
     let mut obj = base();
     let (parent, key) = pointer.rsplit_once('/').unwrap();
@@ -188,6 +195,8 @@ fn good_variants_are_accepted() {
                 "target": {"type": "Value", "value": "1"}}}]}),
         ),
         with("/spec/http", json!({})),
+        // An HTTP app scales to zero on wasmkube's default request-rate metric.
+        with("/spec/autoscaling", json!({"minReplicas": 0, "maxReplicas": 2, "targetRequestsPerSecond": 50})),
     ];
     for (i, case) in cases.iter().enumerate() {
         let errors = validate(case);
@@ -228,8 +237,17 @@ fn broken_manifests_are_rejected_with_clear_messages() {
             "autoscaling.maxReplicas must be greater than or equal to autoscaling.minReplicas",
         ),
         (
-            "zero without external metric",
-            with("/spec/autoscaling", json!({"minReplicas": 0, "maxReplicas": 2})),
+            "zero without http or metric",
+            without_http(with("/spec/autoscaling", json!({"minReplicas": 0, "maxReplicas": 2}))),
+            "autoscaling.minReplicas 0 needs spec.http (for the default request-rate metric)",
+        ),
+        (
+            "zero on a pods metric",
+            with(
+                "/spec/autoscaling",
+                json!({"minReplicas": 0, "maxReplicas": 2, "metrics": [{"type": "Resource", "resource": {
+                    "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]}),
+            ),
             "minReplicas 0 needs at least one Object or External metric",
         ),
         ("zero max", with("/spec/autoscaling", json!({"maxReplicas": 0})), "0 is less than the minimum of 1"),
@@ -319,7 +337,7 @@ fn cel_rules_compile_and_stay_within_the_cost_budget() {
             let rule = rule["rule"].as_str().unwrap();
             for w in estimate_rule_cost(rule, &compiled) {
                 if w.kind == WarningKind::CostExceeded {
-                    problems.push(format!("{path}: {}", w.message));
+                    problems.push(format!("{path}: {rule}: {}", w.message));
                 }
             }
         }

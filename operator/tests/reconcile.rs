@@ -221,6 +221,7 @@ async fn new_http_app_is_resolved_applied_and_reported() {
     let reg = registry(Ok(DIGEST));
     let dep_reply = server_deployment(&app, &pinned(DIGEST), 0);
     let steps = vec![
+        Step::get(HPA).not_found(),
         Step::get(DEPLOY).not_found(),
         Step::apply(DEPLOY)
             .check(|b| {
@@ -231,7 +232,14 @@ async fn new_http_app_is_resolved_applied_and_reported() {
                 let c = &pod["containers"][0];
                 assert_eq!(c["command"], json!([format!("oci://ghcr.io/org/hello@{DIGEST}")]));
                 assert_eq!(c["image"], "registry.k8s.io/pause:3.10");
-                assert_eq!(c["env"], json!([{"name": "WASMKUBE_HTTP_PORT", "value": "8080"}]));
+                assert_eq!(
+                    c["env"],
+                    json!([
+                        {"name": "WASMKUBE_APP", "value": "hello"},
+                        {"name": "WASMKUBE_NAMESPACE", "value": "apps"},
+                        {"name": "WASMKUBE_HTTP_PORT", "value": "8080"}
+                    ])
+                );
                 assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/");
             })
             .reply(200, dep_reply),
@@ -240,7 +248,6 @@ async fn new_http_app_is_resolved_applied_and_reported() {
             assert_eq!(b["kind"], "Service");
             assert_eq!(b["spec"]["ports"][0]["port"], 80);
         }),
-        Step::get(HPA).not_found(),
         Step::get(PODS).reply(200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})),
         Step::apply(STATUS).check(|b| {
             assert_eq!(b["kind"], "WasmApp");
@@ -289,9 +296,9 @@ async fn unchanged_app_makes_no_writes() {
     let app = app(spec, Some(serde_json::to_value(&status).unwrap()));
     let reg = registry(Ok("sha256:moved"));
     let steps = vec![
+        Step::get(HPA).not_found(),
         Step::get(DEPLOY).reply(200, server_dep),
         Step::get(SERVICE).reply(200, owned_service(&app)),
-        Step::get(HPA).not_found(),
     ];
     let run = run(app, Some(reg.clone()), steps).await;
     assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(300)));
@@ -303,7 +310,7 @@ async fn removed_http_and_autoscaling_delete_their_children() {
     let before =
         app(json!({"component": "ghcr.io/org/hello:1.0", "http": {}, "autoscaling": {"maxReplicas": 3}}), None);
     let service = owned_service(&before);
-    let hpa = serde_json::to_value(render_hpa(&before).unwrap().unwrap()).unwrap();
+    let hpa = serde_json::to_value(render_hpa(&before, &RenderConfig::default()).unwrap().unwrap()).unwrap();
     let status = json!({
         "observedGeneration": 1, "replicas": 1, "readyReplicas": 1,
         "selector": "app.kubernetes.io/managed-by=wasmkube-operator,app.kubernetes.io/name=hello",
@@ -319,13 +326,13 @@ async fn removed_http_and_autoscaling_delete_their_children() {
     let deleted = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
     let server_dep = server_deployment(&app, &pinned(DIGEST), 1);
     let steps = vec![
+        Step::get(HPA).reply(200, hpa),
+        Step::new("DELETE", HPA).reply(200, deleted.clone()),
         Step::get(DEPLOY).reply(200, server_dep.clone()),
         Step::get(SERVICE).reply(200, service),
         Step::new("DELETE", SERVICE)
             .check(|b| assert_eq!(b["propagationPolicy"], "Background"))
-            .reply(200, deleted.clone()),
-        Step::get(HPA).reply(200, hpa),
-        Step::new("DELETE", HPA).reply(200, deleted),
+            .reply(200, deleted),
         Step::apply(STATUS).check(|b| {
             let s = &b["status"];
             assert!(s.get("url").is_none(), "url must go with the Service: {s}");
@@ -334,8 +341,8 @@ async fn removed_http_and_autoscaling_delete_their_children() {
             assert_eq!(condition(s, "Ready")["lastTransitionTime"], "2023-01-01T00:00:00Z");
             assert_eq!(condition(s, "Ready")["observedGeneration"], 2);
         }),
-        event("ServiceDeleted", "Normal"),
         event("AutoscalerDeleted", "Normal"),
+        event("ServiceDeleted", "Normal"),
     ];
     let run = run(app, Some(registry(Err("unused"))), steps).await;
     assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(300)));
@@ -345,6 +352,7 @@ async fn removed_http_and_autoscaling_delete_their_children() {
 async fn apply_conflict_degrades_and_backs_off() {
     let app = app(json!({"component": format!("ghcr.io/org/hello@{DIGEST}")}), None);
     let steps = vec![
+        Step::get(HPA).not_found(),
         Step::get(DEPLOY).not_found(),
         Step::apply(DEPLOY).reply(409, api_status(409, "Conflict")),
         Step::apply(STATUS).check(|b| {
@@ -371,6 +379,7 @@ async fn apply_conflict_degrades_and_backs_off() {
 async fn server_errors_never_panic_even_when_the_status_write_fails() {
     let app = app(json!({"component": format!("ghcr.io/org/hello@{DIGEST}")}), None);
     let steps = vec![
+        Step::get(HPA).not_found(),
         Step::get(DEPLOY).reply(500, api_status(500, "InternalError")),
         Step::apply(STATUS).reply(503, api_status(503, "ServiceUnavailable")),
         event("ReadFailed", "Warning"),
@@ -383,13 +392,13 @@ async fn server_errors_never_panic_even_when_the_status_write_fails() {
 async fn unreachable_registry_on_first_rollout_runs_the_tag_visibly() {
     let app = app(json!({"component": "ghcr.io/org/hello:1.0"}), None);
     let steps = vec![
+        Step::get(HPA).not_found(),
         Step::get(DEPLOY).not_found(),
         Step::apply(DEPLOY).check(|b| {
             let c = &b["spec"]["template"]["spec"]["containers"][0];
             assert_eq!(c["command"], json!(["oci://ghcr.io/org/hello:1.0"]));
         }),
         Step::get(SERVICE).not_found(),
-        Step::get(HPA).not_found(),
         Step::get(PODS).reply(200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})),
         Step::apply(STATUS).check(|b| {
             let d = condition(&b["status"], "Degraded");
@@ -418,9 +427,9 @@ async fn unreachable_registry_keeps_the_last_good_digest() {
     let app = app(json!({"component": "ghcr.io/org/hello:2.0"}), Some(status));
     // No Deployment write: the pods keep the old digest instead of rolling to an unresolved tag.
     let steps = vec![
+        Step::get(HPA).not_found(),
         Step::get(DEPLOY).reply(200, server_dep),
         Step::get(SERVICE).not_found(),
-        Step::get(HPA).not_found(),
         Step::apply(STATUS).check(|b| {
             let s = &b["status"];
             assert_eq!(s["componentDigest"], OLD_DIGEST);
@@ -445,6 +454,7 @@ async fn a_foreign_object_with_the_childs_name_is_not_taken_over() {
     let foreign = json!({"apiVersion": "v1", "kind": "Service",
         "metadata": {"name": "hello", "namespace": "apps"}, "spec": {"ports": [{"port": 80}]}});
     let steps = vec![
+        Step::get(HPA).not_found(),
         Step::get(DEPLOY).reply(200, server_dep),
         Step::get(SERVICE).reply(200, foreign),
         Step::apply(STATUS).check(|b| {

@@ -2,9 +2,10 @@
 
 use serde_json::{json, Value};
 use wasmkube_operator::crd::WasmApp;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use wasmkube_operator::render::{
-    desired_replicas, render_deployment, render_hpa, render_service, selector_string, service_url,
-    unresolved_component, RenderConfig, ResolvedComponent,
+    activator_endpoints, desired_replicas, render_activator_slice, render_deployment, render_hpa, render_service,
+    selector_string, service_url, unresolved_component, ActivatorEndpoints, RenderConfig, ResolvedComponent,
 };
 
 const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
@@ -68,6 +69,8 @@ fn minimal_cli_app() {
             "image": "registry.k8s.io/pause:3.10",
             "imagePullPolicy": "IfNotPresent",
             "command": [format!("oci://ghcr.io/org/hello@{DIGEST}")],
+            // The shim labels the app's request metrics with these, and strips them from the guest's env.
+            "env": [{"name": "WASMKUBE_APP", "value": "hello"}, {"name": "WASMKUBE_NAMESPACE", "value": "apps"}],
             "terminationMessagePolicy": "FallbackToLogsOnError"
         })
     );
@@ -82,7 +85,7 @@ fn minimal_cli_app() {
     );
     assert_eq!(selector_string("hello"), "app.kubernetes.io/managed-by=wasmkube-operator,app.kubernetes.io/name=hello");
     assert!(render_service(&app(json!({"component": "x"}))).unwrap().is_none());
-    assert!(render_hpa(&app(json!({"component": "x"}))).unwrap().is_none());
+    assert!(render_hpa(&app(json!({"component": "x"})), &RenderConfig::default()).unwrap().is_none());
 }
 
 #[test]
@@ -98,6 +101,8 @@ fn http_app_gets_port_env_probe_service_and_url() {
     assert_eq!(
         c["env"],
         json!([
+            {"name": "WASMKUBE_APP", "value": "hello"},
+            {"name": "WASMKUBE_NAMESPACE", "value": "apps"},
             {"name": "WASMKUBE_HTTP_PORT", "value": "9000"},
             {"name": "WASMKUBE_ALLOWED_OUTBOUND_HOSTS", "value": "api.example.com:443,*.example.org"}
         ])
@@ -152,7 +157,9 @@ fn guest_args_env_and_volumes() {
         c["env"],
         json!([
             {"name": "A", "value": "1"},
-            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+            {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "WASMKUBE_APP", "value": "hello"},
+            {"name": "WASMKUBE_NAMESPACE", "value": "apps"}
         ])
     );
     assert_eq!(
@@ -185,7 +192,11 @@ fn pull_secrets_are_mounted_for_the_shim_not_put_in_env() {
             {"name": "wasmkube-pull-secret-1", "mountPath": "/var/run/wasmkube/pull-secrets/other", "readOnly": true}
         ])
     );
-    assert!(container(&dep).get("env").is_none());
+    // Only the runtime's own env: the credentials stay in the mounted files.
+    assert_eq!(
+        container(&dep)["env"],
+        json!([{"name": "WASMKUBE_APP", "value": "hello"}, {"name": "WASMKUBE_NAMESPACE", "value": "apps"}])
+    );
     assert!(pod.get("imagePullSecrets").is_none());
     assert!(dep["spec"]["template"]["metadata"].get("annotations").is_none());
 }
@@ -236,16 +247,17 @@ fn placeholder_image_is_configurable() {
 
 #[test]
 fn replicas_and_autoscaling() {
-    assert_eq!(desired_replicas(&app(json!({"component": "x", "replicas": 4}))), 4);
-    assert_eq!(desired_replicas(&app(json!({"component": "x"}))), 1);
+    let cfg = RenderConfig::default();
+    assert_eq!(desired_replicas(&app(json!({"component": "x", "replicas": 4})), &cfg), 4);
+    assert_eq!(desired_replicas(&app(json!({"component": "x"})), &cfg), 1);
     let scaled = app(json!({
         "component": "x",
         "autoscaling": {"minReplicas": 0, "maxReplicas": 5, "metrics": [{"type": "External", "external": {
             "metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]}
     }));
     // Scale from zero: the app starts at the autoscaler's floor until the HPA writes spec.replicas.
-    assert_eq!(desired_replicas(&scaled), 0);
-    let hpa = serde_json::to_value(render_hpa(&scaled).unwrap().unwrap()).unwrap();
+    assert_eq!(desired_replicas(&scaled, &cfg), 0);
+    let hpa = serde_json::to_value(render_hpa(&scaled, &cfg).unwrap().unwrap()).unwrap();
     assert_eq!(hpa["apiVersion"], "autoscaling/v2");
     assert_eq!(hpa["metadata"]["name"], "hello");
     assert_eq!(hpa["metadata"]["ownerReferences"][0]["kind"], "WasmApp");
@@ -262,7 +274,7 @@ fn replicas_and_autoscaling() {
     // The HPA writes spec.replicas through the scale subresource; the Deployment follows it.
     let mut written = scaled.clone();
     written.spec.replicas = Some(3);
-    assert_eq!(desired_replicas(&written), 3);
+    assert_eq!(desired_replicas(&written, &cfg), 3);
 }
 
 #[test]
@@ -285,4 +297,142 @@ fn render_needs_the_object_keys() {
     a.metadata.uid = None;
     let err = render_deployment(&a, &pinned(), &RenderConfig::default()).unwrap_err();
     assert_eq!(err.category(), "MissingObjectKey");
+}
+
+/// An HTTP app that scales to zero, with the given extra `autoscaling` fields.
+fn idle_http_app(autoscaling: Value) -> WasmApp {
+    let mut scaling = json!({"minReplicas": 0, "maxReplicas": 4});
+    if let (Some(base), Some(extra)) = (scaling.as_object_mut(), autoscaling.as_object()) {
+        base.extend(extra.clone());
+    }
+    app(json!({"component": "x", "http": {}, "autoscaling": scaling}))
+}
+
+#[test]
+fn scale_to_zero_defaults_to_the_request_rate_metric() {
+    let cfg = RenderConfig::default();
+    let hpa = serde_json::to_value(render_hpa(&idle_http_app(json!({})), &cfg).unwrap().unwrap()).unwrap();
+    assert_eq!(
+        hpa["spec"],
+        json!({
+            "scaleTargetRef": {"apiVersion": "wasmkube.dev/v1alpha1", "kind": "WasmApp", "name": "hello"},
+            "minReplicas": 0,
+            "maxReplicas": 4,
+            "metrics": [{"type": "External", "external": {
+                "metric": {"name": "wasmkube_http_requests_per_second",
+                           "selector": {"matchLabels": {"wasmkube.dev/app": "hello"}}},
+                "target": {"type": "AverageValue", "averageValue": "100"}}}]
+        })
+    );
+    let tuned = render_hpa(&idle_http_app(json!({"targetRequestsPerSecond": 25})), &cfg).unwrap().unwrap();
+    let tuned = serde_json::to_value(tuned).unwrap();
+    assert_eq!(tuned["spec"]["metrics"][0]["external"]["target"]["averageValue"], "25");
+    // The user's metrics are kept as written.
+    let own = json!({"metrics": [{"type": "Object", "object": {
+        "describedObject": {"kind": "Service", "name": "q", "apiVersion": "v1"},
+        "metric": {"name": "depth"}, "target": {"type": "Value", "value": "5"}}}]});
+    let own_hpa = serde_json::to_value(render_hpa(&idle_http_app(own.clone()), &cfg).unwrap().unwrap()).unwrap();
+    assert_eq!(own_hpa["spec"]["metrics"], own["metrics"]);
+    // An app with a floor of one keeps the HPA's own default (CPU).
+    let floor = app(json!({"component": "x", "http": {}, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}));
+    let floor_hpa = serde_json::to_value(render_hpa(&floor, &cfg).unwrap().unwrap()).unwrap();
+    assert!(floor_hpa["spec"].get("metrics").is_none());
+}
+
+#[test]
+fn without_cluster_support_scale_to_zero_keeps_one_replica() {
+    let cfg = RenderConfig { scale_to_zero: false, ..RenderConfig::default() };
+    let app = idle_http_app(json!({}));
+    let hpa = serde_json::to_value(render_hpa(&app, &cfg).unwrap().unwrap()).unwrap();
+    assert_eq!(hpa["spec"]["minReplicas"], 1);
+    assert_eq!(desired_replicas(&app, &cfg), 1);
+    let mut scaled_down = app.clone();
+    scaled_down.spec.replicas = Some(0);
+    assert_eq!(desired_replicas(&scaled_down, &cfg), 1);
+    assert_eq!(desired_replicas(&scaled_down, &RenderConfig::default()), 0);
+    let activator = ActivatorEndpoints { address_type: "IPv4".into(), addresses: vec!["10.0.0.7".into()], port: Some(8090) };
+    assert!(render_activator_slice(&app, &activator, 0, &cfg).unwrap().is_none());
+}
+
+fn slice(address_type: &str, port: i32, endpoints: Value) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"name": "wasmkube-activator-abcde", "namespace": "wasmkube-system"},
+        "addressType": address_type,
+        "ports": [{"name": "metrics", "port": 8080}, {"name": "http", "port": port, "protocol": "TCP"}],
+        "endpoints": endpoints,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn activator_endpoints_are_the_ready_addresses_ipv4_first() {
+    let slices = [
+        slice("IPv6", 8090, json!([{"addresses": ["fd00::7"], "conditions": {"ready": true}}])),
+        slice(
+            "IPv4",
+            8090,
+            json!([
+                {"addresses": ["10.0.0.9"], "conditions": {"ready": true}},
+                {"addresses": ["10.0.0.8"], "conditions": {"ready": false}},
+                {"addresses": ["10.0.0.7"]}
+            ]),
+        ),
+    ];
+    assert_eq!(
+        activator_endpoints(&slices),
+        ActivatorEndpoints {
+            address_type: "IPv4".into(),
+            addresses: vec!["10.0.0.7".into(), "10.0.0.9".into()],
+            port: Some(8090)
+        }
+    );
+    let none_ready = [slice("IPv4", 8090, json!([{"addresses": ["10.0.0.8"], "conditions": {"ready": false}}]))];
+    assert!(activator_endpoints(&none_ready).addresses.is_empty());
+    assert_eq!(activator_endpoints(&[]), ActivatorEndpoints::default());
+}
+
+#[test]
+fn activator_slice_only_while_the_app_has_no_ready_pod() {
+    let cfg = RenderConfig::default();
+    let app = idle_http_app(json!({}));
+    let activator = ActivatorEndpoints {
+        address_type: "IPv4".into(),
+        addresses: vec!["10.0.0.7".into(), "10.0.0.9".into()],
+        port: Some(8090),
+    };
+    let slice = serde_json::to_value(render_activator_slice(&app, &activator, 0, &cfg).unwrap().unwrap()).unwrap();
+    assert_eq!(slice["apiVersion"], "discovery.k8s.io/v1");
+    assert_eq!(slice["metadata"]["name"], "hello-activator");
+    assert_eq!(slice["metadata"]["namespace"], "apps");
+    assert_eq!(slice["metadata"]["labels"]["kubernetes.io/service-name"], "hello");
+    assert_eq!(slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "wasmkube.dev-activator");
+    assert_eq!(slice["metadata"]["labels"]["app.kubernetes.io/managed-by"], "wasmkube-operator");
+    assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "WasmApp");
+    assert_eq!(slice["addressType"], "IPv4");
+    assert_eq!(slice["ports"], json!([{"name": "http", "port": 8090, "protocol": "TCP"}]));
+    assert_eq!(
+        slice["endpoints"],
+        json!([
+            {"addresses": ["10.0.0.7"], "conditions": {"ready": true}},
+            {"addresses": ["10.0.0.9"], "conditions": {"ready": true}}
+        ])
+    );
+    // Scaled up with a ready pod: the pods take the traffic.
+    let mut up = app.clone();
+    up.spec.replicas = Some(2);
+    assert!(render_activator_slice(&up, &activator, 1, &cfg).unwrap().is_none());
+    // Starting (no pod ready yet): the activator holds requests.
+    assert!(render_activator_slice(&up, &activator, 0, &cfg).unwrap().is_some());
+    // Being scaled to zero: switch before the pods go, though they are still ready.
+    let mut down = app.clone();
+    down.spec.replicas = Some(0);
+    assert!(render_activator_slice(&down, &activator, 2, &cfg).unwrap().is_some());
+    // No ready activator, no slice; apps that do not scale to zero or serve HTTP never get one.
+    assert!(render_activator_slice(&app, &ActivatorEndpoints::default(), 0, &cfg).unwrap().is_none());
+    let fixed = self::app(json!({"component": "x", "http": {}, "replicas": 0}));
+    assert!(render_activator_slice(&fixed, &activator, 0, &cfg).unwrap().is_none());
+    let cli = self::app(json!({"component": "x", "autoscaling": {"minReplicas": 0, "maxReplicas": 2,
+        "metrics": [{"type": "External", "external": {"metric": {"name": "q"}, "target": {"type": "Value", "value": "1"}}}]}}));
+    assert!(render_activator_slice(&cli, &activator, 0, &cfg).unwrap().is_none());
 }
