@@ -12,12 +12,12 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::Client;
 use serde_json::{json, Value};
-use wasmkube_operator::controller::{error_policy, reconcile, Config, Context};
+use wasmkube_operator::controller::{error_policy, reconcile, ActivatorService, Config, Context};
 use wasmkube_operator::crd::WasmApp;
 use wasmkube_operator::metrics::Metrics;
 use wasmkube_operator::render::{render_deployment, render_hpa, render_service, RenderConfig, ResolvedComponent};
 use wasmkube_operator::resolve::{BoxError, Resolver};
-use wasmkube_operator::status::{desired_status, Observed};
+use wasmkube_operator::status::{desired_status, Observed, ScaleToZeroSupport};
 
 const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
 const OLD_DIGEST: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
@@ -27,6 +27,8 @@ const HPA: &str = "/apis/autoscaling/v2/namespaces/apps/horizontalpodautoscalers
 const PODS: &str = "/api/v1/namespaces/apps/pods";
 const STATUS: &str = "/apis/wasmkube.dev/v1alpha1/namespaces/apps/wasmapps/hello/status";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/apps/events";
+const ACTIVATOR_SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/wasmkube-system/endpointslices";
+const APP_SLICE: &str = "/apis/discovery.k8s.io/v1/namespaces/apps/endpointslices/hello-activator";
 
 type Check = Box<dyn FnOnce(&Value) + Send>;
 
@@ -178,11 +180,15 @@ struct Run {
 }
 
 async fn run(app: WasmApp, resolver: Option<Arc<FakeRegistry>>, steps: Vec<Step>) -> Run {
+    run_with(app, resolver, Config::default(), steps).await
+}
+
+async fn run_with(app: WasmApp, resolver: Option<Arc<FakeRegistry>>, config: Config, steps: Vec<Step>) -> Run {
     let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(mock, "default");
     let resolver = resolver.map(|r| r as Arc<dyn Resolver>);
     let ctx = Arc::new(
-        Context::new(client, Config::default(), Arc::new(Metrics::default()), resolver, Some("test".into()))
+        Context::new(client, config, Arc::new(Metrics::default()), resolver, Some("test".into()))
             .with_clock(Arc::new(now)),
     );
     let app_json = serde_json::to_value(&app).unwrap();
@@ -466,4 +472,174 @@ async fn a_foreign_object_with_the_childs_name_is_not_taken_over() {
     ];
     let run = run(app, None, steps).await;
     assert_eq!(run.result.unwrap_err().category(), "NameConflict");
+}
+
+/// The operator's settings with the activator Service of the chart.
+fn with_activator() -> Config {
+    Config {
+        activator: Some(ActivatorService { namespace: "wasmkube-system".into(), name: "wasmkube-activator".into() }),
+        ..Config::default()
+    }
+}
+
+/// The activator Service's EndpointSlices as the EndpointSlice controller writes them.
+fn activator_slices(ready: &[&str]) -> Value {
+    let endpoints: Vec<Value> =
+        ready.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true, "serving": true}})).collect();
+    json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1", "metadata": {}, "items": [{
+        "metadata": {"name": "wasmkube-activator-x7k2p", "namespace": "wasmkube-system",
+                     "labels": {"kubernetes.io/service-name": "wasmkube-activator"}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8090, "protocol": "TCP"}, {"name": "metrics", "port": 8080}],
+        "endpoints": endpoints,
+    }]})
+}
+
+fn list_activator_slices(ready: &[&str]) -> Step {
+    let mut step = Step::get(ACTIVATOR_SLICES).reply(200, activator_slices(ready));
+    step.query = vec!["labelSelector=kubernetes.io%2Fservice-name%3Dwasmkube-activator"];
+    step
+}
+
+fn idle_spec() -> Value {
+    json!({"component": format!("ghcr.io/org/hello@{DIGEST}"), "http": {}, "autoscaling": {"minReplicas": 0, "maxReplicas": 3}})
+}
+
+#[tokio::test]
+async fn idle_http_app_is_scaled_to_zero_behind_the_activator() {
+    let app = app(idle_spec(), None);
+    let dep_reply = {
+        let mut d = server_deployment(&app, &pinned(DIGEST), 0);
+        d["status"] = json!({"observedGeneration": 1});
+        d
+    };
+    let steps = vec![
+        Step::get(HPA).not_found(),
+        Step::apply(HPA).check(|b| {
+            assert_eq!(b["spec"]["minReplicas"], 0);
+            assert_eq!(b["spec"]["metrics"][0]["external"]["metric"]["name"], "wasmkube_http_requests_per_second");
+        }),
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY).check(|b| assert_eq!(b["spec"]["replicas"], 0)).reply(200, dep_reply),
+        Step::get(SERVICE).not_found(),
+        Step::apply(SERVICE),
+        list_activator_slices(&["10.244.0.7", "10.244.1.9"]),
+        Step::get(APP_SLICE).not_found(),
+        Step::apply(APP_SLICE).check(|b| {
+            assert_eq!(b["kind"], "EndpointSlice");
+            assert_eq!(b["metadata"]["labels"]["kubernetes.io/service-name"], "hello");
+            assert_eq!(b["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "wasmkube.dev-activator");
+            assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+            assert_eq!(b["ports"], json!([{"name": "http", "port": 8090, "protocol": "TCP"}]));
+            let ips: Vec<&Value> = b["endpoints"].as_array().unwrap().iter().map(|e| &e["addresses"][0]).collect();
+            assert_eq!(ips, [&json!("10.244.0.7"), &json!("10.244.1.9")]);
+        }),
+        Step::apply(STATUS).check(|b| {
+            let s = &b["status"];
+            let stz = condition(s, "ScaleToZero");
+            assert_eq!((&stz["status"], &stz["reason"]), (&json!("True"), &json!("Enabled")), "{stz}");
+            assert_eq!(condition(s, "Ready")["reason"], "ScaledToZero");
+        }),
+        event("ComponentResolved", "Normal"),
+    ];
+    let run = run_with(app, None, with_activator(), steps).await;
+    run.result.unwrap();
+    assert_eq!(run.ctx.scale_to_zero_support(), ScaleToZeroSupport::Supported);
+}
+
+#[tokio::test]
+async fn a_ready_pod_takes_the_traffic_back_from_the_activator() {
+    let mut spec = idle_spec();
+    spec["replicas"] = json!(1);
+    let bare = app(spec.clone(), None);
+    let hpa = serde_json::to_value(render_hpa(&bare, &RenderConfig::default()).unwrap().unwrap()).unwrap();
+    let server_dep = server_deployment(&bare, &pinned(DIGEST), 1);
+    let existing_slice = {
+        let endpoints = wasmkube_operator::render::ActivatorEndpoints {
+            address_type: "IPv4".into(),
+            addresses: vec!["10.244.0.7".into()],
+            port: Some(8090),
+        };
+        let idle = app(idle_spec(), None);
+        let cfg = RenderConfig::default();
+        serde_json::to_value(wasmkube_operator::render::render_activator_slice(&idle, &endpoints, 0, &cfg).unwrap())
+            .unwrap()
+    };
+    let status = json!({"conditions": [{"type": "ScaleToZero", "status": "True", "reason": "Enabled",
+        "message": "", "lastTransitionTime": "2023-01-01T00:00:00Z"}]});
+    let app = app(spec, Some(status));
+    let deleted = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"});
+    let steps = vec![
+        Step::get(HPA).reply(200, hpa),
+        Step::get(DEPLOY).reply(200, server_dep),
+        Step::get(SERVICE).reply(200, owned_service(&app)),
+        list_activator_slices(&["10.244.0.7"]),
+        Step::get(APP_SLICE).reply(200, existing_slice),
+        Step::new("DELETE", APP_SLICE).reply(200, deleted),
+        Step::apply(STATUS).check(|b| {
+            let s = &b["status"];
+            assert_eq!(condition(s, "Ready")["reason"], "Available");
+            assert_eq!(condition(s, "ScaleToZero")["lastTransitionTime"], "2023-01-01T00:00:00Z");
+        }),
+        event("ComponentResolved", "Normal"),
+    ];
+    run_with(app, None, with_activator(), steps).await.result.unwrap();
+}
+
+#[tokio::test]
+async fn without_the_feature_gate_the_app_keeps_one_replica_and_says_why() {
+    let app = app(idle_spec(), None);
+    let refused = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "HorizontalPodAutoscaler.autoscaling \"hello\" is invalid: spec.minReplicas: Invalid value: 0: must be greater than or equal to 1",
+        "reason": "Invalid", "code": 422});
+    let mut dep_reply = server_deployment(&app, &pinned(DIGEST), 0);
+    dep_reply["spec"]["replicas"] = json!(1);
+    let steps = vec![
+        Step::get(HPA).not_found(),
+        Step::apply(HPA).check(|b| assert_eq!(b["spec"]["minReplicas"], 0)).reply(422, refused),
+        Step::get(HPA).not_found(),
+        Step::apply(HPA).check(|b| assert_eq!(b["spec"]["minReplicas"], 1)),
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY).check(|b| assert_eq!(b["spec"]["replicas"], 1)).reply(200, dep_reply),
+        Step::get(SERVICE).not_found(),
+        Step::apply(SERVICE),
+        list_activator_slices(&["10.244.0.7"]),
+        // Not scaling to zero, the app needs no activator slice.
+        Step::get(APP_SLICE).not_found(),
+        Step::get(PODS).reply(200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})),
+        Step::apply(STATUS).check(|b| {
+            let stz = condition(&b["status"], "ScaleToZero");
+            assert_eq!((&stz["status"], &stz["reason"]), (&json!("False"), &json!("Unsupported")), "{stz}");
+            let msg = stz["message"].as_str().unwrap();
+            assert!(msg.contains("HPAScaleToZero") && msg.contains("must be greater than or equal to 1"), "{msg}");
+        }),
+        event("ComponentResolved", "Normal"),
+    ];
+    let run = run_with(app, None, with_activator(), steps).await;
+    run.result.unwrap();
+    assert!(matches!(run.ctx.scale_to_zero_support(), ScaleToZeroSupport::Refused(_)));
+}
+
+#[tokio::test]
+async fn no_ready_activator_is_reported_not_hidden() {
+    let app = app(idle_spec(), None);
+    let mut dep_reply = server_deployment(&app, &pinned(DIGEST), 0);
+    dep_reply["status"] = json!({"observedGeneration": 1});
+    let steps = vec![
+        Step::get(HPA).not_found(),
+        Step::apply(HPA),
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY).reply(200, dep_reply),
+        Step::get(SERVICE).not_found(),
+        Step::apply(SERVICE),
+        list_activator_slices(&[]),
+        Step::get(APP_SLICE).not_found(),
+        Step::apply(STATUS).check(|b| {
+            let stz = condition(&b["status"], "ScaleToZero");
+            assert_eq!((&stz["status"], &stz["reason"]), (&json!("False"), &json!("ActivatorUnavailable")), "{stz}");
+            assert!(stz["message"].as_str().unwrap().contains("wasmkube-system/wasmkube-activator"));
+        }),
+        event("ComponentResolved", "Normal"),
+    ];
+    run_with(app, None, with_activator(), steps).await.result.unwrap();
 }
