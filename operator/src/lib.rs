@@ -2,6 +2,7 @@
 
 pub mod controller;
 pub mod crd;
+pub mod demand;
 pub mod error;
 pub mod leader;
 pub mod metrics;
