@@ -77,8 +77,13 @@ async fn two_scrapes_give_the_rate_the_counters_imply_despite_a_failing_target()
     let node_a = Fixture::start(&node_text("hello-1", 1000, 0)).await;
     let node_b = Fixture::start(&node_text("hello-2", 500, 0)).await;
     let activator = Fixture::start("").await;
-    let targets =
-        FixedTargets(vec![closed_port_url().await, node_a.url.clone(), "not a url".into(), node_b.url.clone(), activator.url.clone()]);
+    let targets = FixedTargets(vec![
+        closed_port_url().await,
+        node_a.url.clone(),
+        "not a url".into(),
+        node_b.url.clone(),
+        activator.url.clone(),
+    ]);
     let demand = Demand::default();
     let hello = AppKey::new("apps", "hello");
 

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -59,12 +59,12 @@ impl Server {
             .unwrap();
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(connection);
-        let request =
-            http::Request::get(path).header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
+        let request = http::Request::get(path).header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
         let response = sender.send_request(request).await.unwrap();
         let status = response.status().as_u16();
         let body = response.into_body().collect().await.unwrap().to_bytes();
-        let json = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+        let json =
+            serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
         (status, json)
     }
 
@@ -132,8 +132,11 @@ async fn discovery() {
 async fn values_of_an_app() {
     let server = Server::start(fed_demand()).await;
 
-    let (code, list) =
-        server.get(&format!("{BASE}/namespaces/apps/wasmkube_http_requests_per_second?labelSelector=wasmkube.dev%2Fapp%3Dhello")).await;
+    let (code, list) = server
+        .get(&format!(
+            "{BASE}/namespaces/apps/wasmkube_http_requests_per_second?labelSelector=wasmkube.dev%2Fapp%3Dhello"
+        ))
+        .await;
     assert_eq!(code, 200, "{list}");
     assert_eq!(list["kind"], "ExternalMetricValueList");
     assert_eq!(list["apiVersion"], "external.metrics.k8s.io/v1beta1");
@@ -149,14 +152,19 @@ async fn values_of_an_app() {
     assert!(timestamp.is_ok(), "{}: {timestamp:?}", items[0]["timestamp"]);
 
     let (code, list) = server
-        .get(&format!("{BASE}/namespaces/apps/wasmkube_http_requests_in_flight?labelSelector=wasmkube.dev%2Fapp%20in%20(hello)"))
+        .get(&format!(
+            "{BASE}/namespaces/apps/wasmkube_http_requests_in_flight?labelSelector=wasmkube.dev%2Fapp%20in%20(hello)"
+        ))
         .await;
     assert_eq!(code, 200, "{list}");
     assert_eq!(list["items"][0]["value"], "3000m", "2 in flight plus 1 held: {list}");
 
     // The same name in another namespace is another app.
-    let (code, list) =
-        server.get(&format!("{BASE}/namespaces/other/wasmkube_http_requests_in_flight?labelSelector=wasmkube.dev%2Fapp%3Dhello")).await;
+    let (code, list) = server
+        .get(&format!(
+            "{BASE}/namespaces/other/wasmkube_http_requests_in_flight?labelSelector=wasmkube.dev%2Fapp%3Dhello"
+        ))
+        .await;
     assert_eq!(code, 200, "{list}");
     assert_eq!(list["items"][0]["value"], "0");
     server.stop().await;
@@ -165,8 +173,11 @@ async fn values_of_an_app() {
 #[tokio::test]
 async fn an_unknown_app_is_zero() {
     let server = Server::start(fed_demand()).await;
-    let (code, list) =
-        server.get(&format!("{BASE}/namespaces/apps/wasmkube_http_requests_per_second?labelSelector=wasmkube.dev%2Fapp%3Dnobody")).await;
+    let (code, list) = server
+        .get(&format!(
+            "{BASE}/namespaces/apps/wasmkube_http_requests_per_second?labelSelector=wasmkube.dev%2Fapp%3Dnobody"
+        ))
+        .await;
     assert_eq!(code, 200, "{list}");
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "the HPA needs a value to scale to and from zero: {list}");
@@ -194,7 +205,8 @@ async fn an_unknown_metric_is_404() {
 async fn a_missing_or_invalid_selector_is_400() {
     let server = Server::start(fed_demand()).await;
     for query in ["", "?labelSelector=tier%3Dweb", "?labelSelector=wasmkube.dev%2Fapp%21%3Dhello"] {
-        let (code, status) = server.get(&format!("{BASE}/namespaces/apps/wasmkube_http_requests_per_second{query}")).await;
+        let (code, status) =
+            server.get(&format!("{BASE}/namespaces/apps/wasmkube_http_requests_per_second{query}")).await;
         assert_eq!(code, 400, "{query}: {status}");
         assert_eq!(status["kind"], "Status");
         assert_eq!(status["status"], "Failure");

@@ -28,7 +28,12 @@ pub struct KubeTargets {
 impl KubeTargets {
     /// Targets for the WasmApps of `watch_namespace` (all namespaces when `None`) and the activator
     /// Service of `operator_namespace`.
-    pub fn new(client: Client, watch_namespace: Option<&str>, operator_namespace: &str, settings: &DemandSettings) -> Self {
+    pub fn new(
+        client: Client,
+        watch_namespace: Option<&str>,
+        operator_namespace: &str,
+        settings: &DemandSettings,
+    ) -> Self {
         let pods = match watch_namespace {
             Some(ns) => Api::namespaced(client.clone(), ns),
             None => Api::all(client.clone()),
@@ -67,11 +72,8 @@ impl Targets for KubeTargets {
 
 /// `http://{hostIP}:{port}/metrics` once per node hosting one of `pods`.
 pub fn node_targets(pods: &[Pod], port: u16) -> Vec<String> {
-    let hosts: BTreeSet<IpAddr> = pods
-        .iter()
-        .filter_map(|p| p.status.as_ref()?.host_ip.as_deref())
-        .filter_map(|ip| ip.parse().ok())
-        .collect();
+    let hosts: BTreeSet<IpAddr> =
+        pods.iter().filter_map(|p| p.status.as_ref()?.host_ip.as_deref()).filter_map(|ip| ip.parse().ok()).collect();
     hosts.into_iter().map(|ip| metrics_url(ip, port)).collect()
 }
 
@@ -116,7 +118,8 @@ mod tests {
 
     #[test]
     fn one_target_per_node() {
-        let pods = [pod(Some("10.0.0.2")), pod(Some("10.0.0.1")), pod(Some("10.0.0.2")), pod(None), pod(Some("fd00::1"))];
+        let pods =
+            [pod(Some("10.0.0.2")), pod(Some("10.0.0.1")), pod(Some("10.0.0.2")), pod(None), pod(Some("fd00::1"))];
         assert_eq!(
             node_targets(&pods, 9464),
             vec!["http://10.0.0.1:9464/metrics", "http://10.0.0.2:9464/metrics", "http://[fd00::1]:9464/metrics"]
@@ -126,7 +129,11 @@ mod tests {
     #[test]
     fn only_ready_activators() {
         let slice = EndpointSlice {
-            endpoints: vec![endpoint("10.1.0.5", Some(true)), endpoint("10.1.0.6", Some(false)), endpoint("10.1.0.7", None)],
+            endpoints: vec![
+                endpoint("10.1.0.5", Some(true)),
+                endpoint("10.1.0.6", Some(false)),
+                endpoint("10.1.0.7", None),
+            ],
             ..Default::default()
         };
         assert_eq!(

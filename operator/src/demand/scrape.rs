@@ -11,9 +11,9 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 use super::parse::parse;
-use crate::error::message_chain;
 use super::store::Demand;
 use super::DemandSettings;
+use crate::error::message_chain;
 
 /// Largest metrics page read from one target; a bigger one is an error, not a memory spike.
 const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;

@@ -138,8 +138,7 @@ impl Demand {
         let mut seen = Vec::new();
         for sample in samples {
             let Some(kind) = Kind::of(&sample.name) else { continue };
-            let (Some(namespace), Some(name)) =
-                (sample.labels.get(LABEL_NAMESPACE), sample.labels.get(LABEL_WASMAPP))
+            let (Some(namespace), Some(name)) = (sample.labels.get(LABEL_NAMESPACE), sample.labels.get(LABEL_WASMAPP))
             else {
                 continue;
             };
@@ -222,7 +221,8 @@ mod tests {
     }
 
     fn held(ns: &str, app: &str, value: f64) -> Sample {
-        let labels = [("namespace", ns), ("wasmapp", app)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let labels =
+            [("namespace", ns), ("wasmapp", app)].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Sample { name: ACTIVATOR_HELD.into(), labels, value }
     }
 
@@ -293,7 +293,10 @@ mod tests {
         d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "hello", "p1", 0.0)], t0);
         d.record(
             "node-a",
-            &[sample(REQUESTS_TOTAL, "apps", "hello", "p1", 20.0), sample(REQUESTS_IN_FLIGHT, "apps", "hello", "p1", 2.0)],
+            &[
+                sample(REQUESTS_TOTAL, "apps", "hello", "p1", 20.0),
+                sample(REQUESTS_IN_FLIGHT, "apps", "hello", "p1", 2.0),
+            ],
             t0 + Duration::from_secs(10),
         );
         d.record("operator-1", &[held("apps", "hello", 3.0)], t0 + Duration::from_secs(10));
@@ -311,12 +314,18 @@ mod tests {
         d.record("node-b", &[sample(REQUESTS_TOTAL, "apps", "hello", "p2", 0.0)], t0);
         d.record(
             "node-a",
-            &[sample(REQUESTS_TOTAL, "apps", "hello", "p1", 30.0), sample(REQUESTS_IN_FLIGHT, "apps", "hello", "p1", 1.0)],
+            &[
+                sample(REQUESTS_TOTAL, "apps", "hello", "p1", 30.0),
+                sample(REQUESTS_IN_FLIGHT, "apps", "hello", "p1", 1.0),
+            ],
             t1,
         );
         d.record(
             "node-b",
-            &[sample(REQUESTS_TOTAL, "apps", "hello", "p2", 70.0), sample(REQUESTS_IN_FLIGHT, "apps", "hello", "p2", 2.0)],
+            &[
+                sample(REQUESTS_TOTAL, "apps", "hello", "p2", 70.0),
+                sample(REQUESTS_IN_FLIGHT, "apps", "hello", "p2", 2.0),
+            ],
             t1,
         );
         assert_eq!(d.app(&hello(), t1), AppDemand { requests_per_second: 10.0, in_flight: 3.0 });
@@ -328,7 +337,10 @@ mod tests {
         let t0 = Instant::now();
         d.record(
             "node-a",
-            &[sample(REQUESTS_IN_FLIGHT, "apps", "hello", "p1", 1.0), sample(REQUESTS_IN_FLIGHT, "other", "hello", "p1", 5.0)],
+            &[
+                sample(REQUESTS_IN_FLIGHT, "apps", "hello", "p1", 1.0),
+                sample(REQUESTS_IN_FLIGHT, "other", "hello", "p1", 5.0),
+            ],
             t0,
         );
         assert_eq!(d.app(&hello(), t0).in_flight, 1.0);

@@ -36,7 +36,9 @@ pub fn router(demand: Arc<Demand>) -> Router {
         .route("/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}", get(metric_values))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(|| async { "ok" }))
-        .fallback(|| async { status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource".into()) })
+        .fallback(|| async {
+            status(StatusCode::NOT_FOUND, "NotFound", "the server could not find the requested resource".into())
+        })
         .with_state(demand)
 }
 
@@ -217,7 +219,15 @@ mod tests {
 
     #[test]
     fn selector_problems_are_named() {
-        for bad in ["", "tier=web", "wasmkube.dev/app!=hello", "wasmkube.dev/app in (a,b)", "wasmkube.dev/app=a,wasmkube.dev/app=b", "wasmkube.dev/app=-x", "wasmkube.dev/app"] {
+        for bad in [
+            "",
+            "tier=web",
+            "wasmkube.dev/app!=hello",
+            "wasmkube.dev/app in (a,b)",
+            "wasmkube.dev/app=a,wasmkube.dev/app=b",
+            "wasmkube.dev/app=-x",
+            "wasmkube.dev/app",
+        ] {
             let err = app_from_selector(bad).expect_err(bad);
             assert!(err.contains(APP_LABEL), "{bad}: {err}");
         }
