@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Bytes;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
@@ -43,29 +43,40 @@ impl Server {
         Self { addr, cert: cert_der, stop: Some(stop), task }
     }
 
-    /// GET `path` over TLS, trusting only the server's certificate; the status and the JSON body.
-    async fn get(&self, path: &str) -> (u16, Value) {
+    /// A TLS connection trusting only the server's certificate, offering `alpn`.
+    async fn connect(&self, alpn: &[u8]) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.cert.clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
         let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        tokio_rustls::TlsConnector::from(Arc::new(config))
             .connect(ServerName::try_from("localhost").unwrap(), tcp)
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// GET `path` over HTTP/1.1 in TLS; the status and the JSON body.
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let tls = self.connect(b"http/1.1").await;
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
         tokio::spawn(connection);
-        let request = http::Request::get(path).header("host", "localhost").body(Empty::<Bytes>::new()).unwrap();
-        let response = sender.send_request(request).await.unwrap();
-        let status = response.status().as_u16();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        let json =
-            serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-        (status, json)
+        read(sender.send_request(request(path)).await.unwrap()).await
+    }
+
+    /// GET `path` over HTTP/2 in TLS (what the API server's aggregator negotiates).
+    async fn get_h2(&self, path: &str) -> (u16, Value) {
+        let tls = self.connect(b"h2").await;
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let (mut sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+        tokio::spawn(connection);
+        read(sender.send_request(request(path)).await.unwrap()).await
     }
 
     async fn stop(mut self) {
@@ -74,6 +85,18 @@ impl Server {
         }
         tokio::time::timeout(Duration::from_secs(10), self.task).await.unwrap().unwrap();
     }
+}
+
+fn request(path: &str) -> http::Request<Empty<Bytes>> {
+    let uri = format!("https://localhost{path}");
+    http::Request::get(uri).body(Empty::<Bytes>::new()).unwrap()
+}
+
+async fn read(response: http::Response<hyper::body::Incoming>) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&body).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
+    (status, json)
 }
 
 fn sample(name: &str, labels: &[(&str, &str)], value: f64) -> Sample {
@@ -122,6 +145,9 @@ async fn discovery() {
         assert_eq!(r["kind"], "ExternalMetricValueList");
         assert_eq!(r["verbs"], serde_json::json!(["get"]));
     }
+
+    let (code, h2_list) = server.get_h2(BASE).await;
+    assert_eq!((code, h2_list), (200, list.clone()), "HTTP/2 answers as HTTP/1.1 does");
 
     assert_eq!(server.get("/healthz").await.0, 200);
     assert_eq!(server.get("/readyz").await.0, 200);
