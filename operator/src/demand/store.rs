@@ -1,6 +1,6 @@
 //! The demand store: recent samples of every scraped series, and the per-app demand computed from them.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -135,7 +135,7 @@ impl Demand {
     /// requests a pod served before it went away still count.
     pub fn record(&self, target: &str, samples: &[Sample], now: Instant) {
         let mut series = self.lock();
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for sample in samples {
             let Some(kind) = Kind::of(&sample.name) else { continue };
             let (Some(namespace), Some(name)) = (sample.labels.get(LABEL_NAMESPACE), sample.labels.get(LABEL_WASMAPP))
@@ -152,12 +152,11 @@ impl Demand {
                 labels: sample.labels.clone(),
             };
             let entry = series.entry(key.clone()).or_default();
-            if entry.samples.back().is_some_and(|&(t, _)| t > now) {
-                // An out-of-order record would break the rate's time order; the newer one wins.
-                continue;
+            // An out-of-order record would break the rate's time order; the newer samples win.
+            if entry.samples.back().is_none_or(|&(t, _)| t <= now) {
+                entry.samples.push_back((now, sample.value));
             }
-            entry.samples.push_back((now, sample.value));
-            seen.push(key);
+            seen.insert(key);
         }
         series.retain(|key, _| key.target != target || !key.kind.is_gauge() || seen.contains(key));
         Self::prune_locked(&mut series, self.window, now);
