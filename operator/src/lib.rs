@@ -2,7 +2,9 @@
 
 pub mod controller;
 pub mod crd;
+pub mod demand;
 pub mod error;
+pub mod external_metrics;
 pub mod leader;
 pub mod metrics;
 pub mod render;
