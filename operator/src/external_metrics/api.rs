@@ -19,12 +19,8 @@ pub const GROUP: &str = "external.metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
 /// `group/version`.
 pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
-/// Metric: requests per second over the demand window, plus requests held by the activator.
-pub const METRIC_REQUESTS_PER_SECOND: &str = "wasmkube_http_requests_per_second";
-/// Metric: requests in flight, plus requests held by the activator.
-pub const METRIC_IN_FLIGHT: &str = "wasmkube_http_requests_in_flight";
-/// Label of the metric selector naming the WasmApp.
-pub const APP_LABEL: &str = "wasmkube.dev/app";
+// Why from render: the HPA the operator renders and the API that answers it must name the same metrics.
+pub use crate::render::{APP_METRIC_LABEL as APP_LABEL, METRIC_IN_FLIGHT, METRIC_REQUESTS_PER_SECOND};
 
 const METRICS: [&str; 2] = [METRIC_REQUESTS_PER_SECOND, METRIC_IN_FLIGHT];
 
