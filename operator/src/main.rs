@@ -13,6 +13,8 @@ use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
 use wasmkube_operator::controller::{self, ActivatorService, Config, Context};
+use wasmkube_operator::demand::{self, Demand, DemandSettings, KubeTargets, Targets};
+use wasmkube_operator::external_metrics::{self, service_dns_names, ServingCert};
 use wasmkube_operator::leader::{LeaderElector, LeaseConfig};
 use wasmkube_operator::metrics::Metrics;
 use wasmkube_operator::render::{RenderConfig, DEFAULT_PLACEHOLDER_IMAGE};
@@ -74,6 +76,12 @@ struct RunArgs {
     /// Service (in POD_NAMESPACE) whose endpoints are the activator pods; empty: no activator.
     #[arg(long, env = "WASMKUBE_ACTIVATOR_SERVICE", default_value = "wasmkube-activator")]
     activator_service: String,
+    /// Address of the external metrics API (HTTPS, self-signed); empty: not served.
+    #[arg(long, env = "WASMKUBE_METRICS_API_ADDR", default_value = "0.0.0.0:6443")]
+    metrics_api_addr: String,
+    /// Port of the shims' node metrics endpoint (their `metrics_address`).
+    #[arg(long, env = "WASMKUBE_NODE_METRICS_PORT", default_value_t = 9464)]
+    node_metrics_port: u16,
 }
 
 #[tokio::main]
@@ -157,6 +165,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     tracing::info!(version = %version.git_version, "connected to the API server");
     ready.store(true, Ordering::Relaxed);
 
+    // Why before the election: the API server and kube-proxy reach any replica, leader or not.
+    let operator_namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
+    start_demand(&args, &client, &operator_namespace, &stop_rx).await?;
+
     let identity = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
         .unwrap_or_else(|_| format!("wasmkube-operator-{}", std::process::id()));
@@ -165,7 +177,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             client.clone(),
             LeaseConfig {
                 name: args.lease_name.clone(),
-                namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
+                namespace: operator_namespace.clone(),
                 identity: identity.clone(),
                 lease_duration: Duration::from_secs(15),
                 retry_period: Duration::from_secs(2),
@@ -191,10 +203,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             ..RenderConfig::default()
         },
         namespace: args.namespace,
-        activator: (!args.activator_service.is_empty()).then(|| ActivatorService {
-            namespace: std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into()),
-            name: args.activator_service.clone(),
-        }),
+        activator: (!args.activator_service.is_empty())
+            .then(|| ActivatorService { namespace: operator_namespace.clone(), name: args.activator_service.clone() }),
         ..Config::default()
     };
     let ctx = Arc::new(Context::new(client, config, metrics, resolver, Some(identity)));
@@ -237,5 +247,49 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         anyhow::bail!("lost the leader lease");
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// A future that resolves when the stop flag is raised.
+fn stopped(stop: &watch::Receiver<bool>) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let mut stop = stop.clone();
+    async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }
+}
+
+/// Scrape request metrics from the nodes and the activators, and serve them as external metrics.
+async fn start_demand(
+    args: &RunArgs,
+    client: &Client,
+    operator_namespace: &str,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let settings = DemandSettings {
+        node_metrics_port: args.node_metrics_port,
+        operator_metrics_port: args.http_addr.port(),
+        activator_service: args.activator_service.clone(),
+        ..DemandSettings::default()
+    };
+    let demand = Arc::new(Demand::new(settings.window));
+    let targets: Arc<dyn Targets> =
+        Arc::new(KubeTargets::new(client.clone(), args.namespace.as_deref(), operator_namespace, &settings));
+    tokio::spawn(demand::run(targets, demand.clone(), settings, stopped(stop)));
+
+    if args.metrics_api_addr.is_empty() {
+        return Ok(());
+    }
+    let addr: SocketAddr =
+        args.metrics_api_addr.parse().with_context(|| format!("metrics API address {:?}", args.metrics_api_addr))?;
+    let names = service_dns_names("wasmkube-metrics-api", operator_namespace, &args.cluster_domain);
+    let cert = ServingCert::self_signed(&names).context("making the metrics API's certificate")?;
+    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(%addr, "serving external.metrics.k8s.io");
+    let shutdown = stopped(stop);
+    tokio::spawn(async move {
+        if let Err(e) = external_metrics::serve(listener, &cert, demand, shutdown).await {
+            tracing::error!(error = %e, "external metrics API failed");
+        }
+    });
     Ok(())
 }
