@@ -63,7 +63,8 @@ fn identify(activator: &Activator, request: &Request<Incoming>, origin: Origin) 
         return Some(app);
     }
     let host = request.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| request.uri().host())?;
-    app_from_host(host)
+    // Why: any `a.b` host parses as an app; holding it and waking a WasmApp that does not exist helps nobody.
+    app_from_host(host).filter(|app| activator.state.is_known(app))
 }
 
 /// A connection to a ready backend of `app`, holding the request until one exists; else the response to send.

@@ -86,7 +86,7 @@ impl ActivatorMetrics {
         self.held.get_or_create(&AppLabels::from(app)).clone()
     }
 
-    pub(super) fn count(&self, app: Option<&AppKey>, outcome: Outcome) {
+    pub(crate) fn count(&self, app: Option<&AppKey>, outcome: Outcome) {
         self.requests.get_or_create(&outcome_labels(app, outcome)).inc();
     }
 }

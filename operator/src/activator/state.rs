@@ -1,6 +1,6 @@
 //! The routing state the Kubernetes feed writes and requests read: routes, backends, change signal.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -11,7 +11,7 @@ use super::routes::{AppKey, Backends};
 
 /// Routes (ClusterIP:port → app) and ready backends per app; waiters learn of every backend change.
 pub struct RoutingState {
-    routes: Mutex<HashMap<SocketAddr, AppKey>>,
+    routes: Mutex<Routes>,
     backends: Mutex<Backends>,
     next: AtomicUsize,
     changed: watch::Sender<u64>,
@@ -28,20 +28,33 @@ impl Default for RoutingState {
     }
 }
 
+/// ClusterIP:port → app, and the set of apps that have a Service.
+#[derive(Default)]
+struct Routes {
+    by_addr: HashMap<SocketAddr, AppKey>,
+    apps: HashSet<AppKey>,
+}
+
 // Why: the locks guard plain maps that are replaced whole, so a panic elsewhere cannot leave them half-written.
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl RoutingState {
-    /// Replace the ClusterIP:port → app table.
+    /// Replace the ClusterIP:port → app table; its apps are the ones the activator serves.
     pub fn set_routes(&self, routes: HashMap<SocketAddr, AppKey>) {
-        *lock(&self.routes) = routes;
+        let apps = routes.values().cloned().collect();
+        *lock(&self.routes) = Routes { by_addr: routes, apps };
     }
 
     /// The app behind a pre-DNAT destination, if it is one of our Services.
     pub fn route(&self, dst: SocketAddr) -> Option<AppKey> {
-        lock(&self.routes).get(&dst).cloned()
+        lock(&self.routes).by_addr.get(&dst).cloned()
+    }
+
+    /// Whether `app` is one the activator serves: it has a Service, or known backends.
+    pub fn is_known(&self, app: &AppKey) -> bool {
+        lock(&self.routes).apps.contains(app) || lock(&self.backends).contains_key(app)
     }
 
     /// Set the ready backends of one app (none removes it) and wake the waiting requests.
