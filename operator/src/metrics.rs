@@ -99,7 +99,9 @@ mod tests {
         let mut m = Metrics::default();
         let activator = ActivatorMetrics::default();
         m.register_activator(&activator);
-        activator.count(Some(&AppKey::new("apps", "hello")), Outcome::proxied);
+        let app = AppKey::new("apps", "hello");
+        activator.count(Some(&app), Outcome::proxied);
+        assert_eq!(activator.held(&app), 0);
         let text = m.encode().unwrap();
         assert!(
             text.contains(
@@ -107,7 +109,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(text.contains("# TYPE wasmkube_activator_requests_held gauge"), "{text}");
+        assert!(text.contains("wasmkube_activator_requests_held{namespace=\"apps\",wasmapp=\"hello\"} 0"), "{text}");
         assert!(text.ends_with("# EOF\n"), "{text}");
         assert_eq!(text.matches("# EOF").count(), 1, "{text}");
     }

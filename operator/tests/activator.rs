@@ -404,8 +404,12 @@ fn backends_come_from_ready_endpoints_of_kubernetes_slices_only() {
         ("http", 8090),
         json!([{ "addresses": ["10.0.9.9"], "conditions": { "ready": true } }]),
     );
-    let other_port =
-        slice("hello-metrics", "endpointslice-controller.k8s.io", ("metrics", 9000), json!([{ "addresses": ["10.0.0.4"] }]));
+    let other_port = slice(
+        "hello-metrics",
+        "endpointslice-controller.k8s.io",
+        ("metrics", 9000),
+        json!([{ "addresses": ["10.0.0.4"] }]),
+    );
 
     let backends = backends_from_slices([&pods, &activator_slice, &other_port]);
 
@@ -462,7 +466,8 @@ async fn the_scale_waker_patches_replicas_from_zero_to_one_only() {
             assert_eq!(req.method(), "PATCH");
             assert_eq!(req.uri().path(), "/apis/wasmkube.dev/v1alpha1/namespaces/apps/wasmapps/hello/scale");
             assert_eq!(req.headers().get("content-type").unwrap(), "application/json-patch+json");
-            let body: serde_json::Value = serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
             assert_eq!(
                 body,
                 json!([

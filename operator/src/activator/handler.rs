@@ -36,7 +36,9 @@ pub async fn handle(activator: Arc<Activator>, request: Request<Incoming>, origi
         let host = request.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         return text(
             StatusCode::NOT_FOUND,
-            format!("wasmkube activator: no app for this request (Host {host:?}); expected NAME.NAMESPACE[.svc[.DOMAIN]]\n"),
+            format!(
+                "wasmkube activator: no app for this request (Host {host:?}); expected NAME.NAMESPACE[.svc[.DOMAIN]]\n"
+            ),
         );
     };
     let (stream, backend) = match connected_backend(&activator, &app).await {

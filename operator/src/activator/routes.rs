@@ -48,16 +48,13 @@ pub fn app_from_host(host: &str) -> Option<AppKey> {
     let mut labels = host.split('.');
     let name = labels.next().filter(|l| !l.is_empty())?;
     let namespace = labels.next().filter(|l| !l.is_empty())?;
-    match labels.next() {
-        None => {}
-        Some("svc") => {
-            if labels.any(str::is_empty) {
-                return None;
-            }
-        }
-        Some(_) => return None,
-    }
-    Some(AppKey::new(namespace, name))
+    // Why: past `name.ns`, only `svc` and a domain of non-empty labels name a Service.
+    let valid = match labels.next() {
+        None => true,
+        Some("svc") => !labels.any(str::is_empty),
+        Some(_) => false,
+    };
+    valid.then(|| AppKey::new(namespace, name))
 }
 
 fn strip_port(host: &str) -> &str {

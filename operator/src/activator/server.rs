@@ -59,9 +59,7 @@ pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
             let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
             // SAFETY: fd is an open socket owned by `stream`; the pointers refer to live locals of the right size.
-            let rc = unsafe {
-                libc::getsockopt(fd, libc::SOL_IP, SO_ORIGINAL_DST, (&raw mut addr).cast(), &mut len)
-            };
+            let rc = unsafe { libc::getsockopt(fd, libc::SOL_IP, SO_ORIGINAL_DST, (&raw mut addr).cast(), &mut len) };
             if rc != 0 || i32::from(addr.sin_family) != libc::AF_INET {
                 return None;
             }
@@ -73,9 +71,7 @@ pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
             let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
             let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
             // SAFETY: as above.
-            let rc = unsafe {
-                libc::getsockopt(fd, libc::SOL_IPV6, SO_ORIGINAL_DST, (&raw mut addr).cast(), &mut len)
-            };
+            let rc = unsafe { libc::getsockopt(fd, libc::SOL_IPV6, SO_ORIGINAL_DST, (&raw mut addr).cast(), &mut len) };
             if rc != 0 || i32::from(addr.sin6_family) != libc::AF_INET6 {
                 return None;
             }
