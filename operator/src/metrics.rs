@@ -100,7 +100,7 @@ mod tests {
         let activator = ActivatorMetrics::default();
         m.register_activator(&activator);
         let app = AppKey::new("apps", "hello");
-        activator.count(Some(&app), Outcome::proxied);
+        activator.count(Some(&app), Outcome::Proxied);
         assert_eq!(activator.held(&app), 0);
         let text = m.encode().unwrap();
         assert!(

@@ -178,7 +178,7 @@ async fn proxies_directly_when_a_backend_is_known() {
     assert!(reply.body.ends_with("body=the request body"), "{}", reply.body);
     assert_eq!(reply.headers.get("x-echo").unwrap(), "round-trip");
     assert!(waker.woken().is_empty(), "a ready app must not be woken");
-    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::proxied), 1);
+    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::Proxied), 1);
 }
 
 #[tokio::test]
@@ -211,7 +211,7 @@ async fn a_request_past_the_deadline_gets_503_with_retry_after() {
     assert_eq!(reply.body, "wasmkube activator: no ready replica of apps/hello within 0.3s\n");
     assert_eq!(reply.headers.get("retry-after").unwrap(), "1");
     assert_eq!(activator.metrics().held(&hello()), 0);
-    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::timeout), 1);
+    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::Timeout), 1);
     assert_eq!(waker.woken(), vec![hello()]);
 }
 
@@ -228,7 +228,7 @@ async fn the_request_beyond_the_bound_gets_503_at_once_and_the_others_are_served
     let third = get(addr).await;
     assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(third.body, "wasmkube activator: 2 requests already waiting for apps/hello\n");
-    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::overflow), 1);
+    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::Overflow), 1);
     assert!(!first.is_finished() && !second.is_finished(), "the held requests must still wait");
 
     activator.state().set_backends(&hello(), vec![backend.addr]);
@@ -271,7 +271,7 @@ async fn no_request_is_lost_while_backends_switch_under_load() {
         .collect();
 
     // The scenario's steps, paced so that each phase sees traffic; nothing asserts on time.
-    let phase = Duration::from_millis(500);
+    let phase = Duration::from_millis(650);
     tokio::time::sleep(phase).await;
     activator.state().set_backends(&hello(), vec![dead, old.addr]);
     tokio::time::sleep(phase).await;
@@ -288,7 +288,7 @@ async fn no_request_is_lost_while_backends_switch_under_load() {
     }
     assert!(served.load(Ordering::Relaxed) >= 16, "every client got answers");
     assert_eq!(activator.metrics().held(&hello()), 0);
-    let proxied = activator.metrics().requests(Some(&hello()), Outcome::proxied);
+    let proxied = activator.metrics().requests(Some(&hello()), Outcome::Proxied);
     assert_eq!(proxied, served.load(Ordering::Relaxed) as u64);
 }
 
@@ -302,7 +302,7 @@ async fn an_unknown_host_gets_404() {
         assert!(reply.body.starts_with("wasmkube activator: no app for this request"), "{}", reply.body);
         assert!(reply.body.contains(host), "{}", reply.body);
     }
-    assert_eq!(activator.metrics().requests(None, Outcome::unknown_app), 3);
+    assert_eq!(activator.metrics().requests(None, Outcome::UnknownApp), 3);
     assert!(waker.woken().is_empty());
 }
 
@@ -323,7 +323,7 @@ async fn a_backend_failing_after_the_request_was_sent_gives_502() {
 
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
     assert!(reply.body.starts_with("wasmkube activator: request to backend"), "{}", reply.body);
-    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::backend_error), 1);
+    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::BackendError), 1);
 }
 
 #[tokio::test]

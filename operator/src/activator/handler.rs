@@ -32,7 +32,7 @@ pub struct Origin {
 /// Serve one request.
 pub async fn handle(activator: Arc<Activator>, request: Request<Incoming>, origin: Origin) -> Response<Body> {
     let Some(app) = identify(&activator, &request, origin) else {
-        activator.metrics.count(None, Outcome::unknown_app);
+        activator.metrics.count(None, Outcome::UnknownApp);
         let host = request.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
         return text(
             StatusCode::NOT_FOUND,
@@ -47,11 +47,11 @@ pub async fn handle(activator: Arc<Activator>, request: Request<Incoming>, origi
     };
     match forward(stream, backend, request, origin.peer.ip()).await {
         Ok(response) => {
-            activator.metrics.count(Some(&app), Outcome::proxied);
+            activator.metrics.count(Some(&app), Outcome::Proxied);
             response.map(BodyExt::boxed)
         }
         Err(e) => {
-            activator.metrics.count(Some(&app), Outcome::backend_error);
+            activator.metrics.count(Some(&app), Outcome::BackendError);
             let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
             tracing::warn!(%app, error = %e, cause, "proxying failed");
             text(StatusCode::BAD_GATEWAY, format!("wasmkube activator: {e} for {app} failed: {cause}\n"))
@@ -85,7 +85,7 @@ async fn connected_backend(activator: &Activator, app: &AppKey) -> Result<(TcpSt
             match activator.queue.enter(app) {
                 Some(place) => held = Some(place),
                 None => {
-                    activator.metrics.count(Some(app), Outcome::overflow);
+                    activator.metrics.count(Some(app), Outcome::Overflow);
                     let max = settings.max_held_per_app;
                     return Err(text(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -104,7 +104,7 @@ async fn connected_backend(activator: &Activator, app: &AppKey) -> Result<(TcpSt
             _ = tokio::time::sleep_until(next) => {}
         }
         if Instant::now() >= deadline {
-            activator.metrics.count(Some(app), Outcome::timeout);
+            activator.metrics.count(Some(app), Outcome::Timeout);
             let secs = settings.hold_timeout.as_secs_f64();
             let mut response = text(
                 StatusCode::SERVICE_UNAVAILABLE,

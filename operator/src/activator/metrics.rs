@@ -1,6 +1,6 @@
 //! The activator's Prometheus metrics: requests held now and requests by outcome, per app.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -24,19 +24,37 @@ impl From<&AppKey> for AppLabels {
 }
 
 /// How a request through the activator ended.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)] // Why: the variant names are the label values.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Outcome {
     /// Sent to a backend and answered.
-    proxied,
+    Proxied,
     /// No ready replica within the hold deadline.
-    timeout,
+    Timeout,
     /// Too many requests already waiting for the app.
-    overflow,
+    Overflow,
     /// The request named no known app.
-    unknown_app,
+    UnknownApp,
     /// The backend failed after the request was sent.
-    backend_error,
+    BackendError,
+}
+
+impl Outcome {
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxied => "proxied",
+            Self::Timeout => "timeout",
+            Self::Overflow => "overflow",
+            Self::UnknownApp => "unknown_app",
+            Self::BackendError => "backend_error",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 /// Labels of the outcome counter.
