@@ -485,3 +485,79 @@ async fn the_scale_waker_patches_replicas_from_zero_to_one_only() {
     waker.wake(&hello()).await.expect("a failed test op means the app is already up");
     server.await.unwrap();
 }
+
+#[tokio::test]
+async fn the_kubernetes_feed_fills_routes_and_backends() {
+    let (mock, mut handle) = tower_test::mock::pair::<Request<KubeBody>, Response<KubeBody>>();
+    let client = kube::Client::new(mock, "default");
+    let activator =
+        Activator::new(ActivatorSettings::default(), Arc::new(RecordingWaker::default()), ActivatorMetrics::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let feed = tokio::spawn(activator::watch::run(client, activator.clone(), async move {
+        let _ = stopped.await;
+    }));
+
+    let services = json!({
+        "apiVersion": "v1", "kind": "ServiceList", "metadata": { "resourceVersion": "10" },
+        "items": [{
+            "metadata": { "name": "hello", "namespace": "apps", "labels": { "app.kubernetes.io/managed-by": "wasmkube-operator" } },
+            "spec": { "clusterIP": "10.96.0.10", "ports": [{ "name": "http", "port": 80 }] },
+        }],
+    });
+    let pod_slice = serde_json::to_value(slice(
+        "hello-abc",
+        "endpointslice-controller.k8s.io",
+        ("http", 8080),
+        json!([{ "addresses": ["10.0.0.1"], "conditions": { "ready": true } }]),
+    ))
+    .unwrap();
+    let activator_slice = serde_json::to_value(slice(
+        "hello-activator",
+        ACTIVATOR_SLICE_MANAGER,
+        ("http", 8090),
+        json!([{ "addresses": ["10.0.9.9"] }]),
+    ))
+    .unwrap();
+    let slices = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": { "resourceVersion": "11" },
+        "items": [pod_slice, activator_slice],
+    });
+
+    // Answer the two lists; keep the watches open (unanswered) so the feed keeps what it listed.
+    let server = tokio::spawn(async move {
+        let mut open_watches = Vec::new();
+        let mut lists = 0;
+        while lists < 2 || open_watches.len() < 2 {
+            let (req, send) = tokio::time::timeout(HANG, handle.next_request()).await.unwrap().unwrap();
+            let (path, query) = (req.uri().path().to_string(), req.uri().query().unwrap_or("").to_string());
+            assert!(
+                query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dwasmkube-operator"),
+                "{path}?{query}"
+            );
+            if query.contains("watch=true") {
+                open_watches.push(send);
+                continue;
+            }
+            let reply = match path.as_str() {
+                "/api/v1/services" => &services,
+                "/apis/discovery.k8s.io/v1/endpointslices" => &slices,
+                other => panic!("unexpected request {other}?{query}"),
+            };
+            lists += 1;
+            send.send_response(Response::builder().body(KubeBody::from(serde_json::to_vec(reply).unwrap())).unwrap());
+        }
+        open_watches
+    });
+
+    until("routes and backends arrive", || {
+        activator.state().route("10.96.0.10:80".parse().unwrap()) == Some(hello())
+            && !activator.state().backends_in_order(&hello()).is_empty()
+    })
+    .await;
+    let backend: SocketAddr = "10.0.0.1:8080".parse().unwrap();
+    assert_eq!(activator.state().backends_in_order(&hello()), vec![backend], "activator slices are ignored");
+
+    let _open_watches = server.await.unwrap();
+    let _ = stop.send(());
+    tokio::time::timeout(HANG, feed).await.expect("the feed stops on shutdown").unwrap();
+}
