@@ -322,7 +322,7 @@ async fn a_backend_failing_after_the_request_was_sent_gives_502() {
     let reply = get(addr).await;
 
     assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
-    assert!(reply.body.starts_with("wasmkube activator: request to backend"), "{}", reply.body);
+    assert!(reply.body.starts_with("wasmkube activator: apps/hello: request to backend 127.0.0.1:"), "{}", reply.body);
     assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::BackendError), 1);
 }
 

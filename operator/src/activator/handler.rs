@@ -16,6 +16,7 @@ use super::metrics::Outcome;
 use super::proxy::{connect_any, forward};
 use super::routes::{app_from_host, AppKey};
 use super::Activator;
+use crate::error::message_chain;
 
 /// Body of the activator's responses: the backend's stream, or a short text of our own.
 pub type Body = BoxBody<Bytes, hyper::Error>;
@@ -52,9 +53,9 @@ pub async fn handle(activator: Arc<Activator>, request: Request<Incoming>, origi
         }
         Err(e) => {
             activator.metrics.count(Some(&app), Outcome::BackendError);
-            let cause = std::error::Error::source(&e).map(ToString::to_string).unwrap_or_default();
-            tracing::warn!(%app, error = %e, cause, "proxying failed");
-            text(StatusCode::BAD_GATEWAY, format!("wasmkube activator: {e} for {app} failed: {cause}\n"))
+            let message = message_chain(&e);
+            tracing::warn!(%app, error = %message, "proxying failed");
+            text(StatusCode::BAD_GATEWAY, format!("wasmkube activator: {app}: {message}\n"))
         }
     }
 }

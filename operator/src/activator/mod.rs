@@ -104,7 +104,7 @@ impl Activator {
         let app = app.clone();
         tokio::spawn(async move {
             if let Err(e) = waker.wake(&app).await {
-                tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string), "waking the app failed");
+                tracing::warn!(error = %crate::error::message_chain(&e), "waking the app failed");
             }
         });
     }
