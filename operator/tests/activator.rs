@@ -561,3 +561,28 @@ async fn the_kubernetes_feed_fills_routes_and_backends() {
     let _ = stop.send(());
     tokio::time::timeout(HANG, feed).await.expect("the feed stops on shutdown").unwrap();
 }
+
+#[tokio::test]
+async fn shutdown_lets_held_requests_finish() {
+    let backend = Backend::start("a").await;
+    let waker = Arc::new(RecordingWaker::default());
+    let activator = Activator::new(ActivatorSettings::default(), waker, ActivatorMetrics::default());
+    activator.state().set_routes([("10.96.0.10:80".parse().unwrap(), hello())].into());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(activator::serve(activator.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+
+    let pending = spawn_reply(get(addr));
+    until("the request is held", || activator.metrics().held(&hello()) == 1).await;
+    let _ = stop.send(());
+    until("the listener is closed", || std::net::TcpStream::connect(addr).is_err()).await;
+    assert!(!server.is_finished(), "serve must wait for the held request");
+
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    let reply = pending.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    tokio::time::timeout(HANG, server).await.expect("serve returns once drained").unwrap();
+}

@@ -9,6 +9,8 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use super::handler::{handle, Origin};
 use super::Activator;
@@ -16,10 +18,15 @@ use super::Activator;
 /// `SO_ORIGINAL_DST` (and `IP6T_SO_ORIGINAL_DST`), from linux/netfilter_ipv4.h; libc does not export it.
 const SO_ORIGINAL_DST: libc::c_int = 80;
 
-/// Serve the activator on `listener` until `shutdown` resolves; connections already open finish on their own.
+/// Serve the activator on `listener` until `shutdown` resolves, then let the open connections finish their
+/// requests (held ones included) and return; idle keep-alive connections are closed.
 pub async fn serve(activator: Arc<Activator>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
     tokio::pin!(shutdown);
+    let (draining, drain) = watch::channel(false);
+    let mut connections = JoinSet::new();
     loop {
+        // Why: a JoinSet keeps finished tasks until joined; reap them so it holds only open connections.
+        while connections.try_join_next().is_some() {}
         let (stream, peer) = tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
@@ -34,18 +41,33 @@ pub async fn serve(activator: Arc<Activator>, listener: TcpListener, shutdown: i
         };
         let _ = stream.set_nodelay(true);
         let origin = Origin { peer, original_dst: original_dst(&stream) };
-        let activator = activator.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let activator = activator.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(activator, request, origin).await) }
-            });
-            if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
-                tracing::debug!(%peer, error = %e, "activator connection ended with an error");
-            }
-        });
+        connections.spawn(connection(activator.clone(), stream, origin, drain.clone()));
     }
-    tracing::info!("activator stopped accepting connections");
+    drop(listener);
+    let _ = draining.send(true);
+    tracing::info!(open = connections.len(), "activator stopped accepting connections, draining");
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serve one connection; when draining starts, finish the request in progress and close.
+async fn connection(activator: Arc<Activator>, stream: TcpStream, origin: Origin, mut drain: watch::Receiver<bool>) {
+    let service = service_fn(move |request| {
+        let activator = activator.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(activator, request, origin).await) }
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        // Why: the async block drops the watch guard before the connection is awaited again.
+        () = async { let _ = drain.wait_for(|d| *d).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %origin.peer, error = %e, "activator connection ended with an error");
+    }
 }
 
 /// The destination the client connected to before kube-proxy's DNAT, if conntrack knows one that differs from
