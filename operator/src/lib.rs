@@ -1,5 +1,6 @@
 //! wasmkube operator: the `WasmApp` CRD and the controller that turns it into Kubernetes objects.
 
+pub mod activator;
 pub mod controller;
 pub mod crd;
 pub mod demand;

@@ -18,6 +18,8 @@ pub struct ErrorLabels {
 /// The controller's metrics and the registry that exposes them.
 pub struct Metrics {
     registry: Registry,
+    // Why: metrics of other parts of the process (the activator) have names outside `wasmkube_operator_`.
+    unprefixed: Registry,
     reconciles: Counter,
     failures: Family<ErrorLabels, Counter>,
     duration: Histogram,
@@ -32,7 +34,7 @@ impl Default for Metrics {
         registry.register("reconciles", "Reconciles started", reconciles.clone());
         registry.register("reconcile_failures", "Reconciles that failed, by error category", failures.clone());
         registry.register("reconcile_duration_seconds", "Duration of reconciles", duration.clone());
-        Self { registry, reconciles, failures, duration }
+        Self { registry, unprefixed: Registry::default(), reconciles, failures, duration }
     }
 }
 
@@ -60,10 +62,18 @@ impl Metrics {
         self.failures.get_or_create(&ErrorLabels { error: category.to_string() }).inc();
     }
 
+    /// Register the activator's metrics (`wasmkube_activator_*`) so that `/metrics` serves them too.
+    pub fn register_activator(&mut self, activator: &crate::activator::ActivatorMetrics) {
+        activator.register(&mut self.unprefixed);
+    }
+
     /// The metrics in the Prometheus text format.
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        use prometheus_client::encoding::text::{encode_eof, encode_registry};
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        encode_registry(&mut out, &self.registry)?;
+        encode_registry(&mut out, &self.unprefixed)?;
+        encode_eof(&mut out)?;
         Ok(out)
     }
 }
@@ -81,5 +91,26 @@ mod tests {
         assert!(text.contains("wasmkube_operator_reconciles_total 1"), "{text}");
         assert!(text.contains("wasmkube_operator_reconcile_failures_total{error=\"ApplyFailed\"} 1"), "{text}");
         assert!(text.contains("wasmkube_operator_reconcile_duration_seconds_count 1"));
+    }
+
+    #[test]
+    fn serves_the_activator_metrics_unprefixed() {
+        use crate::activator::{ActivatorMetrics, AppKey, Outcome};
+        let mut m = Metrics::default();
+        let activator = ActivatorMetrics::default();
+        m.register_activator(&activator);
+        let app = AppKey::new("apps", "hello");
+        activator.count(Some(&app), Outcome::Proxied);
+        assert_eq!(activator.held(&app), 0);
+        let text = m.encode().unwrap();
+        assert!(
+            text.contains(
+                "wasmkube_activator_requests_total{namespace=\"apps\",wasmapp=\"hello\",outcome=\"proxied\"} 1"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("wasmkube_activator_requests_held{namespace=\"apps\",wasmapp=\"hello\"} 0"), "{text}");
+        assert!(text.ends_with("# EOF\n"), "{text}");
+        assert_eq!(text.matches("# EOF").count(), 1, "{text}");
     }
 }

@@ -1,0 +1,126 @@
+//! One request through the activator: find the app, get a connected backend (holding if need be), proxy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, RETRY_AFTER};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::metrics::Outcome;
+use super::proxy::{connect_any, forward};
+use super::routes::{app_from_host, AppKey};
+use super::Activator;
+use crate::error::message_chain;
+
+/// Body of the activator's responses: the backend's stream, or a short text of our own.
+pub type Body = BoxBody<Bytes, hyper::Error>;
+
+/// Where a request came from and where the client sent it before any NAT.
+#[derive(Clone, Copy, Debug)]
+pub struct Origin {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The pre-DNAT destination (`SO_ORIGINAL_DST`), when the socket has one.
+    pub original_dst: Option<SocketAddr>,
+}
+
+/// Serve one request.
+pub async fn handle(activator: Arc<Activator>, request: Request<Incoming>, origin: Origin) -> Response<Body> {
+    let Some(app) = identify(&activator, &request, origin) else {
+        activator.metrics.count(None, Outcome::UnknownApp);
+        let host = request.headers().get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("");
+        return text(
+            StatusCode::NOT_FOUND,
+            format!(
+                "wasmkube activator: no app for this request (Host {host:?}); expected NAME.NAMESPACE[.svc[.DOMAIN]]\n"
+            ),
+        );
+    };
+    let (stream, backend) = match connected_backend(&activator, &app).await {
+        Ok(connected) => connected,
+        Err(refusal) => return refusal,
+    };
+    match forward(stream, backend, request, origin.peer.ip()).await {
+        Ok(response) => {
+            activator.metrics.count(Some(&app), Outcome::Proxied);
+            response.map(BodyExt::boxed)
+        }
+        Err(e) => {
+            activator.metrics.count(Some(&app), Outcome::BackendError);
+            let message = message_chain(&e);
+            tracing::warn!(%app, error = %message, "proxying failed");
+            text(StatusCode::BAD_GATEWAY, format!("wasmkube activator: {app}: {message}\n"))
+        }
+    }
+}
+
+/// The app of a request: its pre-DNAT destination if that is one of our Services, else its `Host`.
+fn identify(activator: &Activator, request: &Request<Incoming>, origin: Origin) -> Option<AppKey> {
+    if let Some(app) = origin.original_dst.and_then(|dst| activator.state.route(dst)) {
+        return Some(app);
+    }
+    let host = request.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| request.uri().host())?;
+    // Why: any `a.b` host parses as an app; holding it and waking a WasmApp that does not exist helps nobody.
+    app_from_host(host).filter(|app| activator.state.is_known(app))
+}
+
+/// A connection to a ready backend of `app`, holding the request until one exists; else the response to send.
+async fn connected_backend(activator: &Activator, app: &AppKey) -> Result<(TcpStream, SocketAddr), Response<Body>> {
+    let settings = &activator.settings;
+    let deadline = Instant::now() + settings.hold_timeout;
+    let mut held = None;
+    loop {
+        // Why: subscribe before looking, so a change between the look and the wait still wakes us.
+        let mut changed = activator.state.subscribe();
+        let backends = activator.state.backends_in_order(app);
+        if let Some(connected) = connect_any(&backends, settings.connect_timeout).await {
+            return Ok(connected);
+        }
+        if held.is_none() {
+            match activator.queue.enter(app) {
+                Some(place) => held = Some(place),
+                None => {
+                    activator.metrics.count(Some(app), Outcome::Overflow);
+                    let max = settings.max_held_per_app;
+                    return Err(text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("wasmkube activator: {max} requests already waiting for {app}\n"),
+                    ));
+                }
+            }
+            tracing::debug!(%app, "holding a request until the app has a ready replica");
+        }
+        activator.wake(app);
+        // Why: known backends that refuse are retried soon; otherwise wake again once the interval allows.
+        let pause = if backends.is_empty() { settings.wake_interval } else { settings.retry_interval };
+        let next = deadline.min(Instant::now() + pause);
+        tokio::select! {
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep_until(next) => {}
+        }
+        if Instant::now() >= deadline {
+            activator.metrics.count(Some(app), Outcome::Timeout);
+            let secs = settings.hold_timeout.as_secs_f64();
+            let mut response = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("wasmkube activator: no ready replica of {app} within {secs}s\n"),
+            );
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            return Err(response);
+        }
+    }
+}
+
+/// A plain-text response of the activator's own.
+pub fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::from(body)).map_err(|never| match never {}).boxed());
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response
+}

@@ -1,0 +1,115 @@
+//! The activator's Prometheus metrics: requests held now and requests by outcome, per app.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::routes::AppKey;
+
+/// Labels naming an app.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AppLabels {
+    /// Namespace of the WasmApp.
+    pub namespace: String,
+    /// Name of the WasmApp.
+    pub wasmapp: String,
+}
+
+impl From<&AppKey> for AppLabels {
+    fn from(app: &AppKey) -> Self {
+        Self { namespace: app.namespace.clone(), wasmapp: app.name.clone() }
+    }
+}
+
+/// How a request through the activator ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Outcome {
+    /// Sent to a backend and answered.
+    Proxied,
+    /// No ready replica within the hold deadline.
+    Timeout,
+    /// Too many requests already waiting for the app.
+    Overflow,
+    /// The request named no known app.
+    UnknownApp,
+    /// The backend failed after the request was sent.
+    BackendError,
+}
+
+impl Outcome {
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Proxied => "proxied",
+            Self::Timeout => "timeout",
+            Self::Overflow => "overflow",
+            Self::UnknownApp => "unknown_app",
+            Self::BackendError => "backend_error",
+        }
+    }
+}
+
+impl EncodeLabelValue for Outcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Labels of the outcome counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// Namespace of the WasmApp (empty for an unknown app).
+    pub namespace: String,
+    /// Name of the WasmApp (empty for an unknown app).
+    pub wasmapp: String,
+    /// How the request ended.
+    pub outcome: Outcome,
+}
+
+/// `wasmkube_activator_requests_held` and `wasmkube_activator_requests_total`.
+#[derive(Clone, Default)]
+pub struct ActivatorMetrics {
+    held: Family<AppLabels, Gauge>,
+    requests: Family<OutcomeLabels, Counter>,
+}
+
+impl ActivatorMetrics {
+    /// Register the metrics in `registry`, which must have no prefix (the names start with `wasmkube_activator_`).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "wasmkube_activator_requests_held",
+            "Requests the activator holds now, waiting for a ready replica",
+            self.held.clone(),
+        );
+        registry.register(
+            "wasmkube_activator_requests",
+            "Requests through the activator, by outcome",
+            self.requests.clone(),
+        );
+    }
+
+    /// Requests held now for `app` (demand the metrics aggregator adds to the app's in-flight requests).
+    pub fn held(&self, app: &AppKey) -> i64 {
+        self.held.get_or_create(&AppLabels::from(app)).get()
+    }
+
+    /// Requests through the activator for `app` that ended with `outcome`.
+    pub fn requests(&self, app: Option<&AppKey>, outcome: Outcome) -> u64 {
+        self.requests.get_or_create(&outcome_labels(app, outcome)).get()
+    }
+
+    pub(super) fn held_gauge(&self, app: &AppKey) -> Gauge {
+        self.held.get_or_create(&AppLabels::from(app)).clone()
+    }
+
+    pub(crate) fn count(&self, app: Option<&AppKey>, outcome: Outcome) {
+        self.requests.get_or_create(&outcome_labels(app, outcome)).inc();
+    }
+}
+
+fn outcome_labels(app: Option<&AppKey>, outcome: Outcome) -> OutcomeLabels {
+    let (namespace, wasmapp) = app.map(|a| (a.namespace.clone(), a.name.clone())).unwrap_or_default();
+    OutcomeLabels { namespace, wasmapp, outcome }
+}

@@ -1,0 +1,111 @@
+//! The activator: receives the traffic of apps with no ready replica, holds it, wakes the app, then proxies.
+//!
+//! The operator points a Service at the activator with an extra EndpointSlice (managed by
+//! [`ACTIVATOR_SLICE_MANAGER`]) while the app has no ready pod; the activator finds the app of each request
+//! (pre-DNAT destination, else `Host`), proxies at once when it knows ready pods, else holds the request within
+//! a per-app bound and a deadline while a [`Waker`] asks for a replica.
+
+mod handler;
+mod hold;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+mod server;
+pub mod state;
+pub mod wake;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use metrics::{ActivatorMetrics, Outcome};
+pub use routes::{app_from_host, backends_from_slices, routes_from_services, AppKey, ACTIVATOR_SLICE_MANAGER};
+pub use server::{original_dst, serve};
+pub use state::RoutingState;
+pub use wake::{ScaleWaker, WakeError, Waker};
+
+use hold::HoldQueue;
+use wake::WakeLimiter;
+
+/// Default address the activator listens on.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:8090";
+
+/// Limits of the activator.
+#[derive(Clone, Debug)]
+pub struct ActivatorSettings {
+    /// How long a request waits for a ready replica before a 503.
+    pub hold_timeout: Duration,
+    /// Requests held per app at most; the one beyond gets a 503 at once.
+    pub max_held_per_app: usize,
+    /// Time allowed to open a TCP connection to a backend before the next one is tried.
+    pub connect_timeout: Duration,
+    /// Least time between two wakes of one app while requests wait.
+    pub wake_interval: Duration,
+    /// Pause before connecting again when every known backend refused.
+    pub retry_interval: Duration,
+}
+
+impl Default for ActivatorSettings {
+    fn default() -> Self {
+        Self {
+            hold_timeout: Duration::from_secs(60),
+            max_held_per_app: 256,
+            connect_timeout: Duration::from_secs(1),
+            wake_interval: Duration::from_secs(5),
+            retry_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+/// The activator's shared state: settings, routing, held requests, waker and metrics.
+pub struct Activator {
+    settings: ActivatorSettings,
+    state: RoutingState,
+    queue: HoldQueue,
+    waker: Arc<dyn Waker>,
+    wakes: WakeLimiter,
+    metrics: ActivatorMetrics,
+}
+
+impl Activator {
+    /// An activator with no routes and no backends yet.
+    pub fn new(settings: ActivatorSettings, waker: Arc<dyn Waker>, metrics: ActivatorMetrics) -> Arc<Self> {
+        Arc::new(Self {
+            queue: HoldQueue::new(settings.max_held_per_app, metrics.clone()),
+            wakes: WakeLimiter::new(settings.wake_interval),
+            state: RoutingState::default(),
+            settings,
+            waker,
+            metrics,
+        })
+    }
+
+    /// The routing state (written by the Kubernetes feed, or by tests).
+    pub fn state(&self) -> &RoutingState {
+        &self.state
+    }
+
+    /// The activator's metrics.
+    pub fn metrics(&self) -> &ActivatorMetrics {
+        &self.metrics
+    }
+
+    /// The activator's settings.
+    pub fn settings(&self) -> &ActivatorSettings {
+        &self.settings
+    }
+
+    /// Signal demand for `app` unless it was signalled within the wake interval; never blocks the request.
+    fn wake(&self, app: &AppKey) {
+        if !self.wakes.allow(app) {
+            return;
+        }
+        let waker = self.waker.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            if let Err(e) = waker.wake(&app).await {
+                tracing::warn!(error = %crate::error::message_chain(&e), "waking the app failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,105 @@
+//! The activator's listener: accepts connections, reads each socket's pre-DNAT destination, serves HTTP/1.1.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::handler::{handle, Origin};
+use super::Activator;
+
+/// `SO_ORIGINAL_DST` (and `IP6T_SO_ORIGINAL_DST`), from linux/netfilter_ipv4.h; libc does not export it.
+const SO_ORIGINAL_DST: libc::c_int = 80;
+
+/// Serve the activator on `listener` until `shutdown` resolves, then let the open connections finish their
+/// requests (held ones included) and return; idle keep-alive connections are closed.
+pub async fn serve(activator: Arc<Activator>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    let (draining, drain) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    loop {
+        // Why: a JoinSet keeps finished tasks until joined; reap them so it holds only open connections.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Why: accept errors (EMFILE, aborted handshakes) are per connection; the listener lives on.
+                    tracing::warn!(error = %e, "activator accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let origin = Origin { peer, original_dst: original_dst(&stream) };
+        connections.spawn(connection(activator.clone(), stream, origin, drain.clone()));
+    }
+    drop(listener);
+    let _ = draining.send(true);
+    tracing::info!(open = connections.len(), "activator stopped accepting connections, draining");
+    while connections.join_next().await.is_some() {}
+}
+
+/// Serve one connection; when draining starts, finish the request in progress and close.
+async fn connection(activator: Arc<Activator>, stream: TcpStream, origin: Origin, mut drain: watch::Receiver<bool>) {
+    let service = service_fn(move |request| {
+        let activator = activator.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(activator, request, origin).await) }
+    });
+    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        // Why: the async block drops the watch guard before the connection is awaited again.
+        () = async { let _ = drain.wait_for(|d| *d).await; } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(peer = %origin.peer, error = %e, "activator connection ended with an error");
+    }
+}
+
+/// The destination the client connected to before kube-proxy's DNAT, if conntrack knows one that differs from
+/// the socket's own address.
+pub fn original_dst(stream: &TcpStream) -> Option<SocketAddr> {
+    let local = stream.local_addr().ok()?;
+    let fd = stream.as_raw_fd();
+    let dst = match local {
+        SocketAddr::V4(_) => {
+            // SAFETY: zeroed sockaddr_in is a valid value; getsockopt writes at most `len` bytes into it.
+            let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            // SAFETY: fd is an open socket owned by `stream`; the pointers refer to live locals of the right size.
+            let rc = unsafe { libc::getsockopt(fd, libc::SOL_IP, SO_ORIGINAL_DST, (&raw mut addr).cast(), &mut len) };
+            if rc != 0 || i32::from(addr.sin_family) != libc::AF_INET {
+                return None;
+            }
+            let ip = Ipv4Addr::from(u32::from_be(addr.sin_addr.s_addr));
+            SocketAddr::V4(SocketAddrV4::new(ip, u16::from_be(addr.sin_port)))
+        }
+        SocketAddr::V6(_) => {
+            // SAFETY: as above, for sockaddr_in6.
+            let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+            let mut len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            // SAFETY: as above.
+            let rc = unsafe { libc::getsockopt(fd, libc::SOL_IPV6, SO_ORIGINAL_DST, (&raw mut addr).cast(), &mut len) };
+            if rc != 0 || i32::from(addr.sin6_family) != libc::AF_INET6 {
+                return None;
+            }
+            let ip = Ipv6Addr::from(addr.sin6_addr.s6_addr);
+            SocketAddr::V6(SocketAddrV6::new(ip, u16::from_be(addr.sin6_port), 0, 0))
+        }
+    };
+    (dst != local).then_some(dst)
+}

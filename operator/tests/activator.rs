@@ -1,0 +1,588 @@
+//! The activator on loopback: real TCP, small hyper backends, a recording waker, no Kubernetes.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::client::Body as KubeBody;
+use serde_json::json;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use wasmkube_operator::activator::{
+    self, app_from_host, backends_from_slices, original_dst, routes_from_services, Activator, ActivatorMetrics,
+    ActivatorSettings, AppKey, Outcome, ScaleWaker, WakeError, Waker, ACTIVATOR_SLICE_MANAGER,
+};
+
+const HOST: &str = "hello.apps.svc.cluster.local";
+/// Bounds a hang; never a performance assertion.
+const HANG: Duration = Duration::from_secs(30);
+
+fn hello() -> AppKey {
+    AppKey::new("apps", "hello")
+}
+
+/// A waker that records the apps it was asked to wake.
+#[derive(Default)]
+struct RecordingWaker {
+    woken: Mutex<Vec<AppKey>>,
+}
+
+#[async_trait]
+impl Waker for RecordingWaker {
+    async fn wake(&self, app: &AppKey) -> Result<(), WakeError> {
+        self.woken.lock().unwrap().push(app.clone());
+        Ok(())
+    }
+}
+
+impl RecordingWaker {
+    fn woken(&self) -> Vec<AppKey> {
+        self.woken.lock().unwrap().clone()
+    }
+}
+
+/// A backend echoing the request (method, URI, `x-test`, `x-forwarded-for`, body) with its own name.
+struct Backend {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl Backend {
+    async fn start(name: &'static str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, mut stopped) = oneshot::channel();
+        tokio::spawn(async move {
+            loop {
+                let stream = tokio::select! {
+                    _ = &mut stopped => break,
+                    accepted = listener.accept() => accepted.unwrap().0,
+                };
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| echo(name, req));
+                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                });
+            }
+            // The listener drops here: new connections are refused, open ones finish.
+        });
+        Self { addr, stop: Some(stop) }
+    }
+
+    /// Close the listener (open connections finish their requests).
+    fn shut_down(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+async fn echo(name: &'static str, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let header = |n: &str| req.headers().get(n).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let (method, uri, test, xff, host) =
+        (req.method().to_string(), req.uri().to_string(), header("x-test"), header("x-forwarded-for"), header("host"));
+    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let text = format!(
+        "backend={name}\nmethod={method}\nuri={uri}\nhost={host}\nxff={xff}\nbody={}",
+        String::from_utf8_lossy(&body)
+    );
+    Ok(Response::builder().header("x-echo", test).body(Full::new(Bytes::from(text))).unwrap())
+}
+
+/// A port on which nothing listens.
+async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// An activator serving on loopback; the listener lives until the test ends.
+async fn start(settings: ActivatorSettings) -> (Arc<Activator>, Arc<RecordingWaker>, SocketAddr) {
+    let waker = Arc::new(RecordingWaker::default());
+    let activator = Activator::new(settings, waker.clone(), ActivatorMetrics::default());
+    // What the Service feed would give: `apps/hello` is an app of ours (its ClusterIP is not used on loopback).
+    activator.state().set_routes([("10.96.0.10:80".parse().unwrap(), hello())].into());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(activator::serve(activator.clone(), listener, std::future::pending()));
+    (activator, waker, addr)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+/// One request on a fresh connection.
+async fn send(addr: SocketAddr, method: &str, path: &str, host: &str, body: &str) -> Reply {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", host)
+        .header("x-test", "round-trip")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = tokio::time::timeout(HANG, sender.send_request(req)).await.expect("no answer").unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() }
+}
+
+async fn get(addr: SocketAddr) -> Reply {
+    send(addr, "GET", "/", HOST, "").await
+}
+
+/// Wait (bounded) until `cond` holds; a synchronisation point, not a timing assertion.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + HANG;
+    while !cond() {
+        assert!(tokio::time::Instant::now() < deadline, "gave up waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn spawn_reply(fut: impl Future<Output = Reply> + Send + 'static) -> tokio::task::JoinHandle<Reply> {
+    tokio::spawn(async move { tokio::time::timeout(HANG, fut).await.expect("request hung") })
+}
+
+#[tokio::test]
+async fn proxies_directly_when_a_backend_is_known() {
+    let backend = Backend::start("a").await;
+    let (activator, waker, addr) = start(ActivatorSettings::default()).await;
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+
+    let reply = send(addr, "POST", "/echo/path?x=1&y=two", &format!("{HOST}:80"), "the request body").await;
+
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.body.contains("backend=a\n"), "{}", reply.body);
+    assert!(reply.body.contains("method=POST\n"), "{}", reply.body);
+    assert!(reply.body.contains("uri=/echo/path?x=1&y=two\n"), "{}", reply.body);
+    assert!(reply.body.contains(&format!("host={HOST}:80\n")), "{}", reply.body);
+    assert!(reply.body.contains("xff=127.0.0.1\n"), "{}", reply.body);
+    assert!(reply.body.ends_with("body=the request body"), "{}", reply.body);
+    assert_eq!(reply.headers.get("x-echo").unwrap(), "round-trip");
+    assert!(waker.woken().is_empty(), "a ready app must not be woken");
+    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::Proxied), 1);
+}
+
+#[tokio::test]
+async fn a_held_request_is_served_once_a_backend_is_ready() {
+    let backend = Backend::start("a").await;
+    let settings = ActivatorSettings { wake_interval: Duration::from_secs(3600), ..ActivatorSettings::default() };
+    let (activator, waker, addr) = start(settings).await;
+
+    let pending = spawn_reply(get(addr));
+    until("the request is held", || activator.metrics().held(&hello()) == 1).await;
+    until("the app is woken", || !waker.woken().is_empty()).await;
+    assert!(!pending.is_finished(), "the request must wait while there is no backend");
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+
+    let reply = pending.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert!(reply.body.contains("backend=a\n"), "{}", reply.body);
+    assert_eq!(waker.woken(), vec![hello()]);
+    assert_eq!(activator.metrics().held(&hello()), 0);
+}
+
+#[tokio::test]
+async fn a_request_past_the_deadline_gets_503_with_retry_after() {
+    let settings = ActivatorSettings { hold_timeout: Duration::from_millis(300), ..ActivatorSettings::default() };
+    let (activator, waker, addr) = start(settings).await;
+
+    let reply = get(addr).await;
+
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.body, "wasmkube activator: no ready replica of apps/hello within 0.3s\n");
+    assert_eq!(reply.headers.get("retry-after").unwrap(), "1");
+    assert_eq!(activator.metrics().held(&hello()), 0);
+    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::Timeout), 1);
+    assert_eq!(waker.woken(), vec![hello()]);
+}
+
+#[tokio::test]
+async fn the_request_beyond_the_bound_gets_503_at_once_and_the_others_are_served() {
+    let backend = Backend::start("a").await;
+    let settings = ActivatorSettings { max_held_per_app: 2, ..ActivatorSettings::default() };
+    let (activator, _waker, addr) = start(settings).await;
+
+    let first = spawn_reply(get(addr));
+    let second = spawn_reply(get(addr));
+    until("two requests are held", || activator.metrics().held(&hello()) == 2).await;
+
+    let third = get(addr).await;
+    assert_eq!(third.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(third.body, "wasmkube activator: 2 requests already waiting for apps/hello\n");
+    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::Overflow), 1);
+    assert!(!first.is_finished() && !second.is_finished(), "the held requests must still wait");
+
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    for pending in [first, second] {
+        let reply = pending.await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    }
+    assert_eq!(activator.metrics().held(&hello()), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_request_is_lost_while_backends_switch_under_load() {
+    let old = Backend::start("old").await;
+    let new = Backend::start("new").await;
+    let dead = closed_port().await;
+    let settings = ActivatorSettings { retry_interval: Duration::from_millis(10), ..ActivatorSettings::default() };
+    let (activator, _waker, addr) = start(settings).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..16)
+        .map(|i| {
+            let (stop, served) = (stop.clone(), served.clone());
+            tokio::spawn(async move {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let body = format!("client {i}");
+                    let reply = tokio::time::timeout(HANG, send(addr, "POST", "/load", HOST, &body)).await;
+                    match reply {
+                        Ok(r) if r.status == StatusCode::OK && r.body.ends_with(&format!("body={body}")) => {
+                            served.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(r) => failures.push(format!("{} {}", r.status, r.body)),
+                        Err(_) => failures.push("hung".to_string()),
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+
+    // The scenario's steps, paced so that each phase sees traffic; nothing asserts on time.
+    let phase = Duration::from_millis(650);
+    tokio::time::sleep(phase).await;
+    activator.state().set_backends(&hello(), vec![dead, old.addr]);
+    tokio::time::sleep(phase).await;
+    activator.state().set_backends(&hello(), vec![new.addr, dead]);
+    let mut old = old;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    old.shut_down();
+    tokio::time::sleep(phase).await;
+    stop.store(true, Ordering::Relaxed);
+
+    for client in clients {
+        let failures = client.await.unwrap();
+        assert!(failures.is_empty(), "requests failed: {failures:?}");
+    }
+    assert!(served.load(Ordering::Relaxed) >= 16, "every client got answers");
+    assert_eq!(activator.metrics().held(&hello()), 0);
+    let proxied = activator.metrics().requests(Some(&hello()), Outcome::Proxied);
+    assert_eq!(proxied, served.load(Ordering::Relaxed) as u64);
+}
+
+#[tokio::test]
+async fn an_unknown_host_gets_404() {
+    let (activator, waker, addr) = start(ActivatorSettings::default()).await;
+
+    for host in ["example.com", "nope.apps.svc.cluster.local", "localhost"] {
+        let reply = send(addr, "GET", "/", host, "").await;
+        assert_eq!(reply.status, StatusCode::NOT_FOUND, "{host}");
+        assert!(reply.body.starts_with("wasmkube activator: no app for this request"), "{}", reply.body);
+        assert!(reply.body.contains(host), "{}", reply.body);
+    }
+    assert_eq!(activator.metrics().requests(None, Outcome::UnknownApp), 3);
+    assert!(waker.woken().is_empty());
+}
+
+#[tokio::test]
+async fn a_backend_failing_after_the_request_was_sent_gives_502() {
+    // A "backend" that accepts and closes at once: the connection exists, the HTTP exchange fails.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            drop(stream);
+        }
+    });
+    let (activator, _waker, addr) = start(ActivatorSettings::default()).await;
+    activator.state().set_backends(&hello(), vec![backend]);
+
+    let reply = get(addr).await;
+
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert!(reply.body.starts_with("wasmkube activator: apps/hello: request to backend 127.0.0.1:"), "{}", reply.body);
+    assert_eq!(activator.metrics().requests(Some(&hello()), Outcome::BackendError), 1);
+}
+
+#[tokio::test]
+async fn routing_falls_back_to_host_without_an_original_destination() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (accepted, _) = listener.accept().await.unwrap();
+    assert_eq!(original_dst(&accepted), None, "a loopback connection is not NATed");
+    drop(client);
+
+    // The same through the server: a ClusterIP route that does not match still leaves Host routing working.
+    let backend = Backend::start("a").await;
+    let (activator, _waker, addr) = start(ActivatorSettings::default()).await;
+    activator.state().set_routes(
+        [("10.96.0.10:80".parse().unwrap(), hello()), ("10.96.0.11:80".parse().unwrap(), AppKey::new("other", "app"))]
+            .into(),
+    );
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    let reply = get(addr).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+#[test]
+fn host_names_the_app() {
+    let app = Some(hello());
+    assert_eq!(app_from_host("hello.apps"), app);
+    assert_eq!(app_from_host("hello.apps:8080"), app);
+    assert_eq!(app_from_host("hello.apps.svc"), app);
+    assert_eq!(app_from_host("hello.apps.svc.cluster.local"), app);
+    assert_eq!(app_from_host("hello.apps.svc.cluster.local:80"), app);
+    assert_eq!(app_from_host("hello.apps.svc.cluster.local."), app);
+    assert_eq!(app_from_host("hello.apps.svc.example.org"), app);
+    assert_eq!(app_from_host("hello"), None);
+    assert_eq!(app_from_host("hello:80"), None);
+    assert_eq!(app_from_host("example.com.au"), None);
+    assert_eq!(app_from_host("hello.apps.svc..local"), None);
+    assert_eq!(app_from_host(".apps"), None);
+    assert_eq!(app_from_host("127.0.0.1:8090"), None);
+    assert_eq!(app_from_host("[::1]:8090"), None);
+    assert_eq!(app_from_host(""), None);
+}
+
+fn slice(name: &str, manager: &str, port: (&str, i32), endpoints: serde_json::Value) -> EndpointSlice {
+    serde_json::from_value(json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": name,
+            "namespace": "apps",
+            "labels": {
+                "kubernetes.io/service-name": "hello",
+                "endpointslice.kubernetes.io/managed-by": manager,
+                "app.kubernetes.io/managed-by": "wasmkube-operator",
+            },
+        },
+        "addressType": "IPv4",
+        "ports": [{ "name": port.0, "port": port.1, "protocol": "TCP" }],
+        "endpoints": endpoints,
+    }))
+    .unwrap()
+}
+
+#[test]
+fn backends_come_from_ready_endpoints_of_kubernetes_slices_only() {
+    let pods = slice(
+        "hello-abc",
+        "endpointslice-controller.k8s.io",
+        ("http", 8080),
+        json!([
+            { "addresses": ["10.0.0.1"], "conditions": { "ready": true } },
+            { "addresses": ["10.0.0.2"] },
+            { "addresses": ["10.0.0.3"], "conditions": { "ready": false, "terminating": true } },
+        ]),
+    );
+    let activator_slice = slice(
+        "hello-activator",
+        ACTIVATOR_SLICE_MANAGER,
+        ("http", 8090),
+        json!([{ "addresses": ["10.0.9.9"], "conditions": { "ready": true } }]),
+    );
+    let other_port = slice(
+        "hello-metrics",
+        "endpointslice-controller.k8s.io",
+        ("metrics", 9000),
+        json!([{ "addresses": ["10.0.0.4"] }]),
+    );
+
+    let backends = backends_from_slices([&pods, &activator_slice, &other_port]);
+
+    let expected: Vec<SocketAddr> = vec!["10.0.0.1:8080".parse().unwrap(), "10.0.0.2:8080".parse().unwrap()];
+    assert_eq!(backends.len(), 1, "{backends:?}");
+    assert_eq!(backends.get(&hello()), Some(&expected));
+    assert!(backends_from_slices([&activator_slice]).is_empty(), "activator slices never become backends");
+}
+
+#[test]
+fn routes_map_cluster_ips_and_ports_to_the_app() {
+    let svc: Service = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "hello", "namespace": "apps" },
+        "spec": {
+            "clusterIP": "10.96.0.10",
+            "clusterIPs": ["10.96.0.10", "fd00::10"],
+            "ports": [{ "name": "http", "port": 80, "targetPort": "http" }],
+        },
+    }))
+    .unwrap();
+    let headless: Service = serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "headless", "namespace": "apps" },
+        "spec": { "clusterIP": "None", "ports": [{ "port": 80 }] },
+    }))
+    .unwrap();
+
+    let routes = routes_from_services([&svc, &headless]);
+
+    assert_eq!(routes.len(), 2, "{routes:?}");
+    assert_eq!(routes.get(&"10.96.0.10:80".parse().unwrap()), Some(&hello()));
+    assert_eq!(routes.get(&"[fd00::10]:80".parse().unwrap()), Some(&hello()));
+}
+
+#[tokio::test]
+async fn the_scale_waker_patches_replicas_from_zero_to_one_only() {
+    let (mock, mut handle) = tower_test::mock::pair::<Request<KubeBody>, Response<KubeBody>>();
+    let waker = ScaleWaker::new(kube::Client::new(mock, "default"));
+    let scale = json!({
+        "apiVersion": "autoscaling/v1", "kind": "Scale",
+        "metadata": { "name": "hello", "namespace": "apps" },
+        "spec": { "replicas": 1 },
+    });
+    let conflict = json!({
+        "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Invalid", "code": 422,
+        "message": "the server rejected our request due to an error in our request",
+    });
+    let server = tokio::spawn(async move {
+        for (status, reply) in [(200, scale), (422, conflict)] {
+            let (req, send) = tokio::time::timeout(HANG, handle.next_request()).await.unwrap().unwrap();
+            assert_eq!(req.method(), "PATCH");
+            assert_eq!(req.uri().path(), "/apis/wasmkube.dev/v1alpha1/namespaces/apps/wasmapps/hello/scale");
+            assert_eq!(req.headers().get("content-type").unwrap(), "application/json-patch+json");
+            let body: serde_json::Value =
+                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+            assert_eq!(
+                body,
+                json!([
+                    { "op": "test", "path": "/spec/replicas", "value": 0 },
+                    { "op": "replace", "path": "/spec/replicas", "value": 1 },
+                ])
+            );
+            send.send_response(
+                Response::builder().status(status).body(KubeBody::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+            );
+        }
+    });
+
+    waker.wake(&hello()).await.expect("scaling from 0");
+    waker.wake(&hello()).await.expect("a failed test op means the app is already up");
+    server.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_kubernetes_feed_fills_routes_and_backends() {
+    let (mock, mut handle) = tower_test::mock::pair::<Request<KubeBody>, Response<KubeBody>>();
+    let client = kube::Client::new(mock, "default");
+    let activator =
+        Activator::new(ActivatorSettings::default(), Arc::new(RecordingWaker::default()), ActivatorMetrics::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let feed = tokio::spawn(activator::watch::run(client, activator.clone(), async move {
+        let _ = stopped.await;
+    }));
+
+    let services = json!({
+        "apiVersion": "v1", "kind": "ServiceList", "metadata": { "resourceVersion": "10" },
+        "items": [{
+            "metadata": { "name": "hello", "namespace": "apps", "labels": { "app.kubernetes.io/managed-by": "wasmkube-operator" } },
+            "spec": { "clusterIP": "10.96.0.10", "ports": [{ "name": "http", "port": 80 }] },
+        }],
+    });
+    let pod_slice = serde_json::to_value(slice(
+        "hello-abc",
+        "endpointslice-controller.k8s.io",
+        ("http", 8080),
+        json!([{ "addresses": ["10.0.0.1"], "conditions": { "ready": true } }]),
+    ))
+    .unwrap();
+    let activator_slice = serde_json::to_value(slice(
+        "hello-activator",
+        ACTIVATOR_SLICE_MANAGER,
+        ("http", 8090),
+        json!([{ "addresses": ["10.0.9.9"] }]),
+    ))
+    .unwrap();
+    let slices = json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSliceList", "metadata": { "resourceVersion": "11" },
+        "items": [pod_slice, activator_slice],
+    });
+
+    // Answer the two lists; keep the watches open (unanswered) so the feed keeps what it listed.
+    let server = tokio::spawn(async move {
+        let mut open_watches = Vec::new();
+        let mut lists = 0;
+        while lists < 2 || open_watches.len() < 2 {
+            let (req, send) = tokio::time::timeout(HANG, handle.next_request()).await.unwrap().unwrap();
+            let (path, query) = (req.uri().path().to_string(), req.uri().query().unwrap_or("").to_string());
+            assert!(
+                query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dwasmkube-operator"),
+                "{path}?{query}"
+            );
+            if query.contains("watch=true") {
+                open_watches.push(send);
+                continue;
+            }
+            let reply = match path.as_str() {
+                "/api/v1/services" => &services,
+                "/apis/discovery.k8s.io/v1/endpointslices" => &slices,
+                other => panic!("unexpected request {other}?{query}"),
+            };
+            lists += 1;
+            send.send_response(Response::builder().body(KubeBody::from(serde_json::to_vec(reply).unwrap())).unwrap());
+        }
+        open_watches
+    });
+
+    until("routes and backends arrive", || {
+        activator.state().route("10.96.0.10:80".parse().unwrap()) == Some(hello())
+            && !activator.state().backends_in_order(&hello()).is_empty()
+    })
+    .await;
+    let backend: SocketAddr = "10.0.0.1:8080".parse().unwrap();
+    assert_eq!(activator.state().backends_in_order(&hello()), vec![backend], "activator slices are ignored");
+
+    let _open_watches = server.await.unwrap();
+    let _ = stop.send(());
+    tokio::time::timeout(HANG, feed).await.expect("the feed stops on shutdown").unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_lets_held_requests_finish() {
+    let backend = Backend::start("a").await;
+    let waker = Arc::new(RecordingWaker::default());
+    let activator = Activator::new(ActivatorSettings::default(), waker, ActivatorMetrics::default());
+    activator.state().set_routes([("10.96.0.10:80".parse().unwrap(), hello())].into());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(activator::serve(activator.clone(), listener, async move {
+        let _ = stopped.await;
+    }));
+
+    let pending = spawn_reply(get(addr));
+    until("the request is held", || activator.metrics().held(&hello()) == 1).await;
+    let _ = stop.send(());
+    until("the listener is closed", || std::net::TcpStream::connect(addr).is_err()).await;
+    assert!(!server.is_finished(), "serve must wait for the held request");
+
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    let reply = pending.await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    tokio::time::timeout(HANG, server).await.expect("serve returns once drained").unwrap();
+}
