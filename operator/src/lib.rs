@@ -1,6 +1,7 @@
 //! wasmkube operator: the `WasmApp` CRD and the controller that turns it into Kubernetes objects.
 
 pub mod activator;
+pub mod app_key;
 pub mod controller;
 pub mod crd;
 pub mod demand;

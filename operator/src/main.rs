@@ -12,6 +12,7 @@ use kube::Client;
 use tokio::sync::watch;
 use tracing_subscriber::EnvFilter;
 
+use wasmkube_operator::activator;
 use wasmkube_operator::controller::{self, ActivatorService, Config, Context};
 use wasmkube_operator::demand::{self, Demand, DemandSettings, KubeTargets, Targets};
 use wasmkube_operator::external_metrics::{self, service_dns_names, ServingCert};
@@ -82,6 +83,15 @@ struct RunArgs {
     /// Port of the shims' node metrics endpoint (their `metrics_address`).
     #[arg(long, env = "WASMKUBE_NODE_METRICS_PORT", default_value_t = 9464)]
     node_metrics_port: u16,
+    /// Address the activator listens on (idle apps' Services send their requests there).
+    #[arg(long, env = "WASMKUBE_ACTIVATOR_ADDR", default_value = activator::DEFAULT_ADDR)]
+    activator_addr: SocketAddr,
+    /// Longest a request waits at the activator for a ready replica before a 503.
+    #[arg(long, env = "WASMKUBE_ACTIVATOR_HOLD_TIMEOUT_SECONDS", default_value_t = 60)]
+    activator_hold_timeout_seconds: u64,
+    /// Requests of one app held at once by one activator; the one beyond gets a 503.
+    #[arg(long, env = "WASMKUBE_ACTIVATOR_MAX_HELD_PER_APP", default_value_t = 256)]
+    activator_max_held_per_app: usize,
 }
 
 #[tokio::main]
@@ -145,7 +155,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
     });
 
-    let metrics = Arc::new(Metrics::default());
+    let activator_metrics = activator::ActivatorMetrics::default();
+    let mut metrics = Metrics::default();
+    metrics.register_activator(&activator_metrics);
+    let metrics = Arc::new(metrics);
     let ready = Arc::new(AtomicBool::new(false));
     let listener =
         tokio::net::TcpListener::bind(args.http_addr).await.with_context(|| format!("binding {}", args.http_addr))?;
@@ -168,6 +181,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Why before the election: the API server and kube-proxy reach any replica, leader or not.
     let operator_namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
     start_demand(&args, &client, &operator_namespace, &stop_rx).await?;
+    start_activator(&args, &client, activator_metrics, &stop_rx).await?;
 
     let identity = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -291,5 +305,28 @@ async fn start_demand(
             tracing::error!(error = %e, "external metrics API failed");
         }
     });
+    Ok(())
+}
+
+/// Hold requests for idle apps, wake them, and proxy the requests once a replica is ready.
+async fn start_activator(
+    args: &RunArgs,
+    client: &Client,
+    metrics: activator::ActivatorMetrics,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let settings = activator::ActivatorSettings {
+        hold_timeout: Duration::from_secs(args.activator_hold_timeout_seconds),
+        max_held_per_app: args.activator_max_held_per_app,
+        ..activator::ActivatorSettings::default()
+    };
+    let waker: Arc<dyn activator::Waker> = Arc::new(activator::ScaleWaker::new(client.clone()));
+    let activator = activator::Activator::new(settings, waker, metrics);
+    let listener = tokio::net::TcpListener::bind(args.activator_addr)
+        .await
+        .with_context(|| format!("binding the activator to {}", args.activator_addr))?;
+    tracing::info!(addr = %args.activator_addr, "activator listening");
+    tokio::spawn(activator::serve(activator.clone(), listener, stopped(stop)));
+    tokio::spawn(activator::watch::run(client.clone(), activator, stopped(stop)));
     Ok(())
 }

@@ -1,43 +1,20 @@
 //! Pure routing data: which app a request is for, and where an app's ready pods are.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
+// Why from render: the slice the operator writes and the slices the activator skips must agree.
+pub use crate::render::{
+    ACTIVATOR_SLICE_MANAGER, LABEL_SERVICE_NAME as LABEL_SLICE_SERVICE, LABEL_SLICE_MANAGED_BY,
+};
 use crate::render::HTTP_PORT_NAME;
 
-/// `endpointslice.kubernetes.io/managed-by` value of the slice that points a Service at the activator.
-pub const ACTIVATOR_SLICE_MANAGER: &str = "wasmkube.dev-activator";
-/// Label naming the controller that manages an EndpointSlice.
-pub const LABEL_SLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
-/// Label naming the Service an EndpointSlice belongs to.
-pub const LABEL_SLICE_SERVICE: &str = "kubernetes.io/service-name";
 
-/// An app the activator serves: the namespace and name of its WasmApp (and of its Service).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AppKey {
-    /// Namespace of the WasmApp.
-    pub namespace: String,
-    /// Name of the WasmApp.
-    pub name: String,
-}
-
-impl AppKey {
-    /// The app `namespace/name`.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
-    }
-}
-
-impl fmt::Display for AppKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.name)
-    }
-}
+pub use crate::app_key::AppKey;
 
 /// Ready backends of each app.
 pub type Backends = HashMap<AppKey, Vec<SocketAddr>>;

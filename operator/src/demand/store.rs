@@ -19,21 +19,7 @@ pub const LABEL_WASMAPP: &str = "wasmapp";
 /// Default span of the window the request rate is computed over.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 
-/// A WasmApp, by namespace and name.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct AppKey {
-    /// Namespace of the WasmApp.
-    pub namespace: String,
-    /// Name of the WasmApp.
-    pub name: String,
-}
-
-impl AppKey {
-    /// The key of `name` in `namespace`.
-    pub fn new(namespace: impl Into<String>, name: impl Into<String>) -> Self {
-        Self { namespace: namespace.into(), name: name.into() }
-    }
-}
+pub use crate::app_key::AppKey;
 
 /// The demand of one app at one instant.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
