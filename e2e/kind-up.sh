@@ -7,6 +7,15 @@ need docker kind kubectl helm
 if ! kind get clusters | grep -qx "$CLUSTER"; then
     kind create cluster --name "$CLUSTER" --config "$ROOT/e2e/kind.yaml" --wait 120s
 fi
+if ! docker inspect "$REGISTRY_CONTAINER" >/dev/null 2>&1; then
+    docker run -d --restart=always -p "127.0.0.1:$REGISTRY_PORT:5000" --name "$REGISTRY_CONTAINER" registry:2
+fi
+docker network connect kind "$REGISTRY_CONTAINER" 2>/dev/null || true
+# The e2e components, built from examples/ and pushed with our CLI.
+make -C "$ROOT" guests build
+"$ROOT/target/debug/wasmkube" push --insecure "$ROOT/target/wasm32-wasip2/release/hello_http.wasm" \
+    "127.0.0.1:$REGISTRY_PORT/examples/hello-http:$TAG"
+
 docker build --target operator -t "wasmkube-operator:$TAG" "$ROOT"
 docker build --target node -t "wasmkube-node:$TAG" "$ROOT"
 kind load docker-image --name "$CLUSTER" "wasmkube-operator:$TAG" "wasmkube-node:$TAG"
@@ -16,6 +25,7 @@ helm upgrade --install wasmkube "$ROOT/charts/wasmkube" --namespace "$NAMESPACE"
     --set operator.image.pullPolicy=Never \
     --set nodeInstaller.image.repository=wasmkube-node --set nodeInstaller.image.tag="$TAG" \
     --set nodeInstaller.image.pullPolicy=Never \
+    --set "shim.insecureRegistries={$REGISTRY}" \
     --wait --timeout 5m
 kubectl -n "$NAMESPACE" rollout status daemonset/wasmkube-node-installer --timeout 5m
 nodes="$(kubectl get nodes --no-headers | wc -l)"

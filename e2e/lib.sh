@@ -9,3 +9,8 @@ need() {
         command -v "$tool" >/dev/null || { echo "e2e: $tool is required (Docker, kind, kubectl, helm)" >&2; exit 1; }
     done
 }
+# A registry container on kind's Docker network: the host pushes to 127.0.0.1:$REGISTRY_PORT, the nodes
+# (shim) and the operator pull from $REGISTRY over plain HTTP.
+REGISTRY_CONTAINER="wasmkube-e2e-registry"
+REGISTRY_PORT="${WASMKUBE_E2E_REGISTRY_PORT:-5001}"
+REGISTRY="$REGISTRY_CONTAINER:5000"
