@@ -18,8 +18,8 @@ mod activator;
 mod hpa;
 
 pub use activator::{
-    activator_endpoints, activator_slice_name, render_activator_slice, ActivatorEndpoints, ACTIVATOR_SLICE_MANAGER, LABEL_SERVICE_NAME,
-    LABEL_SLICE_MANAGED_BY,
+    activator_endpoints, activator_slice_name, render_activator_slice, ActivatorEndpoints, ACTIVATOR_SLICE_MANAGER,
+    LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY,
 };
 pub use hpa::{
     render_hpa, scales_to_zero, APP_METRIC_LABEL, DEFAULT_TARGET_REQUESTS_PER_SECOND, METRIC_IN_FLIGHT,
@@ -187,11 +187,9 @@ fn pull_secret_volume_name(index: usize) -> String {
 
 /// Env the shim reads and strips before the guest starts.
 fn runtime_env(app: &WasmApp) -> Vec<EnvVar> {
-    let literal = |name: &str, value: String| EnvVar { name: name.to_string(), value: Some(value), ..EnvVar::default() };
-    let mut env = vec![
-        literal(ENV_APP, app.name_any()),
-        literal(ENV_NAMESPACE, app.namespace().unwrap_or_default()),
-    ];
+    let literal =
+        |name: &str, value: String| EnvVar { name: name.to_string(), value: Some(value), ..EnvVar::default() };
+    let mut env = vec![literal(ENV_APP, app.name_any()), literal(ENV_NAMESPACE, app.namespace().unwrap_or_default())];
     if let Some(http) = &app.spec.http {
         env.push(literal(ENV_HTTP_PORT, http.port.to_string()));
     }

@@ -336,9 +336,7 @@ async fn removed_http_and_autoscaling_delete_their_children() {
         Step::new("DELETE", HPA).reply(200, deleted.clone()),
         Step::get(DEPLOY).reply(200, server_dep.clone()),
         Step::get(SERVICE).reply(200, service),
-        Step::new("DELETE", SERVICE)
-            .check(|b| assert_eq!(b["propagationPolicy"], "Background"))
-            .reply(200, deleted),
+        Step::new("DELETE", SERVICE).check(|b| assert_eq!(b["propagationPolicy"], "Background")).reply(200, deleted),
         Step::apply(STATUS).check(|b| {
             let s = &b["status"];
             assert!(s.get("url").is_none(), "url must go with the Service: {s}");

@@ -1,8 +1,8 @@
 //! Every spec feature through the pure render functions, checked as data.
 
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 use wasmkube_operator::crd::WasmApp;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use wasmkube_operator::render::{
     activator_endpoints, desired_replicas, render_activator_slice, render_deployment, render_hpa, render_service,
     selector_string, service_url, unresolved_component, ActivatorEndpoints, RenderConfig, ResolvedComponent,
@@ -350,7 +350,8 @@ fn without_cluster_support_scale_to_zero_keeps_one_replica() {
     scaled_down.spec.replicas = Some(0);
     assert_eq!(desired_replicas(&scaled_down, &cfg), 1);
     assert_eq!(desired_replicas(&scaled_down, &RenderConfig::default()), 0);
-    let activator = ActivatorEndpoints { address_type: "IPv4".into(), addresses: vec!["10.0.0.7".into()], port: Some(8090) };
+    let activator =
+        ActivatorEndpoints { address_type: "IPv4".into(), addresses: vec!["10.0.0.7".into()], port: Some(8090) };
     assert!(render_activator_slice(&app, &activator, 0, &cfg).unwrap().is_none());
 }
 

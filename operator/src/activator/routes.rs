@@ -8,11 +8,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
 // Why from render: the slice the operator writes and the slices the activator skips must agree.
-pub use crate::render::{
-    ACTIVATOR_SLICE_MANAGER, LABEL_SERVICE_NAME as LABEL_SLICE_SERVICE, LABEL_SLICE_MANAGED_BY,
-};
 use crate::render::HTTP_PORT_NAME;
-
+pub use crate::render::{ACTIVATOR_SLICE_MANAGER, LABEL_SERVICE_NAME as LABEL_SLICE_SERVICE, LABEL_SLICE_MANAGED_BY};
 
 pub use crate::app_key::AppKey;
 

@@ -35,7 +35,8 @@ pub struct ActivatorEndpoints {
 pub fn activator_endpoints(slices: &[EndpointSlice]) -> ActivatorEndpoints {
     let mut by_family: Vec<ActivatorEndpoints> = Vec::new();
     for slice in slices {
-        let port = slice.ports.iter().flatten().find(|p| p.name.as_deref() == Some(HTTP_PORT_NAME)).and_then(|p| p.port);
+        let port =
+            slice.ports.iter().flatten().find(|p| p.name.as_deref() == Some(HTTP_PORT_NAME)).and_then(|p| p.port);
         let ready = slice
             .endpoints
             .iter()
