@@ -9,6 +9,7 @@ pub mod error;
 pub mod external_metrics;
 pub mod leader;
 pub mod metrics;
+pub mod net;
 pub mod render;
 pub mod resolve;
 pub mod server;

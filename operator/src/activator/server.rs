@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 
 use super::handler::{handle, Origin};
 use super::Activator;
+use crate::net::accept_until;
 
 /// `SO_ORIGINAL_DST` (and `IP6T_SO_ORIGINAL_DST`), from linux/netfilter_ipv4.h; libc does not export it.
 const SO_ORIGINAL_DST: libc::c_int = 80;
@@ -27,18 +28,7 @@ pub async fn serve(activator: Arc<Activator>, listener: TcpListener, shutdown: i
     loop {
         // Why: a JoinSet keeps finished tasks until joined; reap them so it holds only open connections.
         while connections.try_join_next().is_some() {}
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Why: accept errors (EMFILE, aborted handshakes) are per connection; the listener lives on.
-                    tracing::warn!(error = %e, "activator accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+        let Some((stream, peer)) = accept_until(&listener, &mut shutdown, "activator").await else { break };
         let _ = stream.set_nodelay(true);
         let origin = Origin { peer, original_dst: original_dst(&stream) };
         connections.spawn(connection(activator.clone(), stream, origin, drain.clone()));

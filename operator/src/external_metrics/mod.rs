@@ -23,6 +23,7 @@ pub use api::router;
 pub use tls::{service_dns_names, ServingCert, TlsError};
 
 use crate::demand::Demand;
+use crate::net::accept_until;
 
 /// Time a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -42,17 +43,8 @@ pub async fn serve(
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    // Why the pause: accept errors (EMFILE) repeat at once; do not spin on them.
-                    tracing::warn!(error = %e, "external metrics API: accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((stream, peer)) = accept_until(&listener, &mut shutdown, "external metrics API").await else {
+            break;
         };
         let acceptor = acceptor.clone();
         let service = service.clone();
