@@ -73,7 +73,12 @@ fn main() -> Result<()> {
         name: "hello-http".into(),
         image: PAUSE_IMAGE.into(),
         command: vec![format!("oci://{repo}@{digest}")],
-        env: vec![("WASMKUBE_HTTP_PORT".into(), HTTP_PORT.to_string())],
+        env: vec![
+            ("WASMKUBE_HTTP_PORT".into(), HTTP_PORT.to_string()),
+            // As the operator renders them: the labels of the app's request metrics.
+            ("WASMKUBE_APP".into(), "hello-http".into()),
+            ("WASMKUBE_NAMESPACE".into(), "demo".into()),
+        ],
         ..Default::default()
     };
     let id = cri.create_container(&pod, &spec)?;
@@ -93,6 +98,20 @@ fn main() -> Result<()> {
     println!("    HTTP {} in {:.1} ms: {}", response.status, asked.elapsed().as_secs_f64() * 1e3, response.body.trim());
     ensure!(response.status == 200, "the component answered {}: {}", response.status, response.body);
 
+    if let Some(metrics) = ctrd.shim_metrics_addr() {
+        step(&format!("GET http://{metrics}/metrics (the node endpoint the operator scrapes for scale to zero)"));
+        let scraped = http::get(metrics, "/metrics", Duration::from_secs(10))?;
+        ensure!(scraped.status == 200, "the node metrics endpoint answered {}", scraped.status);
+        ensure!(
+            scraped.body.contains("wasmkube_http_requests_total{namespace=\"demo\",wasmapp=\"hello-http\""),
+            "the node metrics endpoint has no series of the pod:\n{}",
+            scraped.body
+        );
+        for line in scraped.body.lines().filter(|l| l.contains("wasmapp=\"hello-http\"")) {
+            println!("    {line}");
+        }
+    }
+
     step("stopping the pod (SIGTERM drains the listener), containerd and the registry");
     cri.stop_container(&id, 10)?;
     let stopped = cri.wait_container_state(&id, ContainerState::Exited, Duration::from_secs(30))?;
@@ -109,7 +128,9 @@ fn main() -> Result<()> {
 fn run_hello_cli(ctrd: &PrivateContainerd) -> Result<()> {
     let wasm = std::fs::read(guests::guest_wasm("hello-cli")?).context("reading hello-cli.wasm")?;
     let image = "docker.io/wasmkube/hello-cli:demo";
-    ctrd.import(&component_image_at(image, wasm, "/app.wasm"))?;
+    // Why CRI's namespace: one daemon per containerd namespace, and on a node everything is in k8s.io; the
+    // pod below then shares this daemon (and its node metrics endpoint).
+    ctrd.import_in(CRI_NAMESPACE, &component_image_at(image, wasm, "/app.wasm"))?;
     let args = [
         "run",
         "--rm",
@@ -122,7 +143,7 @@ fn run_hello_cli(ctrd: &PrivateContainerd) -> Result<()> {
         "/app.wasm",
     ];
     let started = Instant::now();
-    let out = ctrd.ctr(args.iter().chain(&["from", "the", "demo"]))?;
+    let out = ctrd.ctr_in(CRI_NAMESPACE, args.iter().chain(&["from", "the", "demo"]))?;
     for line in out.stdout.lines().chain(out.stderr.lines()) {
         println!("    | {line}");
     }
