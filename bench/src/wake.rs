@@ -198,7 +198,9 @@ pub fn run(args: Args) -> Result<()> {
     let (ctrd, cri, _) = hello_http::node(&shim, SUBNET)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("building the tokio runtime")?;
-    let measured = runtime.block_on(measure(Arc::new(cri), &args))?;
+    // Why: the last handle of the CRI client, which owns a runtime of its own, must drop outside async code.
+    let cri = Arc::new(cri);
+    let measured = runtime.block_on(measure(&cri, &args))?;
 
     let wake = |part: fn(&WakeSample) -> f64| {
         Summary::of(&measured.wakes.iter().map(part).collect::<Vec<_>>()).context("no wake-ups measured")
@@ -268,7 +270,7 @@ pub fn run(args: Args) -> Result<()> {
 }
 
 /// Serves the activator on loopback and measures wake-ups, then the awake app through it and directly.
-async fn measure(cri: Arc<CriClient>, args: &Args) -> Result<Measured> {
+async fn measure(cri: &Arc<CriClient>, args: &Args) -> Result<Measured> {
     let waker = PodWaker::new(cri.clone());
     let settings =
         ActivatorSettings { hold_timeout: READY_TIMEOUT, wake_interval: WAKE_INTERVAL, ..Default::default() };
@@ -294,7 +296,7 @@ async fn measure(cri: Arc<CriClient>, args: &Args) -> Result<Measured> {
             wakes.push(sample);
         }
         activator.state().set_backends(&app, Vec::new());
-        remove_pod(&cri, pod).await?;
+        remove_pod(cri, pod).await?;
         // Why: spacing, not measurement: the activator wakes an app at most once per interval.
         tokio::time::sleep(WAKE_INTERVAL).await;
     }
@@ -307,7 +309,7 @@ async fn measure(cri: Arc<CriClient>, args: &Args) -> Result<Measured> {
     };
     let (via_activator, direct) = awake(addr, backend, args.requests).await?;
     activator.state().set_backends(&app, Vec::new());
-    remove_pod(&cri, pod).await?;
+    remove_pod(cri, pod).await?;
     let _ = stop.send(());
     server.await.context("the activator task failed")?;
     Ok(Measured { wakes, via_activator, direct })
