@@ -69,8 +69,19 @@ struct WakeTimes {
 /// A woken pod, the address it serves on, and when each step ended; or why waking failed.
 type Woken = Result<(Pod, SocketAddr, WakeTimes), String>;
 
-/// The app's pod as the waker knows it: `None` at zero, `Some(None)` while a pod starts.
-type Current = Arc<Mutex<Option<Option<Woken>>>>;
+/// The app's pod as the waker knows it.
+#[derive(Default)]
+enum Replica {
+    /// Scaled to zero: the next wake starts a pod.
+    #[default]
+    None,
+    /// A pod is starting.
+    Starting,
+    /// The last wake-up finished.
+    Woken(Box<Woken>),
+}
+
+type Current = Arc<Mutex<Replica>>;
 
 /// Wakes the app as Kubernetes would for a scaled-to-zero app: a pod started through CRI, ready once it answers
 /// HTTP, then set as the app's backend. Like the scale patch's `test` op, a wake while a pod exists is a no-op.
@@ -81,7 +92,7 @@ struct PodWaker {
     current: Current,
 }
 
-fn lock(current: &Current) -> std::sync::MutexGuard<'_, Option<Option<Woken>>> {
+fn lock(current: &Current) -> std::sync::MutexGuard<'_, Replica> {
     current.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -98,9 +109,12 @@ impl PodWaker {
     /// Takes the wake-up once it has finished, leaving the app at zero as far as the waker knows.
     fn take_finished(&self) -> Option<Woken> {
         let mut current = lock(&self.current);
-        match current.as_ref() {
-            Some(Some(_)) => current.take().flatten(),
-            _ => None,
+        match std::mem::take(&mut *current) {
+            Replica::Woken(woken) => Some(*woken),
+            other => {
+                *current = other;
+                None
+            }
         }
     }
 }
@@ -111,10 +125,10 @@ impl Waker for PodWaker {
         let called = Instant::now();
         {
             let mut current = lock(&self.current);
-            if current.is_some() {
+            if !matches!(*current, Replica::None) {
                 return Ok(());
             }
-            *current = Some(None);
+            *current = Replica::Starting;
         }
         let name = format!("wake-{}", self.pods_started.fetch_add(1, Ordering::Relaxed));
         let (cri, current, app) = (self.cri.clone(), self.current.clone(), app.clone());
@@ -130,7 +144,7 @@ impl Waker for PodWaker {
                 tracing::warn!(%app, error = %e, "waking the app failed");
             }
             // Why: recorded before the backend is set, so it is there when the held request's response arrives.
-            *lock(&current) = Some(Some(result));
+            *lock(&current) = Replica::Woken(Box::new(result));
             match (backend, activator.as_ref().and_then(Weak::upgrade)) {
                 (Some(addr), Some(activator)) => activator.state().set_backends(&app, vec![addr]),
                 (Some(_), None) => tracing::warn!(%app, "the activator is gone; the woken pod is not routed"),
@@ -251,7 +265,7 @@ pub fn run(args: Args) -> Result<()> {
             "total": total,
             "split": { "to_waker": to_waker, "pod_start": pod_start, "ready": ready, "proxy": proxy },
             "split_definition": "to_waker: send until the activator calls the waker; pod_start: CRI calls until \
-                                 the container runs; ready: until the pod answers the probe; proxy: backend set \
+                                 the container runs and the pod IP is known; ready: until the pod answers the probe; proxy: backend set \
                                  until the full response",
         },
         "awake": {
