@@ -77,6 +77,7 @@ bench: deps guests
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench pod-start --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench pod-memory --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
 	$(CARGO_TARGET_DIR)/release/wasmkube-bench oci-start --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
+	$(CARGO_TARGET_DIR)/release/wasmkube-bench wake --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
 
 ## bench-http: wrk against hello-http in a CRI pod (shim) and a reference wasmtime-wasi-http host; bench/results/http.json.
 bench-http: deps guests

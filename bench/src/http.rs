@@ -10,17 +10,13 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use serde_json::json;
-use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
-use wasmkube_harness::cri::{ContainerSpec, ContainerState};
-use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
+use wasmkube_harness::http;
 use wasmkube_harness::packages::{self, Package};
-use wasmkube_harness::{guests, http, wait_until, ContainerdOpts, PrivateContainerd};
 
+use crate::hello_http;
 use crate::reference::ReferenceHost;
 use crate::report;
 
-const IMAGE: &str = "docker.io/wasmkube/hello-http:bench";
-const PORT: u16 = 8080;
 /// A pod subnet of its own, apart from the tests' 10.88.3x/4x ranges.
 const SUBNET: &str = "10.88.60.0/24";
 
@@ -74,30 +70,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     packages::ensure_installed(&[Package::Wrk])?;
     let shim = crate::ctr_run::shim_binary(args.shim.clone())?;
-    let wasm_path = guests::guest_wasm("hello_http")?;
-    let wasm = std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
-
-    let mut opts = ContainerdOpts::with_shim(&shim);
-    opts.cni = Some(CniOpts { subnet: SUBNET.into() });
-    let ctrd = PrivateContainerd::start(opts)?;
-    ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
-    ctrd.import_in(CRI_NAMESPACE, &component_image_at(IMAGE, wasm.clone(), "/hello-http.wasm"))?;
-    let cri = ctrd.cri()?;
-    wait_until("CRI sees the images", Duration::from_secs(10), || {
-        [PAUSE_IMAGE, IMAGE].iter().all(|i| cri.image_id(i).is_ok_and(|id| id.is_some()))
-    })?;
-    let pod = cri.run_pod_sandbox("bench-http", WASMKUBE_HANDLER)?;
-    let spec = ContainerSpec { name: "web".into(), image: IMAGE.into(), ..Default::default() };
-    let id = cri.create_container(&pod, &spec)?;
-    cri.start_container(&id)?;
-    cri.wait_container_state(&id, ContainerState::Running, Duration::from_secs(30))?;
-    let shim_addr = SocketAddr::new(cri.pod_ip(&pod)?, PORT);
+    let (ctrd, cri, wasm) = hello_http::node(&shim, SUBNET)?;
+    let (pod, shim_addr) = hello_http::start_pod(&cri, "bench-http")?;
     let reference = ReferenceHost::start(&wasm)?;
 
     let targets = [("wasmkube", shim_addr), ("reference", reference.addr())];
     for (name, addr) in targets {
         let r = http::get(addr, "/", Duration::from_secs(10))?;
-        if (r.status, r.body.as_str()) != (200, "hello from wasmkube") {
+        if (r.status, r.body.as_str()) != (200, hello_http::GREETING) {
             bail!("{name} at {addr} answered {r:?}");
         }
         // Warm-up: compiled code paged in, connections and caches warm.

@@ -1,12 +1,14 @@
 //! `wasmkube-bench`: benchmarks of wasmkube against its references; results go to bench/results/.
 
 mod ctr_run;
+mod hello_http;
 mod http;
 mod oci_start;
 mod pods;
 mod reference;
 mod report;
 mod stats;
+mod wake;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand};
@@ -30,6 +32,8 @@ enum Command {
     Http(http::Args),
     /// `ctr run --rm` of an `oci://` component: first start (pull + compile) against a cached start.
     OciStart(oci_start::Args),
+    /// A request to an app at zero through the activator, which wakes it with a CRI pod: send to response.
+    Wake(wake::Args),
 }
 
 fn main() -> Result<()> {
@@ -46,5 +50,6 @@ fn main() -> Result<()> {
         Command::PodMemory(args) => pods::memory(args),
         Command::Http(args) => http::run(args),
         Command::OciStart(args) => oci_start::run(args),
+        Command::Wake(args) => wake::run(args),
     }
 }

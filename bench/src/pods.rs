@@ -184,7 +184,7 @@ pub fn start(args: StartArgs) -> Result<()> {
         "ratio_total": ratio_total,
         "ratio_container": ratio_container,
         "ratio_definition": "median(wasmkube) / median(runc)",
-        "environment": environment(&ctrd, &shim)?,
+        "environment": report::environment(&ctrd, &shim)?,
     });
     write(&args.node, "pod-start", &result)
 }
@@ -292,7 +292,7 @@ pub fn memory(args: MemoryArgs) -> Result<()> {
         "rows": rows,
         "per_extra_pod_mib": per_extra.iter().map(|(name, (rss, pss))| (name.to_string(), json!({ "rss": rss, "pss": pss }))).collect::<serde_json::Map<_, _>>(),
         "per_extra_pod_definition": "(shim+workload at max N − at min N) / (max N − min N)",
-        "environment": environment(&ctrd, &shim)?,
+        "environment": report::environment(&ctrd, &shim)?,
     });
     write(&args.node, "pod-memory", &result)
 }
@@ -333,17 +333,6 @@ fn per_extra_pod(rows: &[serde_json::Value], handlers: &[Handler]) -> Vec<(&'sta
 
 fn summary(samples: &[f64]) -> Result<Summary> {
     Summary::of(samples).context("no samples")
-}
-
-fn environment(ctrd: &PrivateContainerd, shim: &std::path::Path) -> Result<serde_json::Value> {
-    Ok(json!({
-        "containerd_version": ctrd.server_version()?,
-        "snapshotter": ctrd.snapshotter().as_str(),
-        "shim": shim.display().to_string(),
-        "date": report::now_rfc3339(),
-        "git_commit": report::git_commit(),
-        "host": { "cpus": report::cpus(), "kernel": report::kernel() },
-    }))
 }
 
 fn write(args: &NodeArgs, name: &str, result: &serde_json::Value) -> Result<()> {

@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, Result};
+use serde_json::json;
+use wasmkube_harness::PrivateContainerd;
 
 /// `bench/results/` of the workspace.
 pub fn results_dir() -> PathBuf {
@@ -50,4 +52,40 @@ pub fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value)? + "\n";
     std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+}
+
+/// Facts about a run on a private containerd with `shim`: versions, commit, date and host.
+pub fn environment(ctrd: &PrivateContainerd, shim: &Path) -> Result<serde_json::Value> {
+    Ok(json!({
+        "containerd_version": ctrd.server_version()?,
+        "snapshotter": ctrd.snapshotter().as_str(),
+        "shim": shim.display().to_string(),
+        "date": now_rfc3339(),
+        "git_commit": git_commit(),
+        "host": { "cpus": cpus(), "kernel": kernel() },
+    }))
+}
+
+/// Whether `shim` and this program are release builds: a debug shim lives in a `debug` target folder.
+pub fn is_release_build(shim: &Path) -> bool {
+    !cfg!(debug_assertions) && !shim.components().any(|c| c.as_os_str() == "debug")
+}
+
+/// Default result file of benchmark `name`: `NAME.json`, or `NAME.dev-profile.json` for a debug build, so
+/// a dev-profile figure never overwrites a release one.
+pub fn result_path(name: &str, release: bool) -> PathBuf {
+    let file = if release { format!("{name}.json") } else { format!("{name}.dev-profile.json") };
+    results_dir().join(file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_builds_get_their_own_result_file() {
+        assert!(result_path("wake", true).ends_with("bench/results/wake.json"));
+        assert!(result_path("wake", false).ends_with("bench/results/wake.dev-profile.json"));
+        assert!(!is_release_build(Path::new("/w/target/debug/containerd-shim-wasmkube-v1")));
+    }
 }

@@ -11,6 +11,8 @@ pub struct Summary {
     pub median_ms: f64,
     /// Fastest sample.
     pub min_ms: f64,
+    /// Slowest sample.
+    pub max_ms: f64,
     /// 90th percentile, nearest-rank.
     pub p90_ms: f64,
 }
@@ -21,10 +23,16 @@ impl Summary {
         let mut sorted = samples.to_vec();
         sorted.sort_by(f64::total_cmp);
         let n = sorted.len();
-        let min = *sorted.first()?;
+        let (min, max) = (*sorted.first()?, *sorted.last()?);
         let median = if n % 2 == 1 { sorted[n / 2] } else { (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0 };
         let rank = ((0.9 * n as f64).ceil() as usize).clamp(1, n);
-        Some(Summary { samples_ms: samples.to_vec(), median_ms: median, min_ms: min, p90_ms: sorted[rank - 1] })
+        Some(Summary {
+            samples_ms: samples.to_vec(),
+            median_ms: median,
+            min_ms: min,
+            max_ms: max,
+            p90_ms: sorted[rank - 1],
+        })
     }
 }
 
@@ -35,7 +43,7 @@ mod tests {
     #[test]
     fn odd_and_even_counts() {
         let s = Summary::of(&[5.0, 1.0, 3.0]).unwrap();
-        assert_eq!((s.median_ms, s.min_ms, s.p90_ms), (3.0, 1.0, 5.0));
+        assert_eq!((s.median_ms, s.min_ms, s.max_ms, s.p90_ms), (3.0, 1.0, 5.0, 5.0));
         let s = Summary::of(&[4.0, 1.0, 3.0, 2.0]).unwrap();
         assert_eq!(s.median_ms, 2.5);
         assert_eq!(s.samples_ms, [4.0, 1.0, 3.0, 2.0]);
