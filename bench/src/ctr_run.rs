@@ -9,7 +9,7 @@ use wasmkube_harness::containerd::{RUNC_RUNTIME_TYPE, WASMKUBE_RUNTIME_TYPE};
 use wasmkube_harness::images::{self, BUSYBOX_IMAGE};
 use wasmkube_harness::{guests, paths, ContainerdOpts, PrivateContainerd};
 
-use crate::report;
+use crate::report::{self, NodeArgs};
 use crate::stats::Summary;
 
 /// Image name of the hello-cli component.
@@ -21,15 +21,11 @@ pub struct Args {
     /// Measured runs per variant (after one warm-up each).
     #[arg(long, default_value_t = 15)]
     pub runs: usize,
-    /// The shim binary (default: <target>/release/containerd-shim-wasmkube-v1).
-    #[arg(long)]
-    pub shim: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
     /// Measure only runc (for machines without a built shim).
     #[arg(long)]
     pub runc_only: bool,
-    /// Where to write the JSON result (default: bench/results/ctr-run.json).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
 }
 
 /// One thing measured: a runtime and the image it runs.
@@ -48,13 +44,13 @@ pub fn run(args: Args) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("ctr-run starts a private containerd and needs root");
     }
-    let shim = if args.runc_only { None } else { Some(shim_binary(args.shim.clone())?) };
+    let shim = if args.runc_only { None } else { Some(args.node.shim_binary()?) };
     let ctrd = PrivateContainerd::start(ContainerdOpts { shim: shim.clone(), ..Default::default() })?;
     let mut variants = import_images(&ctrd, shim.is_some())?;
     measure(&ctrd, &mut variants, args.runs)?;
     let result = report_json(&ctrd, &variants, args.runs, shim.as_deref())?;
     print_table(&variants);
-    let out = args.out.unwrap_or_else(|| report::results_dir().join("ctr-run.json"));
+    let out = args.node.out_or(|| report::results_dir().join("ctr-run.json"));
     report::write_json(&out, &result)?;
     println!("wrote {}", out.display());
     Ok(())

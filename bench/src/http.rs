@@ -3,7 +3,6 @@
 //! on 127.0.0.1). Rounds interleave the two so that drift hits both alike.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use wasmkube_harness::packages::{self, Package};
 
 use crate::hello_http;
 use crate::reference::ReferenceHost;
-use crate::report;
+use crate::report::{self, NodeArgs};
 
 /// A pod subnet of its own, apart from the tests' 10.88.3x/4x ranges.
 const SUBNET: &str = "10.88.60.0/24";
@@ -35,12 +34,8 @@ pub struct Args {
     /// Rounds; each measures the shim, then the reference.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
-    /// The shim binary (default: <target>/release/containerd-shim-wasmkube-v1).
-    #[arg(long)]
-    pub shim: Option<PathBuf>,
-    /// Where to write the JSON result (default: bench/results/http.json).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 /// What one wrk run reported.
@@ -69,7 +64,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("http starts a private containerd with CNI and needs root");
     }
     packages::ensure_installed(&[Package::Wrk])?;
-    let shim = crate::ctr_run::shim_binary(args.shim.clone())?;
+    let shim = args.node.shim_binary()?;
     let (ctrd, cri, wasm) = hello_http::node(&shim, SUBNET)?;
     let (pod, shim_addr) = hello_http::start_pod(&cri, "bench-http")?;
     let reference = ReferenceHost::start(&wasm)?;
@@ -124,7 +119,7 @@ pub fn run(args: Args) -> Result<()> {
         "git_commit": report::git_commit(),
         "host": { "cpus": report::cpus(), "kernel": report::kernel() },
     });
-    let out = args.out.unwrap_or_else(|| report::results_dir().join("http.json"));
+    let out = args.node.out_or(|| report::results_dir().join("http.json"));
     report::write_json(&out, &result)?;
     println!("wrote {}", out.display());
     Ok(())

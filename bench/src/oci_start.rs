@@ -1,7 +1,6 @@
 //! `oci-start`: wall time of `ctr run --rm` of an `oci://` component — first start (pull, verify, compile,
 //! cache) against a start from the node cache — for a small and a ≥5 MB component.
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
@@ -13,7 +12,7 @@ use wasmkube_harness::registry::Registry;
 use wasmkube_harness::{guests, ContainerdOpts, PrivateContainerd};
 use wasmkube_oci::{parse_oci_ref, Puller};
 
-use crate::report;
+use crate::report::{self, NodeArgs};
 use crate::stats::Summary;
 
 /// Options of the `oci-start` benchmark.
@@ -22,12 +21,8 @@ pub struct Args {
     /// Measured runs per variant.
     #[arg(long, default_value_t = 10)]
     pub runs: usize,
-    /// The shim binary (default: <target>/release/containerd-shim-wasmkube-v1).
-    #[arg(long)]
-    pub shim: Option<PathBuf>,
-    /// Where to write the JSON result (default: bench/results/oci-start.json).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 /// Size the large component is padded to.
@@ -38,7 +33,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let shim = crate::ctr_run::shim_binary(args.shim.clone())?;
+    let shim = args.node.shim_binary()?;
     let registry = Registry::start()?;
     let opts =
         ContainerdOpts { shim: Some(shim.clone()), insecure_registries: vec![registry.host()], ..Default::default() };
@@ -84,7 +79,7 @@ pub fn run(args: Args) -> Result<()> {
         "git_commit": report::git_commit(),
         "host": { "cpus": report::cpus(), "kernel": report::kernel() },
     });
-    let out = args.out.unwrap_or_else(|| report::results_dir().join("oci-start.json"));
+    let out = args.node.out_or(|| report::results_dir().join("oci-start.json"));
     report::write_json(&out, &result)?;
     println!("wrote {}", out.display());
     Ok(())

@@ -13,24 +13,13 @@ use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
 use wasmkube_harness::images::{self, BUSYBOX_IMAGE, PAUSE_IMAGE};
 use wasmkube_harness::{guests, procs, ContainerdOpts, PrivateContainerd};
 
-use crate::report;
+use crate::report::{self, NodeArgs};
 use crate::stats::Summary;
 
 const SLEEPER_IMAGE: &str = "docker.io/wasmkube/sleeper:bench";
 /// Room for 2 × 100 pods and the ones being torn down.
 const SUBNET: &str = "10.90.0.0/22";
 const STATE_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Options shared by both pod benchmarks.
-#[derive(Debug, clap::Args)]
-pub struct NodeArgs {
-    /// The shim binary (default: <target>/release/containerd-shim-wasmkube-v1).
-    #[arg(long)]
-    pub shim: Option<PathBuf>,
-    /// Where to write the JSON result (default: bench/results/<benchmark>.json).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
-}
 
 /// Options of `pod-start`.
 #[derive(Debug, clap::Args)]
@@ -91,7 +80,7 @@ fn node(args: &NodeArgs) -> Result<(PrivateContainerd, CriClient, PathBuf)> {
     if !nix::unistd::geteuid().is_root() {
         bail!("pod benchmarks start a private containerd and need root");
     }
-    let shim = crate::ctr_run::shim_binary(args.shim.clone())?;
+    let shim = args.shim_binary()?;
     let mut opts = ContainerdOpts::with_shim(&shim);
     opts.cni = Some(CniOpts { subnet: SUBNET.into() });
     let ctrd = PrivateContainerd::start(opts)?;
@@ -336,7 +325,7 @@ fn summary(samples: &[f64]) -> Result<Summary> {
 }
 
 fn write(args: &NodeArgs, name: &str, result: &serde_json::Value) -> Result<()> {
-    let out = args.out.clone().unwrap_or_else(|| report::results_dir().join(format!("{name}.json")));
+    let out = args.out_or(|| report::results_dir().join(format!("{name}.json")));
     report::write_json(&out, result)?;
     println!("wrote {}", out.display());
     Ok(())

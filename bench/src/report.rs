@@ -7,6 +7,29 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use wasmkube_harness::PrivateContainerd;
 
+/// Options every benchmark of our shim takes: which shim binary, and where the JSON result goes.
+#[derive(Debug, Clone, clap::Args)]
+pub struct NodeArgs {
+    /// The shim binary (default: <target>/release/containerd-shim-wasmkube-v1).
+    #[arg(long)]
+    pub shim: Option<PathBuf>,
+    /// Where to write the JSON result (default: bench/results/<benchmark>.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+impl NodeArgs {
+    /// The shim binary to measure: `--shim`, else the release build.
+    pub fn shim_binary(&self) -> Result<PathBuf> {
+        crate::ctr_run::shim_binary(self.shim.clone())
+    }
+
+    /// `--out`, else `default`.
+    pub fn out_or(&self, default: impl FnOnce() -> PathBuf) -> PathBuf {
+        self.out.clone().unwrap_or_else(default)
+    }
+}
+
 /// `bench/results/` of the workspace.
 pub fn results_dir() -> PathBuf {
     wasmkube_harness::paths::workspace_root().join("bench").join("results")

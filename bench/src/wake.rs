@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -22,7 +21,7 @@ use wasmkube_harness::http;
 use wasmkube_operator::activator::{serve, Activator, ActivatorMetrics, ActivatorSettings, AppKey, WakeError, Waker};
 
 use crate::hello_http;
-use crate::report;
+use crate::report::{self, NodeArgs};
 use crate::stats::Summary;
 
 /// A pod subnet of its own, apart from the `http` bench's and the tests' ranges.
@@ -47,12 +46,8 @@ pub struct Args {
     /// Requests through the activator, and as many straight to the pod, once it is awake.
     #[arg(long, default_value_t = 200)]
     pub requests: usize,
-    /// The shim binary (default: <target>/release/containerd-shim-wasmkube-v1).
-    #[arg(long)]
-    pub shim: Option<PathBuf>,
-    /// Where to write the JSON result (default: bench/results/wake.json, wake.dev-profile.json for a debug build).
-    #[arg(long)]
-    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub node: NodeArgs,
 }
 
 /// When each step of one wake-up ended.
@@ -208,7 +203,7 @@ pub fn run(args: Args) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("wake starts a private containerd with CNI and needs root");
     }
-    let shim = crate::ctr_run::shim_binary(args.shim.clone())?;
+    let shim = args.node.shim_binary()?;
     let (ctrd, cri, _) = hello_http::node(&shim, SUBNET)?;
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("building the tokio runtime")?;
@@ -277,7 +272,7 @@ pub fn run(args: Args) -> Result<()> {
         },
         "environment": report::environment(&ctrd, &shim)?,
     });
-    let out = args.out.unwrap_or_else(|| report::result_path("wake", release));
+    let out = args.node.out_or(|| report::result_path("wake", release));
     report::write_json(&out, &result)?;
     println!("wrote {}", out.display());
     Ok(())
