@@ -12,9 +12,7 @@ if ! docker inspect "$REGISTRY_CONTAINER" >/dev/null 2>&1; then
 fi
 docker network connect kind "$REGISTRY_CONTAINER" 2>/dev/null || true
 # The e2e components, built from examples/ and pushed with our CLI.
-make -C "$ROOT" guests build
-"$ROOT/target/debug/wasmkube" push --insecure "$ROOT/target/wasm32-wasip2/release/hello_http.wasm" \
-    "127.0.0.1:$REGISTRY_PORT/examples/hello-http:$TAG"
+"$ROOT/e2e/push-components.sh"
 
 docker build --target operator -t "wasmkube-operator:$TAG" "$ROOT"
 docker build --target node -t "wasmkube-node:$TAG" "$ROOT"
