@@ -6,11 +6,11 @@ CARGO ?= cargo
 # One target directory for the host workspace and the guest components.
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 GUEST_DIR := $(CARGO_TARGET_DIR)/wasm32-wasip2/release
-DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev curl wrk
+DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev curl wrk shellcheck
 # Binaries whose presence means the packages above are installed (checked before calling apt).
-DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/curl /usr/bin/wrk
+DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/curl /usr/bin/wrk /usr/bin/shellcheck
 
-.PHONY: all deps build guests crds tools deploy chart-check test fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down clean
+.PHONY: all deps build guests crds tools deploy chart-check script-check test fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down clean
 
 all: build
 
@@ -49,6 +49,10 @@ deploy: tools
 chart-check: tools
 	scripts/chart.sh check
 
+## script-check: shellcheck of the e2e and tool scripts (they run on clusters CI does not have).
+script-check: deps
+	shellcheck -x -P SCRIPTDIR -e SC1091 e2e/*.sh scripts/*.sh
+
 fmt:
 	$(CARGO) fmt --all
 	$(CARGO) fmt --all --manifest-path examples/Cargo.toml
@@ -62,7 +66,7 @@ lint: deps
 
 ## test: every test — formatting, lints, generated files fresh (operator/tests/crd.rs), unit tests,
 ## operator reconciles against a scripted API server, node tests against a real private containerd.
-test: deps fmt-check lint guests chart-check
+test: deps fmt-check script-check lint guests chart-check
 	$(CARGO) test --workspace --no-fail-fast
 
 ## demo: the node path: local registry, `wasmkube push`, a CRI pod through our shim, curl of its pod IP.
