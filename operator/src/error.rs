@@ -1,7 +1,5 @@
 //! The operator's one error type; every variant has a category used as metric label and Event reason.
 
-use std::fmt::Write as _;
-
 /// Errors of a reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

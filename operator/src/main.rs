@@ -205,9 +205,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Before the election, so a bad CA bundle fails the start rather than the first reconcile.
     let resolver: Option<Arc<dyn Resolver>> = if args.resolve_digests {
         let timeout = Duration::from_secs(10);
-        let resolver = OciResolver::new(args.insecure_registries.clone(), args.registry_ca_file.as_deref(), timeout)
-            .context("digest resolution")?;
-        Some(Arc::new(resolver))
+        match OciResolver::new(args.insecure_registries.clone(), args.registry_ca_file.as_deref(), timeout) {
+            Ok(resolver) => Some(Arc::new(resolver)),
+            // A bad CA file is the user's to fix; a host without a CA store must not stop the operator.
+            Err(e @ wasmkube_operator::resolve::ResolverSetupError::NoHostCaStore) => {
+                tracing::warn!(error = %e, "digest resolution disabled: tags go to the shim unpinned");
+                None
+            }
+            Err(e) => return Err(e).context("digest resolution"),
+        }
     } else {
         None
     };

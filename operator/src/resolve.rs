@@ -45,6 +45,9 @@ pub enum ResolverSetupError {
     /// The configured CA bundle holds no certificate.
     #[error("the registry CA bundle {0} holds no PEM certificate")]
     EmptyCaBundle(PathBuf),
+    /// oci-client 0.18 cannot build a client on a host without a CA store (its default reqwest client).
+    #[error("the registry client needs a system CA store on this host (oci-client 0.18 builds a default client that reads it)")]
+    NoHostCaStore,
     /// oci-client refused the configuration.
     #[error("building the registry client")]
     Client(#[source] oci_client::errors::OciDistributionError),
@@ -83,8 +86,13 @@ impl OciResolver {
             ClientProtocol::HttpsExcept(insecure_registries)
         };
         let config = ClientConfig { protocol, tls_certs_only: registry_roots(ca_bundle)?, ..ClientConfig::default() };
-        // `Client::new` falls back to a default client on error, and that one panics without a host store.
-        let client = oci_client::Client::try_from(config).map_err(ResolverSetupError::Client)?;
+        // oci-client 0.18 also builds a default reqwest client inside `try_from`, whose platform verifier panics
+        // on a host without a CA store whatever roots we pass (and `Client::new` falls back to that client):
+        // turn the panic into an error the caller can survive.
+        let build = std::panic::AssertUnwindSafe(|| oci_client::Client::try_from(config));
+        let client = std::panic::catch_unwind(build)
+            .map_err(|_| ResolverSetupError::NoHostCaStore)?
+            .map_err(ResolverSetupError::Client)?;
         Ok(Self { client, timeout })
     }
 }
