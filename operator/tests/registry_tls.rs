@@ -51,10 +51,12 @@ fn the_resolver_trusts_a_given_bundle_and_never_panics_without_a_system_ca_store
     assert!(err.to_string().contains("absent.pem"), "{err}");
 
     // rustls-native-certs reads only these when they are set: this process now has no CA store at all.
-    std::env::set_var("SSL_CERT_FILE", dir.join("missing.pem"));
-    std::env::set_var("SSL_CERT_DIR", &dir);
+    let no_store = empty_dir("no-ca-store");
+    std::env::set_var("SSL_CERT_FILE", no_store.join("missing.pem"));
+    std::env::set_var("SSL_CERT_DIR", &no_store);
     let built = OciResolver::new(Vec::new(), None, Duration::from_secs(1));
     // TODO(issue 13, defect 8): oci-client 0.18 still needs the host store; this should be Ok.
     assert!(matches!(built, Err(ResolverSetupError::NoHostCaStore)), "an error, not a panic");
     std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(no_store).unwrap();
 }
