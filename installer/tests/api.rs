@@ -1,11 +1,17 @@
 //! The installer's Kubernetes API calls against a scripted API server: every request is checked (method,
-//! path, content type, body) in order, and a missing or extra request fails the test.
+//! path, content type, body) in order, and a missing or extra request fails the test, as does one that the
+//! chart's RBAC (deploy/, the hook in deploy/hooks/) forbids the installer's or the uninstall hook's
+//! ServiceAccount.
+
+#[path = "../../operator/tests/support/rbac.rs"]
+mod rbac;
 
 use std::time::Duration;
 
 use http::{Request, Response};
 use kube::client::Body;
 use kube::Client;
+use rbac::Permissions;
 use serde_json::{json, Value};
 use wasmkube_node_installer::{label, rollout};
 
@@ -20,13 +26,14 @@ struct Step {
     reply: Value,
 }
 
-async fn verify(mut handle: Handle, steps: Vec<Step>) {
+async fn verify(mut handle: Handle, steps: Vec<Step>, rbac: Permissions) {
     for (i, step) in steps.into_iter().enumerate() {
         let next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
         let (req, send) = next
             .unwrap_or_else(|_| panic!("step {i}: expected {} {}, got no request", step.method, step.path))
             .unwrap_or_else(|| panic!("step {i}: client dropped before {} {}", step.method, step.path));
         assert_eq!((req.method().as_str(), req.uri().path()), (step.method, step.path), "step {i}");
+        rbac::assert_allowed(&rbac, &req, false);
         let content_type = req.headers().get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
         assert_eq!(content_type, step.content_type, "step {i}: content type");
         let bytes = req.into_body().collect_bytes().await.unwrap();
@@ -68,6 +75,7 @@ async fn the_label_is_set_and_removed_with_merge_patches() {
                 body: Some(body),
                 reply: node(labels),
             }],
+            rbac::service_account(rbac::INSTALLER),
         ));
         label::set_label(client, "n1", ready).await.unwrap();
         server.await.unwrap();
@@ -76,13 +84,15 @@ async fn the_label_is_set_and_removed_with_merge_patches() {
 
 fn daemonset(generation: i64, observed: i64, updated: i32, ready: i32) -> Value {
     json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
-           "metadata": {"name": "ni", "namespace": "wk", "generation": generation},
+           "metadata": {"name": DS_NAME, "namespace": rbac::CHART_NAMESPACE, "generation": generation},
            "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"spec": {"containers": []}}},
            "status": {"observedGeneration": observed, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
                       "numberMisscheduled": 0, "updatedNumberScheduled": updated, "numberReady": ready}})
 }
 
-const DS: &str = "/apis/apps/v1/namespaces/wk/daemonsets/ni";
+/// The chart's node-installer DaemonSet, which the hook's Role names.
+const DS_NAME: &str = rbac::INSTALLER;
+const DS: &str = "/apis/apps/v1/namespaces/wasmkube-system/daemonsets/wasmkube-node-installer";
 
 fn get(reply: Value) -> Step {
     Step { method: "GET", path: DS, content_type: None, body: None, reply }
@@ -104,8 +114,9 @@ async fn uninstall_everywhere_switches_the_daemonset_and_waits_for_every_node() 
     let (client, handle) = mock();
     let patch = patch_to_uninstall(daemonset(2, 1, 0, 2));
     let steps = vec![patch, get(daemonset(2, 1, 0, 2)), get(daemonset(2, 2, 1, 1)), get(daemonset(2, 2, 2, 2))];
-    let server = tokio::spawn(verify(handle, steps));
-    rollout::uninstall_everywhere(client, "wk", "ni", Duration::from_secs(5), Duration::from_millis(1)).await.unwrap();
+    let server = tokio::spawn(verify(handle, steps, rbac::service_account(rbac::UNINSTALL_HOOK)));
+    let (ns, name) = (rbac::CHART_NAMESPACE, DS_NAME);
+    rollout::uninstall_everywhere(client, ns, name, Duration::from_secs(5), Duration::from_millis(1)).await.unwrap();
     server.await.unwrap();
 }
 
@@ -113,9 +124,27 @@ async fn uninstall_everywhere_switches_the_daemonset_and_waits_for_every_node() 
 async fn uninstall_everywhere_gives_up_after_its_timeout() {
     let (client, handle) = mock();
     let patch = patch_to_uninstall(daemonset(2, 2, 1, 1));
-    let server = tokio::spawn(verify(handle, vec![patch, get(daemonset(2, 2, 1, 1))]));
+    let steps = vec![patch, get(daemonset(2, 2, 1, 1))];
+    let server = tokio::spawn(verify(handle, steps, rbac::service_account(rbac::UNINSTALL_HOOK)));
+    let (ns, name) = (rbac::CHART_NAMESPACE, DS_NAME);
     let err =
-        rollout::uninstall_everywhere(client, "wk", "ni", Duration::ZERO, Duration::from_millis(1)).await.unwrap_err();
+        rollout::uninstall_everywhere(client, ns, name, Duration::ZERO, Duration::from_millis(1)).await.unwrap_err();
     assert!(err.to_string().contains("did not finish uninstalling within"), "{err}");
     server.await.unwrap();
+}
+
+#[test]
+fn each_service_account_gets_only_what_its_job_needs() {
+    let installer = rbac::service_account(rbac::INSTALLER);
+    installer.check("PATCH", "/api/v1/nodes/n1", "", Some("application/merge-patch+json"), false).unwrap();
+    let refused = installer.check("DELETE", "/api/v1/nodes/n1", "", None, false).unwrap_err();
+    assert!(refused.message().contains(r#"cannot delete resource "nodes" in API group "" at the cluster scope"#));
+    let hook = rbac::service_account(rbac::UNINSTALL_HOOK);
+    hook.check("GET", DS, "", None, false).unwrap();
+    // resourceNames: only the chart's DaemonSet, and only in the release namespace.
+    let other = "/apis/apps/v1/namespaces/wasmkube-system/daemonsets/kube-proxy";
+    assert!(hook.check("PATCH", other, "", Some("application/strategic-merge-patch+json"), false).is_err());
+    let elsewhere = "/apis/apps/v1/namespaces/default/daemonsets/wasmkube-node-installer";
+    assert!(hook.check("GET", elsewhere, "", None, false).is_err());
+    assert!(hook.check("GET", "/apis/apps/v1/namespaces/wasmkube-system/daemonsets", "", None, false).is_err());
 }

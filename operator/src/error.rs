@@ -1,7 +1,5 @@
 //! The operator's one error type; every variant has a category used as metric label and Event reason.
 
-use std::fmt::Write as _;
-
 /// Errors of a reconcile.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,15 +95,46 @@ impl Error {
 /// Maximum length of an Event note / condition message built from an error.
 const MAX_MESSAGE: usize = 1000;
 
-/// The error and its source chain as one line (`a: b: c`), truncated so it fits an Event note.
+/// The error and its source chain as one line (`a: b: c`), truncated so it fits an Event note. An API
+/// server's refusal is said in its own words (message and reason, once), never as a Rust `Debug` dump.
 pub fn message_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let _ = write!(out, ": {cause}");
-        source = cause.source();
+    let mut out = String::new();
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(kube::Error::Api(status)) = e.downcast_ref::<kube::Error>() {
+            push_cause(&mut out, &api_status_message(status));
+            break;
+        }
+        push_cause(&mut out, &e.to_string());
+        next = e.source();
     }
     truncate(out, MAX_MESSAGE)
+}
+
+/// Appends `cause` unless the text so far already ends with it (many errors, kube's among them, repeat their
+/// source in their own text).
+fn push_cause(out: &mut String, cause: &str) {
+    let cause = cause.trim();
+    if cause.is_empty() || out.ends_with(cause) {
+        return;
+    }
+    if !out.is_empty() {
+        out.push_str(": ");
+    }
+    out.push_str(cause);
+}
+
+/// An API server Status in words: `MESSAGE (REASON, CODE)`; the reason alone when the message is empty
+/// (a 403 may carry little more than `deployments.apps "x" is forbidden: `).
+pub fn api_status_message(status: &kube::core::Status) -> String {
+    let message = status.message.trim().trim_end_matches(':').trim_end();
+    let reason = if status.reason.is_empty() { "no reason given" } else { status.reason.as_str() };
+    match (message.is_empty(), status.code) {
+        (true, 0) => reason.to_string(),
+        (true, code) => format!("{reason} ({code})"),
+        (false, 0) => format!("{message} ({reason})"),
+        (false, code) => format!("{message} ({reason}, {code})"),
+    }
 }
 
 /// Cut `s` to at most `max` bytes on a char boundary, marking the cut.
@@ -132,5 +161,40 @@ mod tests {
         assert_eq!(err.category(), "DigestUnresolved");
         let long = truncate("é".repeat(600), 1000);
         assert!(long.len() <= 1000 && long.ends_with("..."));
+    }
+
+    fn forbidden(message: &str) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status {
+            status: Some(kube::core::response::StatusSummary::Failure),
+            code: 403,
+            message: message.into(),
+            reason: "Forbidden".into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn an_api_error_is_its_message_and_reason_once() {
+        let msg = r#"deployments.apps "hello" is forbidden: User "u" cannot create resource "deployments""#;
+        let err = Error::Apply { kind: "Deployment", source: forbidden(msg) };
+        assert_eq!(message_chain(&err), format!("applying Deployment failed: {msg} (Forbidden, 403)"));
+    }
+
+    #[test]
+    fn an_empty_api_message_falls_back_to_the_reason() {
+        let err = Error::Apply { kind: "Deployment", source: forbidden("") };
+        assert_eq!(message_chain(&err), "applying Deployment failed: Forbidden (403)");
+        let err = Error::Apply { kind: "Deployment", source: forbidden(r#"deployments.apps "x" is forbidden: "#) };
+        assert_eq!(
+            message_chain(&err),
+            r#"applying Deployment failed: deployments.apps "x" is forbidden (Forbidden, 403)"#
+        );
+    }
+
+    #[test]
+    fn other_kube_errors_walk_their_sources_without_repeating_them() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let err = Error::Read { kind: "Deployment", source: kube::Error::Service(Box::new(io)) };
+        assert_eq!(message_chain(&err), "reading Deployment failed: ServiceError: connection refused");
     }
 }

@@ -71,6 +71,10 @@ struct RunArgs {
     /// Registries (`host:port`) reached over plain HTTP for digest resolution; repeatable.
     #[arg(long = "insecure-registry", env = "WASMKUBE_INSECURE_REGISTRIES", value_delimiter = ',')]
     insecure_registries: Vec<String>,
+    /// PEM file of extra CA certificates for registries with a private CA, trusted besides the bundled Mozilla
+    /// roots (the host's certificate store is never read).
+    #[arg(long, env = "WASMKUBE_REGISTRY_CA_FILE")]
+    registry_ca_file: Option<std::path::PathBuf>,
     /// Log format.
     #[arg(long, env = "WASMKUBE_LOG_FORMAT", value_enum, default_value = "json")]
     log_format: LogFormat,
@@ -198,6 +202,21 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             },
         )
     });
+    // Before the election, so a bad CA bundle fails the start rather than the first reconcile.
+    let resolver: Option<Arc<dyn Resolver>> = if args.resolve_digests {
+        let timeout = Duration::from_secs(10);
+        match OciResolver::new(args.insecure_registries.clone(), args.registry_ca_file.as_deref(), timeout) {
+            Ok(resolver) => Some(Arc::new(resolver)),
+            // A bad CA file is the user's to fix; a host without a CA store must not stop the operator.
+            Err(e @ wasmkube_operator::resolve::ResolverSetupError::NoHostCaStore) => {
+                tracing::warn!(error = %e, "digest resolution disabled: tags go to the shim unpinned");
+                None
+            }
+            Err(e) => return Err(e).context("digest resolution"),
+        }
+    } else {
+        None
+    };
     if let Some(elector) = &elector {
         tracing::info!(identity, "waiting for leadership");
         let mut stop = stop_rx.clone();
@@ -207,9 +226,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
 
-    let resolver: Option<Arc<dyn Resolver>> = args.resolve_digests.then(|| {
-        Arc::new(OciResolver::new(args.insecure_registries.clone(), Duration::from_secs(10))) as Arc<dyn Resolver>
-    });
     let config = Config {
         render: RenderConfig {
             placeholder_image: args.placeholder_image,

@@ -1,10 +1,13 @@
 //! Tag → digest resolution of components, behind a trait so tests can script the registry.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
 
 use crate::crd::WasmApp;
 use crate::error::{message_chain, Error};
@@ -27,16 +30,70 @@ pub struct OciResolver {
     timeout: Duration,
 }
 
+/// Why the registry client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverSetupError {
+    /// The configured CA bundle cannot be read or parsed.
+    #[error("reading the registry CA bundle {path}")]
+    CaBundle {
+        /// The bundle's path.
+        path: PathBuf,
+        /// Read or PEM error.
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    /// The configured CA bundle holds no certificate.
+    #[error("the registry CA bundle {0} holds no PEM certificate")]
+    EmptyCaBundle(PathBuf),
+    /// oci-client 0.18 cannot build a client on a host without a CA store (its default reqwest client).
+    #[error("the registry client needs a system CA store on this host (oci-client 0.18 builds a default client that reads it)")]
+    NoHostCaStore,
+    /// oci-client refused the configuration.
+    #[error("building the registry client")]
+    Client(#[source] oci_client::errors::OciDistributionError),
+}
+
+/// The roots the resolver trusts: the bundled Mozilla roots (webpki-root-certs) and the certificates of
+/// `ca_bundle`, a PEM file for registries with a private CA. Never the host's store: the operator's image
+/// has none, and reqwest's platform verifier fails to build without one (issue 13).
+pub fn registry_roots(ca_bundle: Option<&Path>) -> Result<Vec<Certificate>, ResolverSetupError> {
+    let der = |data: &[u8]| Certificate { encoding: CertificateEncoding::Der, data: data.to_vec() };
+    let mut roots: Vec<Certificate> = webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| der(c)).collect();
+    if let Some(path) = ca_bundle {
+        let bundle_error = |source| ResolverSetupError::CaBundle { path: path.to_path_buf(), source };
+        let before = roots.len();
+        for cert in CertificateDer::pem_file_iter(path).map_err(bundle_error)? {
+            roots.push(der(&cert.map_err(bundle_error)?));
+        }
+        if roots.len() == before {
+            return Err(ResolverSetupError::EmptyCaBundle(path.to_path_buf()));
+        }
+    }
+    Ok(roots)
+}
+
 impl OciResolver {
-    /// A resolver; `insecure_registries` (`host:port`) are reached over plain HTTP.
-    pub fn new(insecure_registries: Vec<String>, timeout: Duration) -> Self {
+    /// A resolver; `insecure_registries` (`host:port`) are reached over plain HTTP, TLS registries are trusted
+    /// by [`registry_roots`].
+    pub fn new(
+        insecure_registries: Vec<String>,
+        ca_bundle: Option<&Path>,
+        timeout: Duration,
+    ) -> Result<Self, ResolverSetupError> {
         let protocol = if insecure_registries.is_empty() {
             ClientProtocol::Https
         } else {
             ClientProtocol::HttpsExcept(insecure_registries)
         };
-        let client = oci_client::Client::new(ClientConfig { protocol, ..ClientConfig::default() });
-        Self { client, timeout }
+        let config = ClientConfig { protocol, tls_certs_only: registry_roots(ca_bundle)?, ..ClientConfig::default() };
+        // oci-client 0.18 also builds a default reqwest client inside `try_from`, whose platform verifier panics
+        // on a host without a CA store whatever roots we pass (and `Client::new` falls back to that client):
+        // turn the panic into an error the caller can survive.
+        let build = std::panic::AssertUnwindSafe(|| oci_client::Client::try_from(config));
+        let client = std::panic::catch_unwind(build)
+            .map_err(|_| ResolverSetupError::NoHostCaStore)?
+            .map_err(ResolverSetupError::Client)?;
+        Ok(Self { client, timeout })
     }
 }
 

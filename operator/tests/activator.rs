@@ -1,4 +1,8 @@
-//! The activator on loopback: real TCP, small hyper backends, a recording waker, no Kubernetes.
+//! The activator on loopback: real TCP, small hyper backends, a recording waker, no Kubernetes. Its requests
+//! to the scripted API server are checked against the operator's RBAC in deploy/ (the activator runs in the
+//! operator's pod, under its ServiceAccount).
+
+mod support;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,6 +23,7 @@ use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::client::Body as KubeBody;
 use serde_json::json;
+use support::rbac;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use wasmkube_operator::activator::{
@@ -463,6 +468,7 @@ async fn the_scale_waker_patches_replicas_from_zero_to_one_only() {
     let server = tokio::spawn(async move {
         for (status, reply) in [(200, scale), (422, conflict)] {
             let (req, send) = tokio::time::timeout(HANG, handle.next_request()).await.unwrap().unwrap();
+            rbac::assert_allowed(&rbac::operator(), &req, false);
             assert_eq!(req.method(), "PATCH");
             assert_eq!(req.uri().path(), "/apis/wasmkube.dev/v1alpha1/namespaces/apps/wasmapps/hello/scale");
             assert_eq!(req.headers().get("content-type").unwrap(), "application/json-patch+json");
@@ -529,6 +535,7 @@ async fn the_kubernetes_feed_fills_routes_and_backends() {
         let mut lists = 0;
         while lists < 2 || open_watches.len() < 2 {
             let (req, send) = tokio::time::timeout(HANG, handle.next_request()).await.unwrap().unwrap();
+            rbac::assert_allowed(&rbac::operator(), &req, false);
             let (path, query) = (req.uri().path().to_string(), req.uri().query().unwrap_or("").to_string());
             assert!(
                 query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dwasmkube-operator"),

@@ -1,4 +1,7 @@
-//! `KubeTargets` against a scripted API server: the lists it makes and the URLs it derives.
+//! `KubeTargets` against a scripted API server: the lists it makes (each allowed by the operator's RBAC in
+//! deploy/) and the URLs it derives.
+
+mod support;
 
 use std::time::Duration;
 
@@ -6,6 +9,7 @@ use http::{Request, Response};
 use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
+use support::rbac;
 
 use wasmkube_operator::demand::{DemandSettings, KubeTargets, Targets};
 
@@ -17,6 +21,7 @@ async fn expect_list(handle: &mut Handle, path: &str, label_selector: &str, stat
         .await
         .unwrap_or_else(|_| panic!("expected GET {path}, got no request"))
         .unwrap_or_else(|| panic!("client dropped before GET {path}"));
+    rbac::assert_allowed(&rbac::operator(), &req, false);
     assert_eq!(req.method(), "GET");
     assert_eq!(req.uri().path(), path);
     let query = req.uri().query().unwrap_or_default();

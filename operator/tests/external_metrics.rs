@@ -1,4 +1,7 @@
-//! The external metrics API over real TLS on loopback, fed from a demand store.
+//! The external metrics API over real TLS on loopback, fed from a demand store. Every request is one the API
+//! server lets the HPA controller make with the chart's RBAC (deploy/) before the aggregator proxies it here.
+
+mod support;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,6 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::Value;
+use support::rbac;
 use tokio::sync::oneshot;
 
 use wasmkube_operator::demand::parse::Sample;
@@ -89,7 +93,9 @@ impl Server {
 
 fn request(path: &str) -> http::Request<Empty<Bytes>> {
     let uri = format!("https://localhost{path}");
-    http::Request::get(uri).body(Empty::<Bytes>::new()).unwrap()
+    let req = http::Request::get(uri).body(Empty::<Bytes>::new()).unwrap();
+    rbac::assert_allowed(&rbac::service_account_in("kube-system", "horizontal-pod-autoscaler"), &req, false);
+    req
 }
 
 async fn read(response: http::Response<hyper::body::Incoming>) -> (u16, Value) {

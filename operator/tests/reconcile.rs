@@ -1,6 +1,10 @@
 //! Reconcile against a scripted API server: each scenario lists the requests the operator must make,
-//! in order, with the replies; a wrong, missing or extra request fails the test.
+//! in order, with the replies; a wrong, missing or extra request fails the test, and so does a request that the
+//! chart's RBAC (deploy/) would forbid.
 
+mod support;
+
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +16,7 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use kube::Client;
 use serde_json::{json, Value};
+use support::rbac::{self, Permissions};
 use wasmkube_operator::controller::{error_policy, reconcile, ActivatorService, Config, Context};
 use wasmkube_operator::crd::WasmApp;
 use wasmkube_operator::metrics::Metrics;
@@ -40,11 +45,13 @@ struct Step {
     check: Option<Check>,
     status: u16,
     reply: Option<Value>,
+    /// The chart's RBAC refuses this request: the server answers with the API server's 403.
+    forbidden: bool,
 }
 
 impl Step {
     fn new(method: &'static str, path: &'static str) -> Self {
-        Self { method, path, query: Vec::new(), check: None, status: 200, reply: None }
+        Self { method, path, query: Vec::new(), check: None, status: 200, reply: None, forbidden: false }
     }
     fn get(path: &'static str) -> Self {
         Self::new("GET", path)
@@ -67,6 +74,11 @@ impl Step {
     fn not_found(self) -> Self {
         self.reply(404, api_status(404, "NotFound"))
     }
+    /// RBAC must refuse this request; the reply is the API server's 403 for it.
+    fn forbidden(mut self) -> Self {
+        self.forbidden = true;
+        self
+    }
 }
 
 fn api_status(code: u16, reason: &str) -> Value {
@@ -74,7 +86,16 @@ fn api_status(code: u16, reason: &str) -> Value {
            "message": format!("scripted {reason}"), "reason": reason, "code": code})
 }
 
-async fn verify(mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>, steps: Vec<Step>, app: Value) {
+/// Plays the API server: checks each request against the next step and against `rbac`, and replies. A
+/// server-side apply of an object that the server does not hold (a GET of it answered 404, or it was deleted)
+/// creates it, and so needs `create` as well as `patch`.
+async fn verify(
+    mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+    steps: Vec<Step>,
+    app: Value,
+    rbac: Permissions,
+) {
+    let mut absent = HashSet::new();
     for (i, step) in steps.into_iter().enumerate() {
         let next = tokio::time::timeout(Duration::from_secs(5), handle.next_request()).await;
         let (req, send) = next
@@ -90,6 +111,13 @@ async fn verify(mut handle: tower_test::mock::Handle<Request<Body>, Response<Bod
         for q in &step.query {
             assert!(query.contains(q), "step {i}: {method} {path}?{query} lacks {q}");
         }
+        let decision = rbac::check_request(&rbac, &req, absent.contains(&path));
+        let forbidden = match (decision, step.forbidden) {
+            (Ok(()), false) => None,
+            (Err(forbidden), true) => Some(forbidden),
+            (Err(forbidden), false) => panic!("step {i}: {method} {path}?{query}: {forbidden}"),
+            (Ok(()), true) => panic!("step {i}: {method} {path} should be forbidden by RBAC, but is allowed"),
+        };
         let bytes = req.into_body().collect_bytes().await.unwrap();
         let body: Value = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
         if let Some(check) = step.check {
@@ -97,17 +125,23 @@ async fn verify(mut handle: tower_test::mock::Handle<Request<Body>, Response<Bod
         }
         // Without a scripted reply the server answers with the object: the body, or for a status
         // apply the WasmApp with the new status.
-        let reply = match step.reply {
-            Some(reply) => reply,
-            None if step.path == STATUS => {
+        let (status, reply) = match (forbidden, step.reply) {
+            (Some(forbidden), _) => (403, forbidden.status()),
+            (None, Some(reply)) => (step.status, reply),
+            (None, None) if step.path == STATUS => {
                 let mut obj = app.clone();
                 obj["status"] = body["status"].clone();
-                obj
+                (step.status, obj)
             }
-            None => body,
+            (None, None) => (step.status, body),
+        };
+        match (method.as_str(), status) {
+            (_, 404) | ("DELETE", 200..=299) => absent.insert(path),
+            (_, 200..=299) => absent.remove(&path),
+            _ => false,
         };
         send.send_response(
-            Response::builder().status(step.status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
+            Response::builder().status(status).body(Body::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
         );
     }
     if let Ok(Some((req, _))) = tokio::time::timeout(Duration::from_millis(300), handle.next_request()).await {
@@ -184,6 +218,17 @@ async fn run(app: WasmApp, resolver: Option<Arc<FakeRegistry>>, steps: Vec<Step>
 }
 
 async fn run_with(app: WasmApp, resolver: Option<Arc<FakeRegistry>>, config: Config, steps: Vec<Step>) -> Run {
+    run_as(rbac::operator(), app, resolver, config, steps).await
+}
+
+/// A reconcile whose requests the API server authorizes with `rbac`.
+async fn run_as(
+    rbac: Permissions,
+    app: WasmApp,
+    resolver: Option<Arc<FakeRegistry>>,
+    config: Config,
+    steps: Vec<Step>,
+) -> Run {
     let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(mock, "default");
     let resolver = resolver.map(|r| r as Arc<dyn Resolver>);
@@ -193,7 +238,7 @@ async fn run_with(app: WasmApp, resolver: Option<Arc<FakeRegistry>>, config: Con
     );
     let app_json = serde_json::to_value(&app).unwrap();
     let app = Arc::new(app);
-    let verifier = tokio::spawn(verify(handle, steps, app_json));
+    let verifier = tokio::spawn(verify(handle, steps, app_json, rbac));
     let result = tokio::time::timeout(Duration::from_secs(10), reconcile(app.clone(), ctx.clone()))
         .await
         .expect("reconcile did not finish");
@@ -640,4 +685,54 @@ async fn no_ready_activator_is_reported_not_hidden() {
         event("ComponentResolved", "Normal"),
     ];
     run_with(app, None, with_activator(), steps).await.result.unwrap();
+}
+
+/// The API server's words for the refused apply, as the user must read them.
+const FORBIDDEN_CREATE: &str = concat!(
+    r#"applying Deployment failed: deployments.apps "hello" is forbidden: User "system:serviceaccount:wasmkube-system:wasmkube-operator" "#,
+    r#"cannot create resource "deployments" in API group "apps" in the namespace "apps" (Forbidden, 403)"#
+);
+
+#[tokio::test]
+async fn a_forbidden_apply_shows_the_api_servers_message_once() {
+    // The ClusterRole as the chart had it before issue 13: patch but no create on deployments.
+    let rbac = rbac::operator().revoke("create", "apps", "deployments");
+    let app = app(json!({"component": format!("ghcr.io/org/hello@{DIGEST}")}), None);
+    let readable = |text: &str| {
+        assert_eq!(text, FORBIDDEN_CREATE);
+        assert_eq!(text.matches("is forbidden").count(), 1, "{text}");
+        assert!(!text.contains("Status {") && !text.contains("ApiError"), "a Debug dump: {text}");
+    };
+    let steps = vec![
+        Step::get(HPA).not_found(),
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY).forbidden(),
+        Step::apply(STATUS).check(move |b| {
+            let d = condition(&b["status"], "Degraded");
+            assert_eq!((&d["status"], &d["reason"]), (&json!("True"), &json!("ApplyFailed")), "{d}");
+            readable(d["message"].as_str().unwrap());
+        }),
+        Step::new("POST", EVENTS).check(move |ev| {
+            assert_eq!((&ev["reason"], &ev["type"]), (&json!("ApplyFailed"), &json!("Warning")), "{ev}");
+            readable(ev["note"].as_str().unwrap());
+        }),
+    ];
+    let run = run_as(rbac, app, None, Config::default(), steps).await;
+    assert_eq!(run.result.unwrap_err().category(), "ApplyFailed");
+}
+
+#[test]
+fn apply_of_a_new_object_needs_create_and_status_writes_need_the_status_subresource() {
+    let apply = Some("application/apply-patch+yaml");
+    let query = "fieldManager=wasmkube-operator&force=true";
+    let rbac = rbac::operator().revoke("create", "apps", "deployments");
+    rbac.check("PATCH", DEPLOY, query, apply, false).unwrap();
+    let refused = rbac.check("PATCH", DEPLOY, query, apply, true).unwrap_err();
+    assert_eq!(refused.attributes.verb, "create");
+    assert_eq!(refused.status()["details"], json!({"name": "hello", "group": "apps", "kind": "deployments"}));
+    // A merge patch of an absent object is a 404, never a create.
+    rbac.check("PATCH", DEPLOY, "", Some("application/merge-patch+json"), true).unwrap();
+    let rbac = rbac::operator().revoke("patch", "wasmkube.dev", "wasmapps/status");
+    assert_eq!(rbac.check("PATCH", STATUS, query, apply, false).unwrap_err().attributes.resource, "wasmapps");
+    rbac::operator().check("PATCH", STATUS, query, apply, false).unwrap();
 }
