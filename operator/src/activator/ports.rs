@@ -42,7 +42,8 @@ pub async fn serve_app_ports(activator: Arc<Activator>, ip: IpAddr, shutdown: im
             }
         }
         let mut failed = false;
-        for port in wanted.into_iter().filter(|p| !open.contains_key(p)) {
+        let missing: Vec<u16> = wanted.into_iter().filter(|p| !open.contains_key(p)).collect();
+        for port in missing {
             match TcpListener::bind(SocketAddr::new(ip, port)).await {
                 Ok(listener) => {
                     tracing::info!(port, "activator listening on an app port");
