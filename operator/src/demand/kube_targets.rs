@@ -123,6 +123,7 @@ fn metrics_url(ip: IpAddr, port: u16) -> String {
 mod tests {
     use k8s_openapi::api::core::v1::PodStatus;
     use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
     use super::*;
 
@@ -165,5 +166,26 @@ mod tests {
             activator_targets(&[slice], 8080),
             vec!["http://10.1.0.5:8080/metrics", "http://10.1.0.7:8080/metrics"]
         );
+    }
+
+    #[test]
+    fn pod_starts_are_instants_of_this_process() {
+        let wall_now: Timestamp = "2026-12-01T12:00:00Z".parse().unwrap();
+        let now = Instant::now();
+        let started = |name: &str, at: Option<&str>| {
+            let mut pod = pod(Some("10.0.0.1"));
+            pod.metadata.namespace = Some("apps".into());
+            pod.metadata.name = Some(name.into());
+            pod.status.as_mut().unwrap().start_time = at.map(|t| Time(t.parse().unwrap()));
+            pod
+        };
+        let pods = [
+            started("p-new", Some("2026-12-01T11:59:57Z")),
+            started("p-pending", None),
+            started("p-future", Some("2026-12-01T12:00:09Z")),
+        ];
+        let starts = pod_starts(&pods, wall_now, now);
+        assert_eq!(starts.len(), 1, "{starts:?}");
+        assert_eq!(starts[&("apps".to_string(), "p-new".to_string())], now - std::time::Duration::from_secs(3));
     }
 }
