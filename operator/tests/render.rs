@@ -501,8 +501,8 @@ fn a_full_port_range_is_a_clear_error() {
 fn port_ranges_parse_from_the_flag() {
     assert_eq!("20000-29999".parse::<ActivatorPorts>().unwrap(), ActivatorPorts::default());
     assert_eq!(ActivatorPorts::default().to_string(), "20000-29999");
-    assert_eq!(ActivatorPorts::default().len(), 10000);
-    assert_eq!("5-5".parse::<ActivatorPorts>().unwrap().len(), 1);
+    assert_eq!(ActivatorPorts::default().size(), 10000);
+    assert_eq!("5-5".parse::<ActivatorPorts>().unwrap().size(), 1);
     for bad in ["20000", "2-1", "0-10", "1-70000", "a-b"] {
         assert!(bad.parse::<ActivatorPorts>().is_err(), "{bad}");
     }

@@ -156,7 +156,7 @@ impl Default for ActivatorPorts {
 
 impl ActivatorPorts {
     /// How many ports, i.e. how many scale-to-zero apps can have one.
-    pub fn len(&self) -> u32 {
+    pub fn size(&self) -> u32 {
         u32::from(self.last) - u32::from(self.first) + 1
     }
 
@@ -194,7 +194,7 @@ impl FromStr for ActivatorPorts {
 
 /// No free port is left for an app's activator slice.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("all {} activator ports ({range}) are in use by other scale-to-zero apps; widen the operator's --activator-ports (chart: scaleToZero.activatorPorts)", .range.len())]
+#[error("all {} activator ports ({range}) are in use by other scale-to-zero apps; widen the operator's --activator-ports (chart: scaleToZero.activatorPorts)", .range.size())]
 pub struct PortsExhausted {
     /// The range that is full.
     pub range: ActivatorPorts,
@@ -216,7 +216,7 @@ pub fn allocate_activator_port(
         return Ok(port);
     }
     let used: BTreeSet<u16> = taken.iter().filter(|(other, _)| other != app).map(|(_, p)| *p).collect();
-    let len = range.len();
+    let len = range.size();
     let start = fnv1a(format!("{}/{}", app.namespace, app.name).as_bytes()) % u64::from(len);
     (0..len)
         .map(|i| {
