@@ -18,7 +18,9 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use wasmkube_harness::cri::{CriClient, Pod};
 use wasmkube_harness::http;
-use wasmkube_operator::activator::{serve, Activator, ActivatorMetrics, ActivatorSettings, AppKey, WakeError, Waker};
+use wasmkube_operator::activator::{
+    serve, Activator, ActivatorMetrics, ActivatorSettings, AppKey, WakeError, Waker, Woken,
+};
 
 use crate::hello_http;
 use crate::report::{self, NodeArgs};
@@ -116,12 +118,12 @@ impl PodWaker {
 
 #[async_trait]
 impl Waker for PodWaker {
-    async fn wake(&self, app: &AppKey) -> Result<(), WakeError> {
+    async fn wake(&self, app: &AppKey) -> Result<Woken, WakeError> {
         let called = Instant::now();
         {
             let mut current = lock(&self.current);
             if !matches!(*current, Replica::None) {
-                return Ok(());
+                return Ok(Woken::AlreadyAwake(1));
             }
             *current = Replica::Starting;
         }
@@ -146,7 +148,7 @@ impl Waker for PodWaker {
                 (None, _) => {}
             }
         });
-        Ok(())
+        Ok(Woken::Scaled)
     }
 }
 

@@ -21,13 +21,15 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::Instrument;
 
+use crate::app_key::AppKey;
 use crate::crd::{WasmApp, WasmAppStatus, API_VERSION};
 use crate::error::{message_chain, Error};
 use crate::metrics::Metrics;
 use crate::render::{
-    activator_endpoints, activator_slice_name, render_activator_slice, render_deployment, render_hpa, render_service,
-    scales_to_zero, selector_string, ActivatorEndpoints, RenderConfig, FIELD_MANAGER, LABEL_MANAGED_BY,
-    LABEL_SERVICE_NAME,
+    activator_endpoints, activator_slice_name, allocate_activator_port, render_activator_slice, render_deployment,
+    render_hpa, render_service, scales_to_zero, selector_string, slice_activator_port, wants_activator_slice,
+    ActivatorEndpoints, ActivatorPorts, PortsExhausted, RenderConfig, ACTIVATOR_SLICE_MANAGER, FIELD_MANAGER,
+    LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY,
 };
 use crate::resolve::{resolve_component, Resolver};
 use crate::status::{
@@ -48,6 +50,8 @@ pub struct Config {
     pub recheck: Duration,
     /// The Service in front of the activator pods; `None` leaves idle HTTP apps without an activator.
     pub activator: Option<ActivatorService>,
+    /// Ports handed out to scale-to-zero apps, one per app, for their activator slices.
+    pub activator_ports: ActivatorPorts,
 }
 
 /// Where the activator pods are: a Service whose EndpointSlices list them.
@@ -67,6 +71,7 @@ impl Default for Config {
             resync: Duration::from_secs(300),
             recheck: Duration::from_secs(30),
             activator: None,
+            activator_ports: ActivatorPorts::default(),
         }
     }
 }
@@ -92,6 +97,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Whether the API server takes HPAs with `minReplicas: 0`, learnt from its answers.
     scale_to_zero: Mutex<ScaleToZeroSupport>,
+    /// Held while an activator port is chosen and its slice applied, so two apps never pick the same one.
+    port_allocation: tokio::sync::Mutex<()>,
 }
 
 impl Context {
@@ -113,6 +120,7 @@ impl Context {
             clock: Arc::new(Timestamp::now),
             failures: Mutex::new(HashMap::new()),
             scale_to_zero: Mutex::new(ScaleToZeroSupport::Unknown),
+            port_allocation: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -299,20 +307,39 @@ fn owned_by(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, u
     meta.owner_references.iter().flatten().any(|o| o.uid == uid && o.controller == Some(true))
 }
 
-/// Make the child named like the app match `desired`: apply when it differs, delete ours when unwanted.
-async fn ensure<K>(api: &Api<K>, name: &str, owner_uid: &str, desired: Option<K>) -> Result<Child<K>, Error>
-where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
-{
-    let kind = K::kind(&()).into_owned();
-    let kind: &'static str = match kind.as_str() {
+/// The kind of a child as a static name for errors.
+fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
+    match K::kind(&()).as_ref() {
         "Deployment" => "Deployment",
         "Service" => "Service",
         "HorizontalPodAutoscaler" => "HorizontalPodAutoscaler",
         "EndpointSlice" => "EndpointSlice",
         _ => "object",
-    };
+    }
+}
+
+/// Make the child named like the app match `desired`: apply when it differs, delete ours when unwanted.
+async fn ensure<K>(api: &Api<K>, name: &str, owner_uid: &str, desired: Option<K>) -> Result<Child<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let kind = kind_name::<K>();
     let existing = api.get_opt(name).await.map_err(|source| Error::Read { kind, source })?;
+    converge(api, name, owner_uid, desired, existing).await
+}
+
+/// [`ensure`] once the child's current state (`existing`) is known.
+async fn converge<K>(
+    api: &Api<K>,
+    name: &str,
+    owner_uid: &str,
+    desired: Option<K>,
+    existing: Option<K>,
+) -> Result<Child<K>, Error>
+where
+    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+{
+    let kind = kind_name::<K>();
     match (desired, existing) {
         (Some(desired), existing) => {
             if let Some(existing) = existing {
@@ -377,15 +404,24 @@ pub fn refuses_min_replicas_zero(status: &kube::core::Status) -> bool {
     status.code == 422 && status.message.contains("minReplicas")
 }
 
-/// Keep the activator slice of an idle HTTP app that scales to zero, and delete it when the app has ready
-/// pods. Returns the activator endpoints found (`None` when the app has no use for them).
+/// What the reconcile learnt about an app's activator path, for its `ScaleToZero` condition.
+#[derive(Debug, Default)]
+struct ActivatorPath {
+    /// The activator pods found.
+    endpoints: ActivatorEndpoints,
+    /// Why the app could not get an activator port, if it could not.
+    no_port: Option<PortsExhausted>,
+}
+
+/// Keep the activator slice of an idle HTTP app that scales to zero (on the app's own activator port), and
+/// delete it when the app has ready pods. Returns what was found (`None` when the app has no use for it).
 async fn ensure_activator_slice(
     app: &WasmApp,
     ctx: &Context,
     cfg: &RenderConfig,
     deployment: Option<&Deployment>,
     uid: &str,
-) -> Result<Option<ActivatorEndpoints>, Error> {
+) -> Result<Option<ActivatorPath>, Error> {
     let wanted = app.spec.http.is_some() && scales_to_zero(app);
     // Why the condition: an app that once scaled to zero may still have a slice to delete.
     let had = app.status.iter().flat_map(|s| &s.conditions).any(|c| c.type_ == SCALE_TO_ZERO);
@@ -403,17 +439,63 @@ async fn ensure_activator_slice(
         _ => None,
     };
     let ready = deployment.and_then(|d| d.status.as_ref()).and_then(|s| s.ready_replicas).unwrap_or(0);
-    let desired = match &activator {
-        Some(a) => render_activator_slice(app, a, ready, cfg)?,
-        None => None,
-    };
     let slices: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &ns);
-    match ensure(&slices, &activator_slice_name(app), uid, desired).await? {
+    let name = activator_slice_name(app);
+    let existing = slices.get_opt(&name).await.map_err(|source| Error::Read { kind: "EndpointSlice", source })?;
+    let mut path = ActivatorPath { endpoints: activator.clone().unwrap_or_default(), no_port: None };
+    let needed = activator.as_ref().filter(|a| wants_activator_slice(app, a, ready, cfg));
+    let child = match needed {
+        Some(endpoints) => {
+            let current = existing.as_ref().and_then(slice_activator_port);
+            let range = ctx.config.activator_ports;
+            if let Some(port) = current.filter(|p| range.contains(*p)) {
+                let desired = render_activator_slice(app, endpoints, ready, cfg, port)?;
+                converge(&slices, &name, uid, desired, existing).await?
+            } else {
+                // Why one at a time: the list must include the slice the previous allocation applied.
+                let _allocating = ctx.port_allocation.lock().await;
+                let taken = activator_ports_in_use(ctx).await?;
+                match allocate_activator_port(&AppKey::new(ns.as_str(), app.name_any()), current, &taken, range) {
+                    Ok(port) => {
+                        tracing::info!(port, "activator port assigned");
+                        let desired = render_activator_slice(app, endpoints, ready, cfg, port)?;
+                        converge(&slices, &name, uid, desired, existing).await?
+                    }
+                    Err(exhausted) => {
+                        tracing::warn!(error = %exhausted, "no activator port for the app");
+                        path.no_port = Some(exhausted);
+                        // Why delete: a slice on a port outside the range would send requests nowhere.
+                        converge(&slices, &name, uid, None, existing).await?
+                    }
+                }
+            }
+        }
+        None => converge(&slices, &name, uid, None, existing).await?,
+    };
+    match child {
         Child::Present(_) => tracing::debug!("requests go to the activator"),
         Child::Deleted => tracing::info!("requests go to the pods again"),
         Child::Absent => {}
     }
-    Ok(activator.or_else(|| wanted.then(ActivatorEndpoints::default)))
+    Ok((activator.is_some() || wanted).then_some(path))
+}
+
+/// The ports of every activator slice the operator can see (the watched namespace, else all), with their apps.
+async fn activator_ports_in_use(ctx: &Context) -> Result<Vec<(AppKey, u16)>, Error> {
+    let api: Api<EndpointSlice> = match &ctx.config.namespace {
+        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
+        None => Api::all(ctx.client.clone()),
+    };
+    let lp = ListParams::default().labels(&format!("{LABEL_SLICE_MANAGED_BY}={ACTIVATOR_SLICE_MANAGER}"));
+    let list = api.list(&lp).await.map_err(|source| Error::Read { kind: "EndpointSlice", source })?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|slice| {
+            let app = AppKey::new(slice.namespace()?, slice.labels().get(LABEL_SERVICE_NAME)?.as_str());
+            Some((app, slice_activator_port(slice)?))
+        })
+        .collect())
 }
 
 /// Pods of the app are read only when some replica is missing, to say why.
@@ -475,8 +557,13 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
     };
 
     let activator_service = ctx.config.activator.as_ref().map(|a| format!("{}/{}", a.namespace, a.name));
-    let scale_to_zero =
-        scale_to_zero_verdict(app, &ctx.scale_to_zero_support(), activator.as_ref(), activator_service.as_deref());
+    let scale_to_zero = scale_to_zero_verdict(
+        app,
+        &ctx.scale_to_zero_support(),
+        activator.as_ref().map(|a| &a.endpoints),
+        activator.as_ref().and_then(|a| a.no_port.as_ref()),
+        activator_service.as_deref(),
+    );
     let observed = Observed { deployment: deployment.as_ref(), pod_failure, resolve_problem, scale_to_zero };
     let status = desired_status(app, &observed, &component, &cfg, (ctx.clock)());
     events.extend(transition_events(app.status.as_ref(), &status));

@@ -18,7 +18,7 @@ use wasmkube_operator::demand::{self, Demand, DemandSettings, KubeTargets, Targe
 use wasmkube_operator::external_metrics::{self, service_dns_names, ServingCert};
 use wasmkube_operator::leader::{LeaderElector, LeaseConfig};
 use wasmkube_operator::metrics::Metrics;
-use wasmkube_operator::render::{RenderConfig, DEFAULT_PLACEHOLDER_IMAGE};
+use wasmkube_operator::render::{self, ActivatorPorts, RenderConfig, DEFAULT_PLACEHOLDER_IMAGE};
 use wasmkube_operator::resolve::{OciResolver, Resolver};
 use wasmkube_operator::server::{router, Health};
 
@@ -93,6 +93,10 @@ struct RunArgs {
     /// Longest a request waits at the activator for a ready replica before a 503.
     #[arg(long, env = "WASMKUBE_ACTIVATOR_HOLD_TIMEOUT_SECONDS", default_value_t = 60)]
     activator_hold_timeout_seconds: u64,
+    /// Ports handed out to scale-to-zero apps, one each (`FIRST-LAST`): the activator listens on them and an
+    /// app's activator EndpointSlice names its port, so a request's port tells its app after kube-proxy's NAT.
+    #[arg(long, env = "WASMKUBE_ACTIVATOR_PORTS", default_value_t = render::DEFAULT_ACTIVATOR_PORTS)]
+    activator_ports: ActivatorPorts,
     /// Requests of one app held at once by one activator; the one beyond gets a 503.
     #[arg(long, env = "WASMKUBE_ACTIVATOR_MAX_HELD_PER_APP", default_value_t = 256)]
     activator_max_held_per_app: usize,
@@ -184,8 +188,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     // Why before the election: the API server and kube-proxy reach any replica, leader or not.
     let operator_namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
-    start_demand(&args, &client, &operator_namespace, &stop_rx).await?;
-    start_activator(&args, &client, activator_metrics, &stop_rx).await?;
+    let demand = start_demand(&args, &client, &operator_namespace, &stop_rx).await?;
+    start_activator(&args, &client, activator_metrics, demand, &stop_rx).await?;
 
     let identity = std::env::var("POD_NAME")
         .or_else(|_| std::env::var("HOSTNAME"))
@@ -235,6 +239,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         namespace: args.namespace,
         activator: (!args.activator_service.is_empty())
             .then(|| ActivatorService { namespace: operator_namespace.clone(), name: args.activator_service.clone() }),
+        activator_ports: args.activator_ports,
         ..Config::default()
     };
     let ctx = Arc::new(Context::new(client, config, metrics, resolver, Some(identity)));
@@ -294,7 +299,7 @@ async fn start_demand(
     client: &Client,
     operator_namespace: &str,
     stop: &watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Arc<Demand>> {
     let settings = DemandSettings {
         node_metrics_port: args.node_metrics_port,
         operator_metrics_port: args.http_addr.port(),
@@ -307,7 +312,7 @@ async fn start_demand(
     tokio::spawn(demand::run(targets, demand.clone(), settings, stopped(stop)));
 
     if args.metrics_api_addr.is_empty() {
-        return Ok(());
+        return Ok(demand);
     }
     let addr: SocketAddr =
         args.metrics_api_addr.parse().with_context(|| format!("metrics API address {:?}", args.metrics_api_addr))?;
@@ -316,12 +321,13 @@ async fn start_demand(
     let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
     tracing::info!(%addr, "serving external.metrics.k8s.io");
     let shutdown = stopped(stop);
+    let served = demand.clone();
     tokio::spawn(async move {
-        if let Err(e) = external_metrics::serve(listener, &cert, demand, shutdown).await {
+        if let Err(e) = external_metrics::serve(listener, &cert, served, shutdown).await {
             tracing::error!(error = %e, "external metrics API failed");
         }
     });
-    Ok(())
+    Ok(demand)
 }
 
 /// Hold requests for idle apps, wake them, and proxy the requests once a replica is ready.
@@ -329,6 +335,7 @@ async fn start_activator(
     args: &RunArgs,
     client: &Client,
     metrics: activator::ActivatorMetrics,
+    demand: Arc<Demand>,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let settings = activator::ActivatorSettings {
@@ -336,13 +343,25 @@ async fn start_activator(
         max_held_per_app: args.activator_max_held_per_app,
         ..activator::ActivatorSettings::default()
     };
+    for (what, port) in
+        [("the activator's main port", args.activator_addr.port()), ("the HTTP endpoint", args.http_addr.port())]
+    {
+        if args.activator_ports.contains(port) {
+            anyhow::bail!(
+                "--activator-ports {} contains {what} {port}; choose a range without it",
+                args.activator_ports
+            );
+        }
+    }
     let waker: Arc<dyn activator::Waker> = Arc::new(activator::ScaleWaker::new(client.clone()));
     let activator = activator::Activator::new(settings, waker, metrics);
+    activator.set_wake_hook(Box::new(move |app| demand.note_local_wake(app, std::time::Instant::now())));
     let listener = tokio::net::TcpListener::bind(args.activator_addr)
         .await
         .with_context(|| format!("binding the activator to {}", args.activator_addr))?;
     tracing::info!(addr = %args.activator_addr, "activator listening");
     tokio::spawn(activator::serve(activator.clone(), listener, stopped(stop)));
+    tokio::spawn(activator::serve_app_ports(activator.clone(), args.activator_addr.ip(), stopped(stop)));
     tokio::spawn(activator::watch::run(client.clone(), activator, stopped(stop)));
     Ok(())
 }

@@ -18,8 +18,9 @@ mod activator;
 mod hpa;
 
 pub use activator::{
-    activator_endpoints, activator_slice_name, render_activator_slice, ActivatorEndpoints, ACTIVATOR_SLICE_MANAGER,
-    LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY,
+    activator_endpoints, activator_slice_name, allocate_activator_port, render_activator_slice, slice_activator_port,
+    wants_activator_slice, ActivatorEndpoints, ActivatorPorts, PortsExhausted, ACTIVATOR_SLICE_MANAGER,
+    DEFAULT_ACTIVATOR_PORTS, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY,
 };
 pub use hpa::{
     render_hpa, scales_to_zero, APP_METRIC_LABEL, DEFAULT_TARGET_REQUESTS_PER_SECOND, METRIC_IN_FLIGHT,
@@ -40,6 +41,8 @@ pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
 pub const CONTAINER_NAME: &str = "app";
 /// Name of the container port (and Service target port) of HTTP apps.
 pub const HTTP_PORT_NAME: &str = "http";
+/// Name of the Service port of HTTP apps; the activator slice's port must carry the same name.
+pub const SERVICE_PORT_NAME: &str = HTTP_PORT_NAME;
 /// Env var telling the shim the port of a wasi:http component.
 pub const ENV_HTTP_PORT: &str = "WASMKUBE_HTTP_PORT";
 /// Env var telling the shim the WasmApp's name (a label of its request metrics).
@@ -349,7 +352,7 @@ pub fn render_service(app: &WasmApp) -> Result<Option<Service>, Error> {
             type_: Some("ClusterIP".to_string()),
             selector: Some(selector_labels(&app.name_any())),
             ports: Some(vec![ServicePort {
-                name: Some(HTTP_PORT_NAME.to_string()),
+                name: Some(SERVICE_PORT_NAME.to_string()),
                 port: http.service_port,
                 target_port: Some(IntOrString::String(HTTP_PORT_NAME.to_string())),
                 protocol: Some("TCP".to_string()),

@@ -7,7 +7,8 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::crd::{WasmApp, WasmAppStatus};
 use crate::render::{
-    scales_to_zero, selector_string, service_url, ActivatorEndpoints, RenderConfig, ResolvedComponent, CONTAINER_NAME,
+    scales_to_zero, selector_string, service_url, ActivatorEndpoints, PortsExhausted, RenderConfig, ResolvedComponent,
+    CONTAINER_NAME,
 };
 
 /// Condition: every desired replica is available.
@@ -312,6 +313,7 @@ pub fn scale_to_zero_verdict(
     app: &WasmApp,
     support: &ScaleToZeroSupport,
     activator: Option<&ActivatorEndpoints>,
+    no_port: Option<&PortsExhausted>,
     activator_service: Option<&str>,
 ) -> Option<Verdict> {
     if !scales_to_zero(app) {
@@ -331,6 +333,15 @@ pub fn scale_to_zero_verdict(
             true,
             "Enabled",
             "the HPA may scale the app to zero on its Object/External metrics".into(),
+        ),
+        (_, true, Some(a)) if !a.addresses.is_empty() && no_port.is_some() => Verdict::new(
+            SCALE_TO_ZERO,
+            false,
+            "NoActivatorPort",
+            format!(
+                "requests that arrive while the app has no ready replica fail: {}",
+                no_port.map(ToString::to_string).unwrap_or_default()
+            ),
         ),
         (_, true, Some(a)) if !a.addresses.is_empty() => Verdict::new(
             SCALE_TO_ZERO,

@@ -27,8 +27,9 @@ use support::rbac;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use wasmkube_operator::activator::{
-    self, app_from_host, backends_from_slices, original_dst, routes_from_services, Activator, ActivatorMetrics,
-    ActivatorSettings, AppKey, Outcome, ScaleWaker, WakeError, Waker, ACTIVATOR_SLICE_MANAGER,
+    self, app_from_host, backends_from_slices, original_dst, ports_from_slices, route_key_from_host,
+    routes_from_services, Activator, ActivatorMetrics, ActivatorSettings, AppKey, Outcome, ScaleWaker, WakeError,
+    WakeOutcome, Waker, Woken, ACTIVATOR_SLICE_MANAGER,
 };
 
 const HOST: &str = "hello.apps.svc.cluster.local";
@@ -47,9 +48,9 @@ struct RecordingWaker {
 
 #[async_trait]
 impl Waker for RecordingWaker {
-    async fn wake(&self, app: &AppKey) -> Result<(), WakeError> {
+    async fn wake(&self, app: &AppKey) -> Result<Woken, WakeError> {
         self.woken.lock().unwrap().push(app.clone());
-        Ok(())
+        Ok(Woken::Scaled)
     }
 }
 
@@ -452,44 +453,236 @@ fn routes_map_cluster_ips_and_ports_to_the_app() {
     assert_eq!(routes.get(&"[fd00::10]:80".parse().unwrap()), Some(&hello()));
 }
 
-#[tokio::test]
-async fn the_scale_waker_patches_replicas_from_zero_to_one_only() {
+const SCALE_PATH: &str = "/apis/wasmkube.dev/v1alpha1/namespaces/apps/wasmapps/hello/scale";
+
+/// The Scale the API server really sends: `spec.replicas` is omitted at 0 (Go `omitempty`), so `spec` is `{}`.
+fn real_scale(replicas: i32, resource_version: &str) -> serde_json::Value {
+    let spec = if replicas == 0 { json!({}) } else { json!({ "replicas": replicas }) };
+    let status = if replicas == 0 {
+        json!({ "replicas": 0, "selector": "app.kubernetes.io/managed-by=wasmkube-operator,app.kubernetes.io/name=hello" })
+    } else {
+        json!({ "replicas": replicas, "selector": "app.kubernetes.io/managed-by=wasmkube-operator,app.kubernetes.io/name=hello" })
+    };
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": { "name": "hello", "namespace": "apps", "uid": "7f3c2d1e-0000-4000-8000-000000000001",
+                      "resourceVersion": resource_version, "creationTimestamp": "2026-12-01T20:00:00Z" },
+        "spec": spec,
+        "status": status,
+    })
+}
+
+/// One scripted exchange of the scale subresource: the method, the JSON patch expected (PATCH only), the reply.
+struct ScaleStep {
+    method: &'static str,
+    patch: Option<serde_json::Value>,
+    status: u16,
+    reply: serde_json::Value,
+}
+
+fn get_scale(reply: serde_json::Value) -> ScaleStep {
+    ScaleStep { method: "GET", patch: None, status: 200, reply }
+}
+
+fn patch_scale(resource_version: &str, status: u16, reply: serde_json::Value) -> ScaleStep {
+    let patch = json!([
+        { "op": "test", "path": "/metadata/resourceVersion", "value": resource_version },
+        { "op": "add", "path": "/spec/replicas", "value": 1 },
+    ]);
+    ScaleStep { method: "PATCH", patch: Some(patch), status, reply }
+}
+
+/// Run `wake` once against a scripted API server that expects exactly `steps`.
+async fn wake_against(steps: Vec<ScaleStep>) -> Result<Woken, WakeError> {
     let (mock, mut handle) = tower_test::mock::pair::<Request<KubeBody>, Response<KubeBody>>();
     let waker = ScaleWaker::new(kube::Client::new(mock, "default"));
-    let scale = json!({
-        "apiVersion": "autoscaling/v1", "kind": "Scale",
-        "metadata": { "name": "hello", "namespace": "apps" },
-        "spec": { "replicas": 1 },
-    });
-    let conflict = json!({
-        "apiVersion": "v1", "kind": "Status", "status": "Failure", "reason": "Invalid", "code": 422,
-        "message": "the server rejected our request due to an error in our request",
-    });
     let server = tokio::spawn(async move {
-        for (status, reply) in [(200, scale), (422, conflict)] {
+        for (i, step) in steps.into_iter().enumerate() {
             let (req, send) = tokio::time::timeout(HANG, handle.next_request()).await.unwrap().unwrap();
             rbac::assert_allowed(&rbac::operator(), &req, false);
-            assert_eq!(req.method(), "PATCH");
-            assert_eq!(req.uri().path(), "/apis/wasmkube.dev/v1alpha1/namespaces/apps/wasmapps/hello/scale");
-            assert_eq!(req.headers().get("content-type").unwrap(), "application/json-patch+json");
-            let body: serde_json::Value =
-                serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
-            assert_eq!(
-                body,
-                json!([
-                    { "op": "test", "path": "/spec/replicas", "value": 0 },
-                    { "op": "replace", "path": "/spec/replicas", "value": 1 },
-                ])
-            );
-            send.send_response(
-                Response::builder().status(status).body(KubeBody::from(serde_json::to_vec(&reply).unwrap())).unwrap(),
-            );
+            assert_eq!((req.method().as_str(), req.uri().path()), (step.method, SCALE_PATH), "step {i}");
+            if let Some(patch) = step.patch {
+                assert_eq!(req.headers().get("content-type").unwrap(), "application/json-patch+json");
+                let body: serde_json::Value =
+                    serde_json::from_slice(&req.into_body().collect_bytes().await.unwrap()).unwrap();
+                assert_eq!(body, patch, "step {i}");
+            }
+            let reply = serde_json::to_vec(&step.reply).unwrap();
+            send.send_response(Response::builder().status(step.status).body(KubeBody::from(reply)).unwrap());
         }
+        let extra = tokio::time::timeout(Duration::from_millis(200), handle.next_request()).await;
+        assert!(!matches!(extra, Ok(Some(_))), "unexpected extra request to the API server");
     });
-
-    waker.wake(&hello()).await.expect("scaling from 0");
-    waker.wake(&hello()).await.expect("a failed test op means the app is already up");
+    let result = waker.wake(&hello()).await;
     server.await.unwrap();
+    result
+}
+
+#[tokio::test]
+async fn the_scale_waker_scales_an_app_at_zero_as_the_api_server_sends_it() {
+    let mut scaled = real_scale(1, "4712");
+    scaled["status"]["replicas"] = json!(0);
+    let woken = wake_against(vec![get_scale(real_scale(0, "4711")), patch_scale("4711", 200, scaled)]).await;
+    assert_eq!(woken.unwrap(), Woken::Scaled);
+}
+
+#[tokio::test]
+async fn the_scale_waker_leaves_an_app_that_is_up_alone() {
+    let woken = wake_against(vec![get_scale(real_scale(1, "4711"))]).await;
+    assert_eq!(woken.unwrap(), Woken::AlreadyAwake(1));
+}
+
+#[tokio::test]
+async fn the_scale_waker_reads_again_after_a_conflict() {
+    let conflict = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Conflict", "code": 409,
+        "message": "Operation cannot be fulfilled on wasmapps.wasmkube.dev \"hello\": the object has been modified; please apply your changes to the latest version and try again",
+        "details": { "name": "hello", "group": "wasmkube.dev", "kind": "wasmapps" },
+    });
+    // Still at zero after the conflict: patch again against the new version.
+    let woken = wake_against(vec![
+        get_scale(real_scale(0, "4711")),
+        patch_scale("4711", 409, conflict.clone()),
+        get_scale(real_scale(0, "4713")),
+        patch_scale("4713", 200, real_scale(1, "4714")),
+    ])
+    .await;
+    assert_eq!(woken.unwrap(), Woken::Scaled);
+    // Scaled up by someone else meanwhile (the HPA): nothing more to do.
+    let woken = wake_against(vec![
+        get_scale(real_scale(0, "4711")),
+        patch_scale("4711", 409, conflict),
+        get_scale(real_scale(2, "4713")),
+    ])
+    .await;
+    assert_eq!(woken.unwrap(), Woken::AlreadyAwake(2));
+}
+
+#[tokio::test]
+async fn the_scale_waker_reports_a_forbidden_read_in_words() {
+    let forbidden = json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "reason": "Forbidden", "code": 403,
+        "message": "wasmapps.wasmkube.dev \"hello\" is forbidden: User \"system:serviceaccount:wasmkube-system:wasmkube-operator\" cannot get resource \"wasmapps/scale\" in API group \"wasmkube.dev\" in the namespace \"apps\"",
+    });
+    let err =
+        wake_against(vec![ScaleStep { method: "GET", patch: None, status: 403, reply: forbidden }]).await.unwrap_err();
+    let message = wasmkube_operator::error::message_chain(&err);
+    assert!(message.starts_with("reading the scale of apps/hello"), "{message}");
+    assert!(message.contains("cannot get resource \"wasmapps/scale\""), "{message}");
+}
+
+/// A waker that always fails, as the API server would when it is unreachable.
+struct FailingWaker;
+
+#[async_trait]
+impl Waker for FailingWaker {
+    async fn wake(&self, app: &AppKey) -> Result<Woken, WakeError> {
+        Err(WakeError::Contended { app: app.clone(), attempts: 3 })
+    }
+}
+
+#[tokio::test]
+async fn every_wake_is_counted_by_outcome() {
+    let (activator, _waker, addr) = start(ActivatorSettings::default()).await;
+    let backend = Backend::start("a").await;
+    let pending = spawn_reply(get(addr));
+    until("the wake is counted", || activator.metrics().wakes(&hello(), WakeOutcome::Scaled) == 1).await;
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    assert_eq!(pending.await.unwrap().status, StatusCode::OK);
+
+    let failing = Activator::new(
+        ActivatorSettings { hold_timeout: Duration::from_millis(200), ..ActivatorSettings::default() },
+        Arc::new(FailingWaker),
+        ActivatorMetrics::default(),
+    );
+    failing.state().set_routes([("10.96.0.10:80".parse().unwrap(), hello())].into());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let failing_addr = listener.local_addr().unwrap();
+    tokio::spawn(activator::serve(failing.clone(), listener, std::future::pending()));
+    assert_eq!(get(failing_addr).await.status, StatusCode::SERVICE_UNAVAILABLE);
+    until("the failed wake is counted", || failing.metrics().wakes(&hello(), WakeOutcome::Failed) == 1).await;
+    assert_eq!(failing.metrics().wakes(&hello(), WakeOutcome::Scaled), 0);
+}
+
+/// A port free on loopback right now.
+async fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn each_app_port_routes_to_its_app_whatever_the_host() {
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    let (activator, _waker, _main) = start(ActivatorSettings::default()).await;
+    let other = AppKey::new("shop", "web");
+    activator.state().set_backends(&hello(), vec![a.addr]);
+    activator.state().set_backends(&other, vec![b.addr]);
+    let (hello_port, other_port) = (free_port().await, free_port().await);
+    activator.state().set_ports([(hello_port, hello()), (other_port, other.clone())].into());
+    tokio::spawn(activator::serve_app_ports(activator.clone(), "127.0.0.1".parse().unwrap(), std::future::pending()));
+    let hello_addr = SocketAddr::from(([127, 0, 0, 1], hello_port));
+    let other_addr = SocketAddr::from(([127, 0, 0, 1], other_port));
+    until("the app ports listen", || {
+        std::net::TcpStream::connect(hello_addr).is_ok() && std::net::TcpStream::connect(other_addr).is_ok()
+    })
+    .await;
+
+    // What an ingress controller sends (the public name), and what a client of the ClusterIP sends.
+    for host in ["shop.example.com", "10.96.0.10", "10.96.0.99:80"] {
+        let reply = send(hello_addr, "GET", "/x", host, "").await;
+        assert_eq!(reply.status, StatusCode::OK, "{host}: {}", reply.body);
+        assert!(reply.body.starts_with("backend=a\n"), "{host}: {}", reply.body);
+        assert!(reply.body.contains(&format!("host={host}\n")), "the backend sees the client's Host: {}", reply.body);
+    }
+    let reply = send(other_addr, "GET", "/", "hello.apps.svc.cluster.local", "").await;
+    assert!(reply.body.starts_with("backend=b\n"), "the port wins over the Host: {}", reply.body);
+
+    // The other app's slice went away: its listener closes, hello's stays.
+    activator.state().set_ports([(hello_port, hello())].into());
+    until("the unused port is closed", || std::net::TcpStream::connect(other_addr).is_err()).await;
+    assert_eq!(send(hello_addr, "GET", "/", "x", "").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_held_request_on_an_app_port_wakes_that_app() {
+    let (activator, waker, _main) = start(ActivatorSettings::default()).await;
+    let port = free_port().await;
+    activator.state().set_ports([(port, hello())].into());
+    tokio::spawn(activator::serve_app_ports(activator.clone(), "127.0.0.1".parse().unwrap(), std::future::pending()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    until("the app port listens", || std::net::TcpStream::connect(addr).is_ok()).await;
+
+    let pending = spawn_reply(send(addr, "GET", "/", "shop.example.com", ""));
+    until("the request is held", || activator.metrics().held(&hello()) == 1).await;
+    until("the app is woken", || waker.woken() == vec![hello()]).await;
+    let backend = Backend::start("a").await;
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    assert_eq!(pending.await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_cluster_ip_in_host_routes_on_the_main_port() {
+    let backend = Backend::start("a").await;
+    let (activator, _waker, addr) = start(ActivatorSettings::default()).await;
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    assert_eq!(send(addr, "GET", "/", "10.96.0.10", "").await.status, StatusCode::OK);
+    assert_eq!(send(addr, "GET", "/", "10.96.0.10:80", "").await.status, StatusCode::OK);
+    assert_eq!(send(addr, "GET", "/", "10.96.0.10:8080", "").await.status, StatusCode::NOT_FOUND);
+    assert_eq!(route_key_from_host("[fd00::10]"), Some("[fd00::10]:80".parse().unwrap()));
+    assert_eq!(route_key_from_host("hello.apps"), None);
+}
+
+#[test]
+fn app_ports_come_from_activator_slices_only() {
+    let mine = slice("hello-activator", ACTIVATOR_SLICE_MANAGER, ("http", 20480), json!([]));
+    let pods = slice("hello-abc", "endpointslice-controller.k8s.io", ("http", 8080), json!([]));
+    let mut rival = slice("zz-activator", ACTIVATOR_SLICE_MANAGER, ("http", 20480), json!([]));
+    rival.metadata.labels.as_mut().unwrap().insert("kubernetes.io/service-name".into(), "zz".into());
+    // Two slices on one port: the app that sorts first has it, whatever the order they are listed in.
+    for slices in [[&mine, &pods, &rival], [&rival, &pods, &mine]] {
+        let ports = ports_from_slices(slices);
+        assert_eq!(ports.len(), 1, "{ports:?}");
+        assert_eq!(ports.get(&20480), Some(&hello()));
+    }
 }
 
 #[tokio::test]
@@ -520,7 +713,7 @@ async fn the_kubernetes_feed_fills_routes_and_backends() {
     let activator_slice = serde_json::to_value(slice(
         "hello-activator",
         ACTIVATOR_SLICE_MANAGER,
-        ("http", 8090),
+        ("http", 20480),
         json!([{ "addresses": ["10.0.9.9"] }]),
     ))
     .unwrap();
@@ -563,6 +756,7 @@ async fn the_kubernetes_feed_fills_routes_and_backends() {
     .await;
     let backend: SocketAddr = "10.0.0.1:8080".parse().unwrap();
     assert_eq!(activator.state().backends_in_order(&hello()), vec![backend], "activator slices are ignored");
+    assert_eq!(activator.state().app_for_port(20480), Some(hello()), "the activator slice gives the app's port");
 
     let _open_watches = server.await.unwrap();
     let _ = stop.send(());

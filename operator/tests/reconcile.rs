@@ -17,10 +17,14 @@ use kube::runtime::controller::Action;
 use kube::Client;
 use serde_json::{json, Value};
 use support::rbac::{self, Permissions};
+use wasmkube_operator::activator::AppKey;
 use wasmkube_operator::controller::{error_policy, reconcile, ActivatorService, Config, Context};
 use wasmkube_operator::crd::WasmApp;
 use wasmkube_operator::metrics::Metrics;
-use wasmkube_operator::render::{render_deployment, render_hpa, render_service, RenderConfig, ResolvedComponent};
+use wasmkube_operator::render::{
+    allocate_activator_port, render_activator_slice, render_deployment, render_hpa, render_service, ActivatorPorts,
+    RenderConfig, ResolvedComponent,
+};
 use wasmkube_operator::resolve::{BoxError, Resolver};
 use wasmkube_operator::status::{desired_status, Observed, ScaleToZeroSupport};
 
@@ -34,6 +38,7 @@ const STATUS: &str = "/apis/wasmkube.dev/v1alpha1/namespaces/apps/wasmapps/hello
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/apps/events";
 const ACTIVATOR_SLICES: &str = "/apis/discovery.k8s.io/v1/namespaces/wasmkube-system/endpointslices";
 const APP_SLICE: &str = "/apis/discovery.k8s.io/v1/namespaces/apps/endpointslices/hello-activator";
+const ALL_SLICES: &str = "/apis/discovery.k8s.io/v1/endpointslices";
 
 type Check = Box<dyn FnOnce(&Value) + Send>;
 
@@ -538,6 +543,26 @@ fn activator_slices(ready: &[&str]) -> Value {
     }]})
 }
 
+/// Every app's activator slice (cluster-wide), as the operator lists them to choose a free port.
+fn list_app_ports(apps: &[(&str, &str, u16)]) -> Step {
+    let items: Vec<Value> = apps
+        .iter()
+        .map(|(ns, name, port)| {
+            json!({"metadata": {"name": format!("{name}-activator"), "namespace": ns,
+                                "labels": {"kubernetes.io/service-name": name,
+                                           "endpointslice.kubernetes.io/managed-by": "wasmkube.dev-activator"}},
+                   "addressType": "IPv4",
+                   "ports": [{"name": "http", "port": port, "protocol": "TCP"}],
+                   "endpoints": [{"addresses": ["10.244.0.7"], "conditions": {"ready": true}}]})
+        })
+        .collect();
+    let list =
+        json!({"kind": "EndpointSliceList", "apiVersion": "discovery.k8s.io/v1", "metadata": {}, "items": items});
+    let mut step = Step::get(ALL_SLICES).reply(200, list);
+    step.query = vec!["labelSelector=endpointslice.kubernetes.io%2Fmanaged-by%3Dwasmkube.dev-activator"];
+    step
+}
+
 fn list_activator_slices(ready: &[&str]) -> Step {
     let mut step = Step::get(ACTIVATOR_SLICES).reply(200, activator_slices(ready));
     step.query = vec!["labelSelector=kubernetes.io%2Fservice-name%3Dwasmkube-activator"];
@@ -568,12 +593,18 @@ async fn idle_http_app_is_scaled_to_zero_behind_the_activator() {
         Step::apply(SERVICE),
         list_activator_slices(&["10.244.0.7", "10.244.1.9"]),
         Step::get(APP_SLICE).not_found(),
-        Step::apply(APP_SLICE).check(|b| {
+        list_app_ports(&[("shop", "web", 20001)]),
+        Step::apply(APP_SLICE).check(move |b| {
             assert_eq!(b["kind"], "EndpointSlice");
             assert_eq!(b["metadata"]["labels"]["kubernetes.io/service-name"], "hello");
             assert_eq!(b["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"], "wasmkube.dev-activator");
             assert_eq!(b["metadata"]["ownerReferences"][0]["uid"], "uid-1");
-            assert_eq!(b["ports"], json!([{"name": "http", "port": 8090, "protocol": "TCP"}]));
+            // The app's own port, chosen clear of the other app's, named like the Service port.
+            let taken = [(AppKey::new("shop", "web"), 20001)];
+            let port = allocate_activator_port(&AppKey::new("apps", "hello"), None, &taken, ActivatorPorts::default());
+            let port = port.unwrap();
+            assert_ne!(port, 20001);
+            assert_eq!(b["ports"], json!([{"name": "http", "port": port, "protocol": "TCP"}]));
             let ips: Vec<&Value> = b["endpoints"].as_array().unwrap().iter().map(|e| &e["addresses"][0]).collect();
             assert_eq!(ips, [&json!("10.244.0.7"), &json!("10.244.1.9")]);
         }),
@@ -605,8 +636,10 @@ async fn a_ready_pod_takes_the_traffic_back_from_the_activator() {
         };
         let idle = app(idle_spec(), None);
         let cfg = RenderConfig::default();
-        serde_json::to_value(wasmkube_operator::render::render_activator_slice(&idle, &endpoints, 0, &cfg).unwrap())
-            .unwrap()
+        serde_json::to_value(
+            wasmkube_operator::render::render_activator_slice(&idle, &endpoints, 0, &cfg, 20480).unwrap(),
+        )
+        .unwrap()
     };
     let status = json!({"conditions": [{"type": "ScaleToZero", "status": "True", "reason": "Enabled",
         "message": "", "lastTransitionTime": "2023-01-01T00:00:00Z"}]});
@@ -735,4 +768,63 @@ fn apply_of_a_new_object_needs_create_and_status_writes_need_the_status_subresou
     let rbac = rbac::operator().revoke("patch", "wasmkube.dev", "wasmapps/status");
     assert_eq!(rbac.check("PATCH", STATUS, query, apply, false).unwrap_err().attributes.resource, "wasmapps");
     rbac::operator().check("PATCH", STATUS, query, apply, false).unwrap();
+/// An idle app whose activator slice already has a port keeps it: no list, no write.
+#[tokio::test]
+async fn an_existing_activator_port_is_kept() {
+    let app = app(idle_spec(), None);
+    let mut dep_reply = server_deployment(&app, &pinned(DIGEST), 0);
+    dep_reply["status"] = json!({"observedGeneration": 1});
+    let endpoints = wasmkube_operator::render::ActivatorEndpoints {
+        address_type: "IPv4".into(),
+        addresses: vec!["10.244.0.7".into()],
+        port: Some(8090),
+    };
+    let cfg = RenderConfig::default();
+    let existing = render_activator_slice(&app, &endpoints, 0, &cfg, 23456).unwrap().unwrap();
+    let mut existing = serde_json::to_value(existing).unwrap();
+    existing["metadata"]["resourceVersion"] = json!("77");
+    let steps = vec![
+        Step::get(HPA).not_found(),
+        Step::apply(HPA),
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY).reply(200, dep_reply),
+        Step::get(SERVICE).not_found(),
+        Step::apply(SERVICE),
+        list_activator_slices(&["10.244.0.7"]),
+        Step::get(APP_SLICE).reply(200, existing),
+        Step::apply(STATUS).check(|b| {
+            assert_eq!(condition(&b["status"], "ScaleToZero")["reason"], "Enabled");
+        }),
+        event("ComponentResolved", "Normal"),
+    ];
+    run_with(app, None, with_activator(), steps).await.result.unwrap();
+}
+
+/// With every port of the range taken, the app gets no slice and its condition says why and what to change.
+#[tokio::test]
+async fn a_full_port_range_is_reported_in_the_condition() {
+    let app = app(idle_spec(), None);
+    let mut dep_reply = server_deployment(&app, &pinned(DIGEST), 0);
+    dep_reply["status"] = json!({"observedGeneration": 1});
+    let config = Config { activator_ports: ActivatorPorts { first: 20000, last: 20001 }, ..with_activator() };
+    let steps = vec![
+        Step::get(HPA).not_found(),
+        Step::apply(HPA),
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY).reply(200, dep_reply),
+        Step::get(SERVICE).not_found(),
+        Step::apply(SERVICE),
+        list_activator_slices(&["10.244.0.7"]),
+        Step::get(APP_SLICE).not_found(),
+        list_app_ports(&[("shop", "web", 20000), ("shop", "cart", 20001)]),
+        Step::apply(STATUS).check(|b| {
+            let stz = condition(&b["status"], "ScaleToZero");
+            assert_eq!((&stz["status"], &stz["reason"]), (&json!("False"), &json!("NoActivatorPort")), "{stz}");
+            let msg = stz["message"].as_str().unwrap();
+            assert!(msg.contains("all 2 activator ports (20000-20001) are in use"), "{msg}");
+            assert!(msg.contains("--activator-ports"), "{msg}");
+        }),
+        event("ComponentResolved", "Normal"),
+    ];
+    run_with(app, None, config, steps).await.result.unwrap();
 }

@@ -2,10 +2,12 @@
 
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
+use wasmkube_operator::activator::AppKey;
 use wasmkube_operator::crd::WasmApp;
 use wasmkube_operator::render::{
-    activator_endpoints, desired_replicas, render_activator_slice, render_deployment, render_hpa, render_service,
-    selector_string, service_url, unresolved_component, ActivatorEndpoints, RenderConfig, ResolvedComponent,
+    activator_endpoints, allocate_activator_port, desired_replicas, render_activator_slice, render_deployment,
+    render_hpa, render_service, selector_string, service_url, unresolved_component, ActivatorEndpoints, ActivatorPorts,
+    PortsExhausted, RenderConfig, ResolvedComponent,
 };
 
 const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
@@ -352,7 +354,7 @@ fn without_cluster_support_scale_to_zero_keeps_one_replica() {
     assert_eq!(desired_replicas(&scaled_down, &RenderConfig::default()), 0);
     let activator =
         ActivatorEndpoints { address_type: "IPv4".into(), addresses: vec!["10.0.0.7".into()], port: Some(8090) };
-    assert!(render_activator_slice(&app, &activator, 0, &cfg).unwrap().is_none());
+    assert!(render_activator_slice(&app, &activator, 0, &cfg, 20480).unwrap().is_none());
 }
 
 fn slice(address_type: &str, port: i32, endpoints: Value) -> EndpointSlice {
@@ -402,7 +404,8 @@ fn activator_slice_only_while_the_app_has_no_ready_pod() {
         addresses: vec!["10.0.0.7".into(), "10.0.0.9".into()],
         port: Some(8090),
     };
-    let slice = serde_json::to_value(render_activator_slice(&app, &activator, 0, &cfg).unwrap().unwrap()).unwrap();
+    let slice =
+        serde_json::to_value(render_activator_slice(&app, &activator, 0, &cfg, 20480).unwrap().unwrap()).unwrap();
     assert_eq!(slice["apiVersion"], "discovery.k8s.io/v1");
     assert_eq!(slice["metadata"]["name"], "hello-activator");
     assert_eq!(slice["metadata"]["namespace"], "apps");
@@ -411,7 +414,11 @@ fn activator_slice_only_while_the_app_has_no_ready_pod() {
     assert_eq!(slice["metadata"]["labels"]["app.kubernetes.io/managed-by"], "wasmkube-operator");
     assert_eq!(slice["metadata"]["ownerReferences"][0]["kind"], "WasmApp");
     assert_eq!(slice["addressType"], "IPv4");
-    assert_eq!(slice["ports"], json!([{"name": "http", "port": 8090, "protocol": "TCP"}]));
+    // The app's own activator port, named like the Service's port (kube-proxy and ingress controllers pair them
+    // by name and dial the slice's port).
+    assert_eq!(slice["ports"], json!([{"name": "http", "port": 20480, "protocol": "TCP"}]));
+    let service = serde_json::to_value(render_service(&app).unwrap().unwrap()).unwrap();
+    assert_eq!(slice["ports"][0]["name"], service["spec"]["ports"][0]["name"]);
     assert_eq!(
         slice["endpoints"],
         json!([
@@ -422,18 +429,81 @@ fn activator_slice_only_while_the_app_has_no_ready_pod() {
     // Scaled up with a ready pod: the pods take the traffic.
     let mut up = app.clone();
     up.spec.replicas = Some(2);
-    assert!(render_activator_slice(&up, &activator, 1, &cfg).unwrap().is_none());
+    assert!(render_activator_slice(&up, &activator, 1, &cfg, 20480).unwrap().is_none());
     // Starting (no pod ready yet): the activator holds requests.
-    assert!(render_activator_slice(&up, &activator, 0, &cfg).unwrap().is_some());
+    assert!(render_activator_slice(&up, &activator, 0, &cfg, 20480).unwrap().is_some());
     // Being scaled to zero: switch before the pods go, though they are still ready.
     let mut down = app.clone();
     down.spec.replicas = Some(0);
-    assert!(render_activator_slice(&down, &activator, 2, &cfg).unwrap().is_some());
+    assert!(render_activator_slice(&down, &activator, 2, &cfg, 20480).unwrap().is_some());
     // No ready activator, no slice; apps that do not scale to zero or serve HTTP never get one.
-    assert!(render_activator_slice(&app, &ActivatorEndpoints::default(), 0, &cfg).unwrap().is_none());
+    assert!(render_activator_slice(&app, &ActivatorEndpoints::default(), 0, &cfg, 20480).unwrap().is_none());
     let fixed = self::app(json!({"component": "x", "http": {}, "replicas": 0}));
-    assert!(render_activator_slice(&fixed, &activator, 0, &cfg).unwrap().is_none());
+    assert!(render_activator_slice(&fixed, &activator, 0, &cfg, 20480).unwrap().is_none());
     let cli = self::app(json!({"component": "x", "autoscaling": {"minReplicas": 0, "maxReplicas": 2,
         "metrics": [{"type": "External", "external": {"metric": {"name": "q"}, "target": {"type": "Value", "value": "1"}}}]}}));
-    assert!(render_activator_slice(&cli, &activator, 0, &cfg).unwrap().is_none());
+    assert!(render_activator_slice(&cli, &activator, 0, &cfg, 20480).unwrap().is_none());
+}
+
+fn key(ns: &str, name: &str) -> AppKey {
+    AppKey::new(ns, name)
+}
+
+#[test]
+fn activator_ports_are_stable_and_never_shared() {
+    let range = ActivatorPorts { first: 20000, last: 20009 };
+    let shop = key("apps", "shop");
+    // Deterministic: the same app gets the same port from nothing, on any replica.
+    let first = allocate_activator_port(&shop, None, &[], range).unwrap();
+    assert!(range.contains(first));
+    assert_eq!(allocate_activator_port(&shop, None, &[], range).unwrap(), first);
+    // A port the app's slice already has is kept, even if the hash would say otherwise.
+    let other = if first == 20000 { 20001 } else { 20000 };
+    assert_eq!(allocate_activator_port(&shop, Some(other), &[(shop.clone(), other)], range).unwrap(), other);
+    // Taken by another app: the next free port, wrapping around the end of the range.
+    let taken: Vec<(AppKey, u16)> = (0..9).map(|i| (key("apps", &format!("a{i}")), 20000 + i)).collect();
+    assert_eq!(allocate_activator_port(&shop, None, &taken, range).unwrap(), 20009);
+    let all_but_first: Vec<(AppKey, u16)> = (1..10).map(|i| (key("apps", &format!("a{i}")), 20000 + i)).collect();
+    assert_eq!(allocate_activator_port(&shop, None, &all_but_first, range).unwrap(), 20000);
+    // A port outside the range (the range was changed) is not kept.
+    let moved = allocate_activator_port(&shop, Some(8090), &[], range).unwrap();
+    assert!(range.contains(moved));
+    // Two slices on one port (a leader handover): the app that sorts first keeps it, the other moves.
+    let (a, b) = (key("apps", "a"), key("apps", "b"));
+    let both = [(a.clone(), 20005), (b.clone(), 20005)];
+    assert_eq!(allocate_activator_port(&a, Some(20005), &both, range).unwrap(), 20005);
+    assert_ne!(allocate_activator_port(&b, Some(20005), &both, range).unwrap(), 20005);
+    // Many apps: every one gets its own port.
+    let wide = ActivatorPorts { first: 20000, last: 20099 };
+    let mut given: Vec<(AppKey, u16)> = Vec::new();
+    for i in 0..100 {
+        let app = key(&format!("ns{}", i % 7), &format!("app{i}"));
+        let port = allocate_activator_port(&app, None, &given, wide).unwrap();
+        assert!(given.iter().all(|(_, p)| *p != port), "{app} got {port} twice");
+        given.push((app, port));
+    }
+}
+
+#[test]
+fn a_full_port_range_is_a_clear_error() {
+    let range = ActivatorPorts { first: 20000, last: 20001 };
+    let taken = [(key("apps", "a"), 20000), (key("apps", "b"), 20001)];
+    let err = allocate_activator_port(&key("apps", "c"), None, &taken, range).unwrap_err();
+    assert_eq!(err, PortsExhausted { range });
+    let message = err.to_string();
+    assert!(message.contains("all 2 activator ports (20000-20001) are in use"), "{message}");
+    assert!(message.contains("--activator-ports") && message.contains("scaleToZero.activatorPorts"), "{message}");
+    // An app that already holds one of them keeps it.
+    assert_eq!(allocate_activator_port(&key("apps", "b"), Some(20001), &taken, range).unwrap(), 20001);
+}
+
+#[test]
+fn port_ranges_parse_from_the_flag() {
+    assert_eq!("20000-29999".parse::<ActivatorPorts>().unwrap(), ActivatorPorts::default());
+    assert_eq!(ActivatorPorts::default().to_string(), "20000-29999");
+    assert_eq!(ActivatorPorts::default().size(), 10000);
+    assert_eq!("5-5".parse::<ActivatorPorts>().unwrap().size(), 1);
+    for bad in ["20000", "2-1", "0-10", "1-70000", "a-b"] {
+        assert!(bad.parse::<ActivatorPorts>().is_err(), "{bad}");
+    }
 }

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::metrics::Outcome;
 use super::proxy::{connect_any, forward};
-use super::routes::{app_from_host, AppKey};
+use super::routes::{app_from_host, route_key_from_host, AppKey};
 use super::Activator;
 use crate::error::message_chain;
 
@@ -28,6 +28,8 @@ pub struct Origin {
     pub peer: SocketAddr,
     /// The pre-DNAT destination (`SO_ORIGINAL_DST`), when the socket has one.
     pub original_dst: Option<SocketAddr>,
+    /// The app port the connection came in on; `None` on the activator's main port.
+    pub app_port: Option<u16>,
 }
 
 /// Serve one request.
@@ -38,7 +40,8 @@ pub async fn handle(activator: Arc<Activator>, request: Request<Incoming>, origi
         return text(
             StatusCode::NOT_FOUND,
             format!(
-                "wasmkube activator: no app for this request (Host {host:?}); expected NAME.NAMESPACE[.svc[.DOMAIN]]\n"
+                "wasmkube activator: no app for this request (Host {host:?} on {}); expected an app's activator port, or Host NAME.NAMESPACE[.svc[.DOMAIN]] or a ClusterIP\n",
+                origin.app_port.map_or_else(|| "the main port".to_string(), |p| format!("port {p}, which no app uses now"))
             ),
         );
     };
@@ -60,12 +63,25 @@ pub async fn handle(activator: Arc<Activator>, request: Request<Incoming>, origi
     }
 }
 
-/// The app of a request: its pre-DNAT destination if that is one of our Services, else its `Host`.
+/// The app of a request: the app whose activator port it came in on (survives kube-proxy's DNAT and ingress
+/// controllers that dial endpoints); else its pre-DNAT destination if that is one of our Services (only where
+/// the NAT happened in the activator's own network namespace); else its `Host`, as a Service name or as a
+/// ClusterIP.
 fn identify(activator: &Activator, request: &Request<Incoming>, origin: Origin) -> Option<AppKey> {
+    if let Some(app) = origin.app_port.and_then(|port| activator.state.app_for_port(port)) {
+        return Some(app);
+    }
     if let Some(app) = origin.original_dst.and_then(|dst| activator.state.route(dst)) {
         return Some(app);
     }
-    let host = request.headers().get(HOST).and_then(|h| h.to_str().ok()).or_else(|| request.uri().host())?;
+    let host = request
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))?;
+    if let Some(app) = route_key_from_host(host).and_then(|dst| activator.state.route(dst)) {
+        return Some(app);
+    }
     // Why: any `a.b` host parses as an app; holding it and waking a WasmApp that does not exist helps nobody.
     app_from_host(host).filter(|app| activator.state.is_known(app))
 }

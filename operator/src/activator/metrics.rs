@@ -57,6 +57,45 @@ impl EncodeLabelValue for Outcome {
     }
 }
 
+/// How an attempt to wake an app ended.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum WakeOutcome {
+    /// The app was at zero and is now scaled to one replica.
+    Scaled,
+    /// The app already had replicas (none ready yet): nothing to patch.
+    AlreadyAwake,
+    /// Reading or patching the scale failed.
+    Failed,
+}
+
+impl WakeOutcome {
+    /// The `outcome` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scaled => "scaled",
+            Self::AlreadyAwake => "already_awake",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl EncodeLabelValue for WakeOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// Labels of the wake counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WakeLabels {
+    /// Namespace of the WasmApp.
+    pub namespace: String,
+    /// Name of the WasmApp.
+    pub wasmapp: String,
+    /// How the wake ended.
+    pub outcome: WakeOutcome,
+}
+
 /// Labels of the outcome counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabels {
@@ -68,11 +107,12 @@ pub struct OutcomeLabels {
     pub outcome: Outcome,
 }
 
-/// `wasmkube_activator_requests_held` and `wasmkube_activator_requests_total`.
+/// `wasmkube_activator_requests_held`, `wasmkube_activator_requests_total` and `wasmkube_activator_wakes_total`.
 #[derive(Clone, Default)]
 pub struct ActivatorMetrics {
     held: Family<AppLabels, Gauge>,
     requests: Family<OutcomeLabels, Counter>,
+    wakes: Family<WakeLabels, Counter>,
 }
 
 impl ActivatorMetrics {
@@ -88,6 +128,20 @@ impl ActivatorMetrics {
             "Requests through the activator, by outcome",
             self.requests.clone(),
         );
+        registry.register(
+            "wasmkube_activator_wakes",
+            "Attempts to wake an app at zero for a waiting request, by outcome",
+            self.wakes.clone(),
+        );
+    }
+
+    /// Wake attempts for `app` that ended with `outcome`.
+    pub fn wakes(&self, app: &AppKey, outcome: WakeOutcome) -> u64 {
+        self.wakes.get_or_create(&wake_labels(app, outcome)).get()
+    }
+
+    pub(crate) fn count_wake(&self, app: &AppKey, outcome: WakeOutcome) {
+        self.wakes.get_or_create(&wake_labels(app, outcome)).inc();
     }
 
     /// Requests held now for `app` (demand the metrics aggregator adds to the app's in-flight requests).
@@ -107,6 +161,10 @@ impl ActivatorMetrics {
     pub(crate) fn count(&self, app: Option<&AppKey>, outcome: Outcome) {
         self.requests.get_or_create(&outcome_labels(app, outcome)).inc();
     }
+}
+
+fn wake_labels(app: &AppKey, outcome: WakeOutcome) -> WakeLabels {
+    WakeLabels { namespace: app.namespace.clone(), wasmapp: app.name.clone(), outcome }
 }
 
 fn outcome_labels(app: Option<&AppKey>, outcome: Outcome) -> OutcomeLabels {

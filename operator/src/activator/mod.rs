@@ -1,13 +1,15 @@
 //! The activator: receives the traffic of apps with no ready replica, holds it, wakes the app, then proxies.
 //!
 //! The operator points a Service at the activator with an extra EndpointSlice (managed by
-//! [`ACTIVATOR_SLICE_MANAGER`]) while the app has no ready pod; the activator finds the app of each request
-//! (pre-DNAT destination, else `Host`), proxies at once when it knows ready pods, else holds the request within
-//! a per-app bound and a deadline while a [`Waker`] asks for a replica.
+//! [`ACTIVATOR_SLICE_MANAGER`]) on the app's own activator port while the app has no ready pod; the activator
+//! listens on every such port and finds the app of each request by that port (else pre-DNAT destination, else
+//! `Host`), proxies at once when it knows ready pods, else holds the request within a per-app bound and a
+//! deadline while a [`Waker`] scales the app up.
 
 mod handler;
 mod hold;
 pub mod metrics;
+mod ports;
 pub mod proxy;
 pub mod routes;
 mod server;
@@ -15,14 +17,18 @@ pub mod state;
 pub mod wake;
 pub mod watch;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use metrics::{ActivatorMetrics, Outcome};
-pub use routes::{app_from_host, backends_from_slices, routes_from_services, AppKey, ACTIVATOR_SLICE_MANAGER};
+pub use metrics::{ActivatorMetrics, Outcome, WakeOutcome};
+pub use ports::serve_app_ports;
+pub use routes::{
+    app_from_host, backends_from_slices, ports_from_slices, route_key_from_host, routes_from_services, AppKey,
+    ACTIVATOR_SLICE_MANAGER,
+};
 pub use server::{original_dst, serve};
-pub use state::RoutingState;
-pub use wake::{ScaleWaker, WakeError, Waker};
+pub use state::{AppPorts, RoutingState};
+pub use wake::{ScaleWaker, WakeError, Waker, Woken};
 
 use hold::HoldQueue;
 use wake::WakeLimiter;
@@ -65,7 +71,11 @@ pub struct Activator {
     waker: Arc<dyn Waker>,
     wakes: WakeLimiter,
     metrics: ActivatorMetrics,
+    on_wake: OnceLock<WakeHook>,
 }
+
+/// Called with the app at each wake attempt, before the API server is asked.
+pub type WakeHook = Box<dyn Fn(&AppKey) + Send + Sync>;
 
 impl Activator {
     /// An activator with no routes and no backends yet.
@@ -77,7 +87,14 @@ impl Activator {
             settings,
             waker,
             metrics,
+            on_wake: OnceLock::new(),
         })
+    }
+
+    /// Have `hook` called at every wake attempt (the operator tells its demand store, so the HPA sees the wake
+    /// before any scrape does); only the first hook set is kept.
+    pub fn set_wake_hook(&self, hook: WakeHook) {
+        let _ = self.on_wake.set(hook);
     }
 
     /// The routing state (written by the Kubernetes feed, or by tests).
@@ -95,17 +112,35 @@ impl Activator {
         &self.settings
     }
 
-    /// Signal demand for `app` unless it was signalled within the wake interval; never blocks the request.
+    /// Wake `app` (a request waits for it) unless that was tried within the wake interval; never blocks the
+    /// request. Every attempt and its outcome is logged and counted.
     fn wake(&self, app: &AppKey) {
         if !self.wakes.allow(app) {
             return;
         }
         let waker = self.waker.clone();
+        let metrics = self.metrics.clone();
         let app = app.clone();
+        tracing::info!(%app, "a request waits for the app: waking it");
+        if let Some(hook) = self.on_wake.get() {
+            hook(&app);
+        }
         tokio::spawn(async move {
-            if let Err(e) = waker.wake(&app).await {
-                tracing::warn!(error = %crate::error::message_chain(&e), "waking the app failed");
-            }
+            let outcome = match waker.wake(&app).await {
+                Ok(Woken::Scaled) => {
+                    tracing::info!(%app, "woken: scaled from 0 to 1 replica");
+                    WakeOutcome::Scaled
+                }
+                Ok(Woken::AlreadyAwake(replicas)) => {
+                    tracing::info!(%app, replicas, "already scaled up, waiting for a ready replica");
+                    WakeOutcome::AlreadyAwake
+                }
+                Err(e) => {
+                    tracing::warn!(%app, error = %crate::error::message_chain(&e), "waking the app failed");
+                    WakeOutcome::Failed
+                }
+            };
+            metrics.count_wake(&app, outcome);
         });
     }
 }

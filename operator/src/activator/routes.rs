@@ -8,7 +8,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 
 // Why from render: the slice the operator writes and the slices the activator skips must agree.
-use crate::render::HTTP_PORT_NAME;
+use super::state::AppPorts;
+use crate::render::{slice_activator_port, HTTP_PORT_NAME};
 pub use crate::render::{ACTIVATOR_SLICE_MANAGER, LABEL_SERVICE_NAME as LABEL_SLICE_SERVICE, LABEL_SLICE_MANAGED_BY};
 
 pub use crate::app_key::AppKey;
@@ -54,6 +55,43 @@ pub fn routes_from_services<'a>(services: impl IntoIterator<Item = &'a Service>)
         }
     }
     routes
+}
+
+/// Each app's activator port, from the activator slices the operator writes (one port per slice).
+pub fn ports_from_slices<'a>(slices: impl IntoIterator<Item = &'a EndpointSlice>) -> AppPorts {
+    let mut ports = AppPorts::new();
+    for slice in slices {
+        let labels = slice.labels();
+        if labels.get(LABEL_SLICE_MANAGED_BY).map(String::as_str) != Some(ACTIVATOR_SLICE_MANAGER) {
+            continue;
+        }
+        let (Some(service), Some(namespace), Some(port)) =
+            (labels.get(LABEL_SLICE_SERVICE), slice.namespace(), slice_activator_port(slice))
+        else {
+            continue;
+        };
+        let app = AppKey::new(namespace, service.as_str());
+        // Why keep the first by app order: two slices on one port (a leader handover) must resolve the same way
+        // on every activator, and the operator moves the later app (see `allocate_activator_port`).
+        match ports.get(&port) {
+            Some(known) if *known <= app => {}
+            _ => {
+                ports.insert(port, app);
+            }
+        }
+    }
+    ports
+}
+
+/// The ClusterIP route a `Host` of the form `IP[:PORT]` names (port 80 when none): what a client that dials a
+/// ClusterIP by address sends.
+pub fn route_key_from_host(host: &str) -> Option<SocketAddr> {
+    let host = host.trim();
+    if let Ok(addr) = host.parse::<SocketAddr>() {
+        return Some(addr);
+    }
+    let ip = host.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().ok()?;
+    Some(SocketAddr::new(ip, 80))
 }
 
 /// Ready pod addresses (port named `http`) of each app, from the Kubernetes-managed EndpointSlices.

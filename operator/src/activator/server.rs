@@ -22,6 +22,17 @@ const SO_ORIGINAL_DST: libc::c_int = 80;
 /// Serve the activator on `listener` until `shutdown` resolves, then let the open connections finish their
 /// requests (held ones included) and return; idle keep-alive connections are closed.
 pub async fn serve(activator: Arc<Activator>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    serve_routed(activator, listener, None, shutdown).await;
+}
+
+/// [`serve`], for the listener of an app's activator port when `app_port` is set: its requests are for the
+/// app the port belongs to, whatever their `Host`.
+pub(super) async fn serve_routed(
+    activator: Arc<Activator>,
+    listener: TcpListener,
+    app_port: Option<u16>,
+    shutdown: impl Future<Output = ()>,
+) {
     tokio::pin!(shutdown);
     let (draining, drain) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -30,12 +41,12 @@ pub async fn serve(activator: Arc<Activator>, listener: TcpListener, shutdown: i
         while connections.try_join_next().is_some() {}
         let Some((stream, peer)) = accept_until(&listener, &mut shutdown, "activator").await else { break };
         let _ = stream.set_nodelay(true);
-        let origin = Origin { peer, original_dst: original_dst(&stream) };
+        let origin = Origin { peer, original_dst: original_dst(&stream), app_port };
         connections.spawn(connection(activator.clone(), stream, origin, drain.clone()));
     }
     drop(listener);
     let _ = draining.send(true);
-    tracing::info!(open = connections.len(), "activator stopped accepting connections, draining");
+    tracing::info!(open = connections.len(), port = app_port, "activator stopped accepting connections, draining");
     while connections.join_next().await.is_some() {}
 }
 

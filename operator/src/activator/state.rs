@@ -1,6 +1,6 @@
 //! The routing state the Kubernetes feed writes and requests read: routes, backends, change signal.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -9,18 +9,24 @@ use tokio::sync::watch;
 
 use super::routes::{AppKey, Backends};
 
-/// Routes (ClusterIP:port → app) and ready backends per app; waiters learn of every backend change.
+/// Routes (activator port → app, ClusterIP:port → app) and ready backends per app; waiters learn of every
+/// backend change, the port listeners of every port change.
 pub struct RoutingState {
     routes: Mutex<Routes>,
+    ports: watch::Sender<AppPorts>,
     backends: Mutex<Backends>,
     next: AtomicUsize,
     changed: watch::Sender<u64>,
 }
 
+/// Each app's activator port (from its activator slice): the listener on that port serves that app only.
+pub type AppPorts = BTreeMap<u16, AppKey>;
+
 impl Default for RoutingState {
     fn default() -> Self {
         Self {
             routes: Mutex::default(),
+            ports: watch::Sender::new(AppPorts::new()),
             backends: Mutex::default(),
             next: AtomicUsize::new(0),
             changed: watch::Sender::new(0),
@@ -52,9 +58,30 @@ impl RoutingState {
         lock(&self.routes).by_addr.get(&dst).cloned()
     }
 
-    /// Whether `app` is one the activator serves: it has a Service, or known backends.
+    /// Whether `app` is one the activator serves: it has a Service, an activator port, or known backends.
     pub fn is_known(&self, app: &AppKey) -> bool {
-        lock(&self.routes).apps.contains(app) || lock(&self.backends).contains_key(app)
+        lock(&self.routes).apps.contains(app)
+            || self.ports.borrow().values().any(|a| a == app)
+            || lock(&self.backends).contains_key(app)
+    }
+
+    /// Replace the activator port → app table; the port listeners follow it.
+    pub fn set_ports(&self, ports: AppPorts) {
+        self.ports.send_if_modified(|current| {
+            let changed = *current != ports;
+            *current = ports;
+            changed
+        });
+    }
+
+    /// The app whose activator port is `port`.
+    pub fn app_for_port(&self, port: u16) -> Option<AppKey> {
+        self.ports.borrow().get(&port).cloned()
+    }
+
+    /// A receiver of the activator port table, marked changed on every change.
+    pub fn subscribe_ports(&self) -> watch::Receiver<AppPorts> {
+        self.ports.subscribe()
     }
 
     /// Set the ready backends of one app (none removes it) and wake the waiting requests.

@@ -5,7 +5,6 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use k8s_openapi::api::autoscaling::v1::Scale;
 use kube::Resource;
 use tokio::time::Instant;
 
@@ -16,7 +15,7 @@ use crate::crd::WasmApp;
 #[derive(Debug, thiserror::Error)]
 pub enum WakeError {
     /// The request to the API server could not be built.
-    #[error("building the scale patch of {app}")]
+    #[error("building a request for the scale of {app}")]
     Build {
         /// The app.
         app: AppKey,
@@ -25,27 +24,49 @@ pub enum WakeError {
         source: http::Error,
     },
     /// The API server refused or could not be reached.
-    #[error("scaling {app} from 0 to 1")]
+    #[error("{step} the scale of {app}")]
     Scale {
         /// The app.
         app: AppKey,
+        /// `reading` or `patching`.
+        step: &'static str,
         /// The cause.
         #[source]
         source: kube::Error,
     },
+    /// The scale changed under every patch.
+    #[error("the scale of {app} changed during each of {attempts} attempts to scale it from 0 to 1")]
+    Contended {
+        /// The app.
+        app: AppKey,
+        /// Attempts made.
+        attempts: u32,
+    },
 }
 
-/// Tells whoever scales an app that requests wait for it.
+/// What a wake did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Woken {
+    /// The app was at zero; it is now at one replica.
+    Scaled,
+    /// The app already had this many replicas; nothing was changed.
+    AlreadyAwake(i32),
+}
+
+/// Scales an app up for the requests that wait for it.
 #[async_trait]
 pub trait Waker: Send + Sync {
     /// Ask for at least one replica of `app`.
-    async fn wake(&self, app: &AppKey) -> Result<(), WakeError>;
+    async fn wake(&self, app: &AppKey) -> Result<Woken, WakeError>;
 }
 
 /// Wakes an app by scaling its WasmApp from 0 to 1 through the scale subresource (never changing other counts).
 pub struct ScaleWaker {
     client: kube::Client,
 }
+
+/// Patches tried before giving up when the scale keeps changing between the read and the patch.
+const WAKE_ATTEMPTS: u32 = 3;
 
 impl ScaleWaker {
     /// A waker using `client`.
@@ -54,36 +75,67 @@ impl ScaleWaker {
     }
 }
 
-/// The JSON patch that sets `spec.replicas` to 1 only if it is 0.
-pub fn wake_patch() -> serde_json::Value {
+/// Path of the scale subresource of `app`.
+pub fn scale_path(app: &AppKey) -> String {
+    format!("{}/{}/scale", WasmApp::url_path(&(), Some(&app.namespace)), app.name)
+}
+
+/// Replicas and resourceVersion of an `autoscaling/v1` Scale as the API server sends it: `spec.replicas` is
+/// omitted when it is 0 (Go `omitempty` on `ScaleSpec.Replicas`, k8s.io/api/autoscaling/v1/types.go), so a
+/// missing field reads as 0.
+pub fn read_scale(scale: &serde_json::Value) -> (i32, Option<&str>) {
+    let replicas = scale["spec"]["replicas"].as_i64().and_then(|r| i32::try_from(r).ok()).unwrap_or(0);
+    (replicas, scale["metadata"]["resourceVersion"].as_str())
+}
+
+/// The JSON patch that sets `spec.replicas` to 1 only if the scale is still the one read (`resource_version`).
+///
+/// `add` works whether or not `spec.replicas` is present (RFC 6902 §4.1 replaces an existing member), unlike
+/// `replace` or a `test` of the value, which fail on the omitted zero.
+pub fn wake_patch(resource_version: &str) -> serde_json::Value {
     serde_json::json!([
-        { "op": "test", "path": "/spec/replicas", "value": 0 },
-        { "op": "replace", "path": "/spec/replicas", "value": 1 },
+        { "op": "test", "path": "/metadata/resourceVersion", "value": resource_version },
+        { "op": "add", "path": "/spec/replicas", "value": 1 },
     ])
 }
 
-/// The request that wakes `app` (a JSON patch of its scale subresource).
-pub fn wake_request(app: &AppKey) -> Result<http::Request<Vec<u8>>, http::Error> {
-    let url = format!("{}/{}/scale", WasmApp::url_path(&(), Some(&app.namespace)), app.name);
-    http::Request::patch(url)
+/// The GET of `app`'s scale.
+pub fn scale_request(app: &AppKey) -> Result<http::Request<Vec<u8>>, http::Error> {
+    http::Request::get(scale_path(app)).header(http::header::ACCEPT, "application/json").body(Vec::new())
+}
+
+/// The request that wakes `app` (a JSON patch of its scale subresource read at `resource_version`).
+pub fn wake_request(app: &AppKey, resource_version: &str) -> Result<http::Request<Vec<u8>>, http::Error> {
+    http::Request::patch(scale_path(app))
         .header(http::header::CONTENT_TYPE, "application/json-patch+json")
         .header(http::header::ACCEPT, "application/json")
-        .body(wake_patch().to_string().into_bytes())
+        .body(wake_patch(resource_version).to_string().into_bytes())
 }
 
 #[async_trait]
 impl Waker for ScaleWaker {
-    async fn wake(&self, app: &AppKey) -> Result<(), WakeError> {
-        let request = wake_request(app).map_err(|source| WakeError::Build { app: app.clone(), source })?;
-        match self.client.request::<Scale>(request).await {
-            Ok(_) => {
-                tracing::info!(%app, "scaled from 0 to 1 for waiting requests");
-                Ok(())
+    async fn wake(&self, app: &AppKey) -> Result<Woken, WakeError> {
+        let build = |source| WakeError::Build { app: app.clone(), source };
+        let failed = |step, source| WakeError::Scale { app: app.clone(), step, source };
+        for attempt in 1..=WAKE_ATTEMPTS {
+            let scale: serde_json::Value =
+                self.client.request(scale_request(app).map_err(build)?).await.map_err(|e| failed("reading", e))?;
+            let (replicas, resource_version) = read_scale(&scale);
+            if replicas > 0 {
+                return Ok(Woken::AlreadyAwake(replicas));
             }
-            // Why: the `test` op fails with 422 when replicas is not 0, i.e. the app is already scaled up.
-            Err(kube::Error::Api(status)) if status.code == 422 => Ok(()),
-            Err(source) => Err(WakeError::Scale { app: app.clone(), source }),
+            let request = wake_request(app, resource_version.unwrap_or_default()).map_err(build)?;
+            match self.client.request::<serde_json::Value>(request).await {
+                Ok(_) => return Ok(Woken::Scaled),
+                // Why both: a failed `test` is a 422 and a write racing ours a 409 Conflict; either way the
+                // scale changed since it was read, so read it again (someone may have scaled it up already).
+                Err(kube::Error::Api(status)) if status.code == 409 || status.code == 422 => {
+                    tracing::debug!(%app, attempt, reason = %status.reason, "the scale changed meanwhile; reading it again");
+                }
+                Err(e) => return Err(failed("patching", e)),
+            }
         }
+        Err(WakeError::Contended { app: app.clone(), attempts: WAKE_ATTEMPTS })
     }
 }
 

@@ -1,4 +1,5 @@
-//! The Kubernetes feed: watches our Services and their EndpointSlices and rewrites the routing state.
+//! The Kubernetes feed: watches our Services and their EndpointSlices (the pods' and our activator slices) and
+//! rewrites the routing state: routes, app ports, backends.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
 
-use super::routes::{backends_from_slices, routes_from_services};
+use super::routes::{backends_from_slices, ports_from_slices, routes_from_services};
 use super::Activator;
 use crate::render::{FIELD_MANAGER, LABEL_MANAGED_BY};
 
@@ -34,6 +35,8 @@ pub async fn run(client: Client, activator: Arc<Activator>, shutdown: impl Futur
         let activator = activator.clone();
         move |store: &Store<EndpointSlice>| {
             let slices = store.state();
+            // Why one watch: the activator slices carry our labels too (the operator renders them).
+            activator.state().set_ports(ports_from_slices(slices.iter().map(AsRef::as_ref)));
             activator.state().replace_backends(backends_from_slices(slices.iter().map(AsRef::as_ref)));
         }
     });

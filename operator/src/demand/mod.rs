@@ -10,7 +10,7 @@ use std::time::Duration;
 
 pub use kube_targets::KubeTargets;
 pub use scrape::{run, scrape_once, Targets, TargetsError};
-pub use store::{AppDemand, AppKey, Demand};
+pub use store::{AppDemand, AppKey, Demand, PodRef};
 
 /// Settings of the demand pipeline (window, scraping, where the targets are).
 #[derive(Clone, Debug)]

@@ -1,5 +1,6 @@
 //! The scrape loop: every interval, fetch each target's `/metrics` and feed the demand store.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +12,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
 use super::parse::parse;
-use super::store::Demand;
+use super::store::{Demand, PodRef};
 use super::DemandSettings;
 use crate::error::message_chain;
 
@@ -34,6 +35,12 @@ pub struct TargetsError {
 pub trait Targets: Send + Sync {
     /// The URLs (`http://host:port/path`) to scrape now.
     async fn targets(&self) -> Result<Vec<String>, TargetsError>;
+
+    /// When the pods seen by the last [`Targets::targets`] started, so that a new pod's first requests count
+    /// (see [`Demand::record`]); none by default.
+    fn pod_starts(&self) -> HashMap<PodRef, Instant> {
+        HashMap::new()
+    }
 }
 
 /// Why one target could not be scraped.
@@ -106,6 +113,7 @@ pub async fn scrape_once(targets: &dyn Targets, demand: &Demand, settings: &Dema
             return 0;
         }
     };
+    demand.set_pod_starts(targets.pod_starts());
     let timeout = settings.scrape_timeout;
     futures::stream::iter(urls)
         .map(|url| async move {

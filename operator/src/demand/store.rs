@@ -12,6 +12,13 @@ pub const REQUESTS_TOTAL: &str = "wasmkube_http_requests_total";
 pub const REQUESTS_IN_FLIGHT: &str = "wasmkube_http_requests_in_flight";
 /// Gauge of requests held by the activator while the app has no ready pod (operator).
 pub const ACTIVATOR_HELD: &str = "wasmkube_activator_requests_held";
+/// Counter of the activator's attempts to wake an app at zero for a waiting request (operator).
+pub const ACTIVATOR_WAKES: &str = "wasmkube_activator_wakes_total";
+/// Label carrying the pod of a container's series (node shim daemon).
+pub const LABEL_POD: &str = "pod";
+/// Shortest span a new series' first increase is spread over: about one scrape interval, so that a pod's first
+/// requests never read as a burst that would scale the app to its maximum.
+pub const MIN_NEW_SERIES_SPAN: Duration = Duration::from_secs(5);
 /// Label carrying the app's namespace.
 pub const LABEL_NAMESPACE: &str = "namespace";
 /// Label carrying the WasmApp's name.
@@ -35,6 +42,7 @@ enum Kind {
     Requests,
     InFlight,
     Held,
+    Wakes,
 }
 
 impl Kind {
@@ -43,14 +51,18 @@ impl Kind {
             REQUESTS_TOTAL => Some(Self::Requests),
             REQUESTS_IN_FLIGHT => Some(Self::InFlight),
             ACTIVATOR_HELD => Some(Self::Held),
+            ACTIVATOR_WAKES => Some(Self::Wakes),
             _ => None,
         }
     }
 
     fn is_gauge(self) -> bool {
-        !matches!(self, Self::Requests)
+        matches!(self, Self::InFlight | Self::Held)
     }
 }
+
+/// A pod, by namespace and name: the key of pod start times.
+pub type PodRef = (String, String);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct SeriesKey {
@@ -96,6 +108,12 @@ impl Series {
 pub struct Demand {
     window: Duration,
     series: Mutex<HashMap<SeriesKey, Series>>,
+    /// Last successful scrape of each target within the window.
+    scraped: Mutex<HashMap<String, Instant>>,
+    /// When the pods of the last target listing started (from the API server).
+    pod_starts: Mutex<HashMap<PodRef, Instant>>,
+    /// Last wake of each app by this process's own activator, known before any scrape could show it.
+    local_wakes: Mutex<HashMap<AppKey, Instant>>,
 }
 
 impl Default for Demand {
@@ -107,7 +125,13 @@ impl Default for Demand {
 impl Demand {
     /// A store computing rates over `window` and dropping series not refreshed for that long.
     pub fn new(window: Duration) -> Self {
-        Self { window, series: Mutex::new(HashMap::new()) }
+        Self {
+            window,
+            series: Mutex::new(HashMap::new()),
+            scraped: Mutex::new(HashMap::new()),
+            pod_starts: Mutex::new(HashMap::new()),
+            local_wakes: Mutex::new(HashMap::new()),
+        }
     }
 
     /// The window rates are computed over.
@@ -115,11 +139,36 @@ impl Demand {
         self.window
     }
 
+    /// Replace the known pod start times (from the latest listing of the pods).
+    pub fn set_pod_starts(&self, starts: HashMap<PodRef, Instant>) {
+        *lock(&self.pod_starts) = starts;
+    }
+
+    /// Note that this process's activator woke `app` at `now`: until the window has passed, the app's request
+    /// rate is at least one request over the window, even before a scrape shows the wake, so an HPA sync
+    /// right after the wake cannot scale the app back to zero.
+    pub fn note_local_wake(&self, app: &AppKey, now: Instant) {
+        lock(&self.local_wakes).insert(app.clone(), now);
+    }
+
     /// Record a successful scrape of `target` taken at `now`. Samples other than ours, or without the
     /// namespace and wasmapp labels, are ignored. The target's gauges missing from this scrape are
     /// dropped (the pod or the held request is gone); its counters age out with the window so that the
     /// requests a pod served before it went away still count.
+    ///
+    /// A counter seen for the first time counts its value as an increase from 0 when it is known to have
+    /// started at 0 within the window: its pod started within the window (the zero is placed at the pod's
+    /// start), or the target answered a scrape within the window without it (the zero is placed at that
+    /// scrape). Otherwise (the operator just started, or a target it had not scraped) the first value is only
+    /// the baseline: it may hold hours of requests.
     pub fn record(&self, target: &str, samples: &[Sample], now: Instant) {
+        let previous_scrape = {
+            let mut scraped = lock(&self.scraped);
+            let oldest = now.checked_sub(self.window);
+            scraped.retain(|_, t| oldest.is_none_or(|oldest| *t >= oldest));
+            scraped.insert(target.to_string(), now).filter(|t| *t < now)
+        };
+        let pod_starts = lock(&self.pod_starts).clone();
         let mut series = self.lock();
         let mut seen = HashSet::new();
         for sample in samples {
@@ -137,7 +186,17 @@ impl Demand {
                 app: AppKey::new(namespace.as_str(), name.as_str()),
                 labels: sample.labels.clone(),
             };
-            let entry = series.entry(key.clone()).or_default();
+            let entry = series.entry(key.clone()).or_insert_with(|| {
+                let mut new = Series::default();
+                if kind == Kind::Requests || kind == Kind::Wakes {
+                    let pod = sample.labels.get(LABEL_POD).map(|pod| (namespace.clone(), pod.clone()));
+                    let started = pod.and_then(|pod| pod_starts.get(&pod).copied());
+                    if let Some(zero) = counter_zero(started, previous_scrape, now, self.window) {
+                        new.samples.push_back((zero, 0.0));
+                    }
+                }
+                new
+            });
             // An out-of-order record would break the rate's time order; the newer samples win.
             if entry.samples.back().is_none_or(|&(t, _)| t <= now) {
                 entry.samples.push_back((now, sample.value));
@@ -157,12 +216,22 @@ impl Demand {
         let mut held = 0.0;
         for (key, s) in series.iter().filter(|(key, _)| &key.app == app) {
             match key.kind {
-                Kind::Requests => rate += s.rate(),
+                // Why wakes: a wake is a request that waited, counted before any pod could count it, so the
+                // app's demand stays above zero between the wake and the first scrape of the new pod.
+                Kind::Requests | Kind::Wakes => rate += s.rate(),
                 Kind::InFlight => in_flight += s.last(),
                 Kind::Held => held += s.last(),
             }
         }
-        AppDemand { requests_per_second: rate + held, in_flight: in_flight + held }
+        drop(series);
+        let floor = {
+            let mut wakes = lock(&self.local_wakes);
+            let oldest = now.checked_sub(self.window);
+            wakes.retain(|_, t| oldest.is_none_or(|oldest| *t >= oldest));
+            // Why one request over the window: what the scraped wake counter will add once it is seen.
+            wakes.get(app).filter(|t| **t <= now).map_or(0.0, |_| 1.0 / self.window.as_secs_f64().max(1.0))
+        };
+        AppDemand { requests_per_second: (rate + held).max(floor), in_flight: in_flight + held }
     }
 
     /// Every app with data at `now`, with its demand.
@@ -170,7 +239,9 @@ impl Demand {
         let keys: Vec<AppKey> = {
             let mut series = self.lock();
             Self::prune_locked(&mut series, self.window, now);
-            series.keys().map(|k| k.app.clone()).collect()
+            let mut keys: Vec<AppKey> = series.keys().map(|k| k.app.clone()).collect();
+            keys.extend(lock(&self.local_wakes).keys().cloned());
+            keys
         };
         keys.into_iter().map(|k| (k.clone(), self.app(&k, now))).collect()
     }
@@ -188,9 +259,29 @@ impl Demand {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SeriesKey, Series>> {
-        // A panic while holding the lock cannot leave the map half-updated in a way that matters here.
-        self.series.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.series)
     }
+}
+
+// A panic while holding a lock cannot leave the maps half-updated in a way that matters here.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Where a counter seen for the first time at `now` was 0, if that is known within the window: at its pod's
+/// start (`started`), else at the target's previous scrape, which did not show it. The zero lies at least
+/// [`MIN_NEW_SERIES_SPAN`] before `now` so a first increase is never read as a burst.
+fn counter_zero(
+    started: Option<Instant>,
+    previous_scrape: Option<Instant>,
+    now: Instant,
+    window: Duration,
+) -> Option<Instant> {
+    let oldest = now.checked_sub(window);
+    let within = |t: &Instant| oldest.is_none_or(|oldest| *t >= oldest);
+    let zero = started.filter(within).or(previous_scrape.filter(within))?;
+    let latest = now.checked_sub(MIN_NEW_SERIES_SPAN).unwrap_or(zero);
+    Some(zero.min(latest))
 }
 
 #[cfg(test)]
@@ -341,5 +432,123 @@ mod tests {
         no_app.labels.remove("wasmapp");
         d.record("node-a", &[no_app, sample("process_cpu_seconds_total", "apps", "hello", "p1", 9.0)], t0);
         assert!(d.apps(t0).is_empty());
+    }
+
+    fn wakes(ns: &str, app: &str, outcome: &str, value: f64) -> Sample {
+        let labels = [("namespace", ns), ("wasmapp", app), ("outcome", outcome)]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Sample { name: ACTIVATOR_WAKES.into(), labels, value }
+    }
+
+    fn pod_started(d: &Demand, pod: &str, at: Instant) {
+        d.set_pod_starts(HashMap::from([(("apps".to_string(), pod.to_string()), at)]));
+    }
+
+    #[test]
+    fn a_new_pods_first_requests_count() {
+        // The real-cluster case: the app was woken, its new pod served 3 requests before the first scrape.
+        let d = Demand::default();
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(4);
+        pod_started(&d, "p-new", t0);
+        d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "hello", "p-new", 3.0)], t1);
+        // The counter started at 0 at the pod's start, but the increase is spread over at least 5 s.
+        assert_eq!(d.app(&hello(), t1).requests_per_second, 3.0 / 5.0);
+        let t2 = t1 + Duration::from_secs(5);
+        d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "hello", "p-new", 3.0)], t2);
+        assert!(d.app(&hello(), t2).requests_per_second > 0.0, "the pod just served: not idle");
+    }
+
+    #[test]
+    fn an_old_series_seen_first_after_a_restart_is_only_a_baseline() {
+        // The operator restarted: a pod that started hours ago shows its lifetime total, which is not demand.
+        let d = Demand::default();
+        let t0 = Instant::now() + Duration::from_secs(7200);
+        pod_started(&d, "p-old", t0 - Duration::from_secs(3600));
+        d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "hello", "p-old", 50_000.0)], t0);
+        assert_eq!(d.app(&hello(), t0).requests_per_second, 0.0);
+        // Without any start time known (a pod outside the listing), the same.
+        let d = Demand::default();
+        d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "hello", "p-x", 50_000.0)], t0);
+        assert_eq!(d.app(&hello(), t0).requests_per_second, 0.0);
+    }
+
+    #[test]
+    fn a_series_missing_from_the_previous_scrape_of_its_target_started_at_zero() {
+        // A new container on a node already scraped (no start time known): it was not there 5 s ago.
+        let d = Demand::default();
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(5);
+        d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "other", "p1", 10.0)], t0);
+        d.record(
+            "node-a",
+            &[sample(REQUESTS_TOTAL, "apps", "other", "p1", 10.0), sample(REQUESTS_TOTAL, "apps", "hello", "p2", 4.0)],
+            t1,
+        );
+        assert_eq!(d.app(&hello(), t1).requests_per_second, 4.0 / 5.0);
+        // A target last scraped longer ago than the window tells nothing: baseline.
+        let d = Demand::new(Duration::from_secs(60));
+        d.record("node-a", &[], t0);
+        let late = t0 + Duration::from_secs(61);
+        d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "hello", "p2", 4.0)], late);
+        assert_eq!(d.app(&hello(), late).requests_per_second, 0.0);
+    }
+
+    #[test]
+    fn a_wake_keeps_the_app_above_zero_for_the_window() {
+        // The activator woke the app and served the held request between two scrapes: the held gauge was never
+        // seen, but the wake counter is new on a scraped activator.
+        let d = Demand::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        d.record("operator-1", &[], t0);
+        let t1 = t0 + Duration::from_secs(5);
+        d.record("operator-1", &[wakes("apps", "hello", "scaled", 1.0)], t1);
+        for after in [0, 20, 50] {
+            let t = t1 + Duration::from_secs(after);
+            d.record("operator-1", &[wakes("apps", "hello", "scaled", 1.0)], t);
+            assert!(d.app(&hello(), t).requests_per_second > 0.0, "{after}s after the wake");
+        }
+        // Past the window, with nothing served, the app is idle again.
+        let t = t1 + Duration::from_secs(61);
+        d.record("operator-1", &[wakes("apps", "hello", "scaled", 1.0)], t);
+        assert_eq!(d.app(&hello(), t).requests_per_second, 0.0);
+    }
+
+    #[test]
+    fn a_served_request_keeps_the_app_above_zero_for_the_window() {
+        let d = Demand::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "hello", "p1", 7.0)], t0);
+        let t1 = t0 + Duration::from_secs(5);
+        d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "hello", "p1", 8.0)], t1);
+        for after in (5..=55).step_by(5) {
+            let t = t1 + Duration::from_secs(after);
+            d.record("node-a", &[sample(REQUESTS_TOTAL, "apps", "hello", "p1", 8.0)], t);
+            assert!(d.app(&hello(), t).requests_per_second > 0.0, "{after}s after the request was counted");
+        }
+    }
+
+    #[test]
+    fn a_local_wake_counts_before_any_scrape_shows_it() {
+        let d = Demand::new(Duration::from_secs(60));
+        let t0 = Instant::now();
+        assert_eq!(d.app(&hello(), t0).requests_per_second, 0.0);
+        d.note_local_wake(&hello(), t0);
+        assert_eq!(d.app(&hello(), t0).requests_per_second, 1.0 / 60.0);
+        assert_eq!(d.app(&hello(), t0 + Duration::from_secs(59)).requests_per_second, 1.0 / 60.0);
+        assert!(d.apps(t0).contains_key(&hello()));
+        assert_eq!(d.app(&hello(), t0 + Duration::from_secs(61)).requests_per_second, 0.0);
+        assert_eq!(d.app(&AppKey::new("apps", "other"), t0).requests_per_second, 0.0);
+    }
+
+    #[test]
+    fn held_requests_count_while_they_wait() {
+        let d = Demand::default();
+        let t0 = Instant::now();
+        d.record("operator-1", &[held("apps", "hello", 2.0)], t0);
+        let got = d.app(&hello(), t0);
+        assert_eq!(got, AppDemand { requests_per_second: 2.0, in_flight: 2.0 });
     }
 }
