@@ -100,17 +100,18 @@ pub fn read_back(openapi_schema: &Value, manifest: &Value) -> Value {
 /// named by `specReplicasPath` is absent (`scaleFromCustomResource` and `ScaleREST.Get` in
 /// apiextensions-apiserver pkg/registry/customresource/etcd.go).
 pub fn scale_of(obj: &Value, scale_subresource: &Value) -> Result<Value, Value> {
-    let field = |path: &Value| -> Option<&Value> {
-        let path = path.as_str()?;
-        obj.pointer(&path.replace('.', "/"))
-    };
     let spec_path = scale_subresource["specReplicasPath"].as_str().unwrap_or_default();
-    let Some(spec_replicas) = field(&scale_subresource["specReplicasPath"]).and_then(Value::as_i64) else {
+    let Some(spec_replicas) = field(obj, &scale_subresource["specReplicasPath"]).and_then(Value::as_i64) else {
         return Err(missing_spec_replicas_status(spec_path));
     };
-    let status_replicas = field(&scale_subresource["statusReplicasPath"]).and_then(Value::as_i64).unwrap_or(0);
-    let selector = field(&scale_subresource["labelSelectorPath"]).and_then(Value::as_str).unwrap_or_default();
+    let status_replicas = field(obj, &scale_subresource["statusReplicasPath"]).and_then(Value::as_i64).unwrap_or(0);
+    let selector = field(obj, &scale_subresource["labelSelectorPath"]).and_then(Value::as_str).unwrap_or_default();
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
     let namespace = obj["metadata"]["namespace"].as_str().unwrap_or_default();
     Ok(scale(namespace, name, spec_replicas as i32, status_replicas as i32, selector))
+}
+
+/// The value at a `.a.b` path of the scale subresource.
+fn field<'a>(obj: &'a Value, path: &Value) -> Option<&'a Value> {
+    obj.pointer(&path.as_str()?.replace('.', "/"))
 }
