@@ -98,10 +98,12 @@ pub struct WasmAppSpec {
     #[validate(length(min = 1, max = 512))]
     pub component: String,
 
-    /// Desired replicas (the scale subresource). Default 1, or `autoscaling.minReplicas` when autoscaled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Desired replicas (the scale subresource). Default 1; an autoscaled app's HPA writes it.
+    // Why always present: the API server's scale subresource fails (and the HPA with it) when the field is
+    // absent, so the schema default fills it on create and on read of objects stored without it.
+    #[serde(default = "default_replicas")]
     #[validate(range(min = 0))]
-    pub replicas: Option<i32>,
+    pub replicas: i32,
 
     /// Present for a wasi:http component: the port it serves and its Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -110,16 +112,19 @@ pub struct WasmAppSpec {
     /// Arguments passed to the guest (after the component reference).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[validate(length(max = 256))]
+    #[schemars(inner(length(max = 4096)))]
     pub args: Vec<String>,
 
     /// Environment of the guest; `valueFrom` is resolved by the kubelet as for any container.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[validate(length(max = 128))]
+    #[schemars(transform = bounds::env)]
     pub env: Vec<EnvVar>,
 
     /// Pod volumes that `volumeMounts` may expose to the guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[validate(length(max = 32))]
+    #[schemars(transform = bounds::volumes)]
     pub volumes: Vec<Volume>,
 
     /// Directories the guest sees: each mount is a WASI preopen, nothing else of the filesystem is visible.
@@ -130,6 +135,7 @@ pub struct WasmAppSpec {
     /// Hosts the guest may reach over outbound HTTP: `host`, `host:port`, `*.domain[:port]` or `*`. Empty denies all.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[validate(length(max = 64))]
+    #[schemars(inner(length(max = 261)))]
     #[x_kube(validation = Rule::new(OUTBOUND_HOSTS_RULE)
         .message("each allowedOutboundHosts entry must be host, host:port, *.domain[:port] or * (no scheme, no path)")
         .reason(Reason::FieldValueInvalid))]
@@ -146,18 +152,22 @@ pub struct WasmAppSpec {
 
     /// ServiceAccount of the pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(length(max = 253))]
     pub service_account_name: Option<String>,
 
     /// Extra labels on the pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::labels)]
     pub pod_labels: BTreeMap<String, String>,
 
     /// Extra annotations on the pods.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::annotations)]
     pub pod_annotations: BTreeMap<String, String>,
 
     /// Node selector of the pods (the RuntimeClass adds its own).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(transform = bounds::labels)]
     pub node_selector: BTreeMap<String, String>,
 
     /// Tolerations of the pods.
@@ -277,6 +287,7 @@ pub struct AutoscalingSpec {
     /// `minReplicas: 0`, wasmkube's request rate (External metric `wasmkube_http_requests_per_second`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[validate(length(max = 16))]
+    #[schemars(transform = bounds::metrics)]
     pub metrics: Vec<MetricSpec>,
 
     /// HPA scaling behavior.
@@ -359,6 +370,78 @@ fn default_health_path() -> String {
 
 fn default_min_replicas() -> i32 {
     1
+}
+
+fn default_replicas() -> i32 {
+    1
+}
+
+/// Size bounds the API server's CEL cost estimator needs on values whose types come from k8s-openapi.
+///
+/// The estimator charges string functions by a string's declared `maxLength` and iterations by a list's
+/// `maxItems`; without them it assumes a value as large as a whole request (3 MiB) and rejects the CRD.
+/// Bounds follow Kubernetes' own validation where it has one (label values 63, DNS labels 63).
+mod bounds {
+    use schemars::Schema;
+    use serde_json::{json, Value};
+
+    /// Entries of `podLabels` and `nodeSelector` (Kubernetes allows more, no pod needs them).
+    const MAX_LABELS: u64 = 64;
+    /// A label value (Kubernetes' limit).
+    const LABEL_VALUE_MAX_LENGTH: u64 = 63;
+    /// Entries of `podAnnotations`.
+    const MAX_ANNOTATIONS: u64 = 64;
+    /// An annotation value: all of them together stay at half the API server's 256 KiB for a pod's annotations.
+    const ANNOTATION_VALUE_MAX_LENGTH: u64 = 2048;
+    /// An environment variable name (Kubernetes sets no limit; 256 leaves room for any real one).
+    const ENV_NAME_MAX_LENGTH: u64 = 256;
+    /// A volume name (a DNS label, as Kubernetes validates it).
+    const VOLUME_NAME_MAX_LENGTH: u64 = 63;
+    /// An HPA metric type (`Resource`, `Pods`, `Object`, `External`, `ContainerResource`).
+    const METRIC_TYPE_MAX_LENGTH: u64 = 32;
+
+    /// `podLabels` and `nodeSelector`: a map of label values.
+    pub fn labels(schema: &mut Schema) {
+        bound_map(schema, MAX_LABELS, LABEL_VALUE_MAX_LENGTH);
+    }
+
+    /// `podAnnotations`.
+    pub fn annotations(schema: &mut Schema) {
+        bound_map(schema, MAX_ANNOTATIONS, ANNOTATION_VALUE_MAX_LENGTH);
+    }
+
+    /// `env`: the rules read each entry's `name`.
+    pub fn env(schema: &mut Schema) {
+        bound_item_string(schema, "name", ENV_NAME_MAX_LENGTH);
+    }
+
+    /// `volumes`: the rules compare each entry's `name`.
+    pub fn volumes(schema: &mut Schema) {
+        bound_item_string(schema, "name", VOLUME_NAME_MAX_LENGTH);
+    }
+
+    /// `autoscaling.metrics`: the rules read each entry's `type`.
+    pub fn metrics(schema: &mut Schema) {
+        bound_item_string(schema, "type", METRIC_TYPE_MAX_LENGTH);
+    }
+
+    fn bound_map(schema: &mut Schema, max_properties: u64, value_max_length: u64) {
+        schema.insert("maxProperties".into(), json!(max_properties));
+        if let Some(Value::Object(values)) = schema.get_mut("additionalProperties") {
+            values.insert("maxLength".into(), json!(value_max_length));
+        }
+    }
+
+    fn bound_item_string(schema: &mut Schema, field: &str, max_length: u64) {
+        let property = schema
+            .get_mut("items")
+            .and_then(|items| items.get_mut("properties"))
+            .and_then(|properties| properties.get_mut(field))
+            .and_then(Value::as_object_mut);
+        if let Some(property) = property {
+            property.insert("maxLength".into(), json!(max_length));
+        }
+    }
 }
 
 /// The CRD rendered as YAML, exactly as `crds/wasmapps.wasmkube.dev.yaml` holds it.

@@ -141,15 +141,12 @@ pub fn common_labels(name: &str) -> BTreeMap<String, String> {
     labels
 }
 
-/// Replicas the Deployment should have: the scale subresource's value, else the autoscaler's floor, else 1.
-/// A floor of 0 counts as 1 where the cluster cannot scale to zero, so the app keeps one replica.
+/// Replicas the Deployment should have: `spec.replicas`, which the HPA of an autoscaled app writes through the
+/// scale subresource. A floor of 0 counts as 1 where the cluster cannot scale to zero, so the app keeps one replica.
 pub fn desired_replicas(app: &WasmApp, cfg: &RenderConfig) -> i32 {
-    match (&app.spec.replicas, &app.spec.autoscaling) {
-        (Some(r), Some(a)) if a.min_replicas == 0 && !cfg.scale_to_zero => (*r).max(1),
-        (Some(r), _) => *r,
-        (None, Some(a)) if !cfg.scale_to_zero => a.min_replicas.max(1),
-        (None, Some(a)) => a.min_replicas,
-        (None, None) => 1,
+    match &app.spec.autoscaling {
+        Some(a) if a.min_replicas == 0 && !cfg.scale_to_zero => app.spec.replicas.max(1),
+        _ => app.spec.replicas,
     }
 }
 

@@ -1,6 +1,9 @@
 //! The generated CRD: its file is current, its shape follows the design, and its schema (OpenAPI + CEL)
 //! accepts the examples and rejects broken manifests with the expected messages.
 
+mod api_json;
+mod cel_cost;
+
 use std::path::{Path, PathBuf};
 
 use kube::CustomResourceExt;
@@ -343,4 +346,184 @@ fn cel_rules_compile_and_stay_within_the_cost_budget() {
         }
     }
     assert!(problems.is_empty(), "{problems:#?}");
+}
+
+/// Every rule's cost as the API server estimates it (tests/cel_cost follows its formulas and limits).
+fn api_server_estimate(schema: &Value) -> Vec<cel_cost::RuleCost> {
+    cel_cost::estimate_schema(schema).unwrap_or_else(|e| panic!("cannot estimate the CRD's rules: {e}"))
+}
+
+#[test]
+fn cel_rules_reach_only_bounded_values() {
+    let rules = api_server_estimate(&schema());
+    assert!(rules.len() >= 10, "expected every rule of the schema, found {}", rules.len());
+    let unbounded: Vec<String> = rules
+        .iter()
+        .flat_map(|r| {
+            r.reaches.iter().filter(|reach| !reach.bounded).map(move |reach| {
+                format!("{}: `{}` reaches {} without maxLength/maxItems/maxProperties", r.node, r.rule, reach.path)
+            })
+        })
+        .collect();
+    assert!(unbounded.is_empty(), "{unbounded:#?}");
+    // The reach follows the rules into k8s-openapi types, where the bounds come from crd.rs's transforms.
+    let reached: Vec<String> =
+        rules.iter().flat_map(|r| r.reaches.iter().map(move |reach| format!("{}{}", r.node, reach.path))).collect();
+    for path in [".spec.env[].name", ".spec.volumes[].name", ".spec.autoscaling.metrics[].type", ".spec.podLabels"] {
+        assert!(reached.iter().any(|r| r == path), "no rule reaches {path}: {reached:#?}");
+    }
+}
+
+#[test]
+fn cel_cost_fits_the_api_servers_budgets() {
+    let rules = api_server_estimate(&schema());
+    let problems = cel_cost::budget_problems(&rules);
+    let table: Vec<String> = rules
+        .iter()
+        .map(|r| format!("{} × {} = {}  {}: {}", r.cost, r.cardinality, r.total(), r.node, r.rule))
+        .collect();
+    assert!(problems.is_empty(), "{problems:#?}\n{table:#?}");
+    let total: u64 = rules.iter().map(cel_cost::RuleCost::total).sum();
+    // Headroom: a rule added later should not push the CRD over by surprise.
+    assert!(total < cel_cost::STATIC_ESTIMATED_CRD_COST_LIMIT / 10, "total {total}: {table:#?}");
+}
+
+/// `spec.allowedOutboundHosts` as main had it when a 1.28 API server rejected the CRD: the list bounded,
+/// its items not.
+fn unbounded_outbound_hosts_fragment() -> Value {
+    let rule = spec_schema()["properties"]["allowedOutboundHosts"]["x-kubernetes-validations"][0]["rule"].clone();
+    json!({
+        "type": "object",
+        "properties": {
+            "spec": {
+                "type": "object",
+                "properties": {
+                    "allowedOutboundHosts": {
+                        "type": "array",
+                        "maxItems": 64,
+                        "items": {"type": "string"},
+                        "x-kubernetes-validations": [{"rule": rule}]
+                    }
+                }
+            }
+        }
+    })
+}
+
+#[test]
+fn the_estimate_rejects_what_the_api_server_rejected() {
+    let rules = api_server_estimate(&unbounded_outbound_hosts_fragment());
+    let [rule] = rules.as_slice() else { panic!("expected one rule, got {rules:#?}") };
+    assert_eq!(rule.node, ".spec.allowedOutboundHosts");
+    assert_eq!(rule.cardinality, 1);
+    assert_eq!(
+        rule.reaches,
+        vec![
+            cel_cost::Reach { path: "[]".into(), bounded: false },
+            cel_cost::Reach { path: "self".into(), bounded: true },
+        ]
+    );
+    // The API server's words on Kubernetes 1.28: "estimated rule cost exceeds budget by factor of 62.4x".
+    assert_eq!(cel_cost::factor(rule.total(), cel_cost::STATIC_ESTIMATED_COST_LIMIT), "62.4x");
+    let problems = cel_cost::budget_problems(&rules);
+    assert!(
+        problems.iter().any(|p| p.contains("estimated rule cost exceeds budget by factor of 62.4x")),
+        "{problems:#?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("entire OpenAPIv3 schema exceeds budget by factor of 6.2x")),
+        "{problems:#?}"
+    );
+}
+
+#[test]
+fn the_estimate_charges_strings_by_their_declared_length() {
+    use cel_cost::{estimate_rule, Decl};
+    let string = |max_length: u64| Decl::of(&json!({"type": "string", "maxLength": max_length}));
+    // matches: ⌈0.1 × (4 × maxLength + 1)⌉ × ⌈0.25 × regex length⌉, plus 1 for `self`.
+    let (cost, _) = estimate_rule("self.matches('^[a-z]+$')", &string(100)).unwrap();
+    assert_eq!(cost, 41 * 2 + 1);
+    let (longer, _) = estimate_rule("self.matches('^[a-z]+$')", &string(1000)).unwrap();
+    assert_eq!(longer, 401 * 2 + 1);
+    // startsWith is charged by the prefix, not the string.
+    let (prefix, _) = estimate_rule("self.startsWith('/var/run/wasmkube')", &string(1000)).unwrap();
+    assert_eq!(prefix, 2 + 1);
+    // all() multiplies the per-item cost by maxItems.
+    let list = Decl::of(&json!({"type": "array", "maxItems": 10, "items": {"type": "string", "maxLength": 100}}));
+    let (all, _) = estimate_rule("self.all(x, x.startsWith('a'))", &list).unwrap();
+    // range 1 + result 1 + 10 × (condition 2 + step: accumulator 1 + target 1 + startsWith 1).
+    assert_eq!(all, 1 + 1 + 10 * (2 + 3));
+    // A function the estimator does not know is an error, not a free pass.
+    assert!(estimate_rule("self.lowerAscii() == 'a'", &string(10)).is_err());
+}
+
+/// Every example WasmApp as the API server stores it: defaults from the CRD schema applied.
+fn examples_read_back(schema: &Value) -> Vec<Value> {
+    let dir = repo_root().join("examples/wasmapps");
+    let mut apps = Vec::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("yaml") {
+            apps.extend(wasmapps_in(&path).iter().map(|app| api_json::read_back(schema, app)));
+        }
+    }
+    assert!(apps.len() >= 4, "expected the example WasmApps, found {}", apps.len());
+    apps
+}
+
+fn scale_subresource() -> Value {
+    let crd = serde_json::to_value(WasmApp::crd()).unwrap();
+    crd["spec"]["versions"][0]["subresources"]["scale"].clone()
+}
+
+#[test]
+fn every_example_has_a_scale_subresource_once_stored() {
+    let schema = schema();
+    assert_eq!(spec_schema()["properties"]["replicas"]["default"], 1);
+    let autoscaled = examples_read_back(&schema).into_iter().filter(|app| app["spec"].get("autoscaling").is_some());
+    let mut seen = 0;
+    for app in autoscaled {
+        // What the HPA reads first: GET …/wasmapps/NAME/scale.
+        let scale = api_json::scale_of(&app, &scale_subresource())
+            .unwrap_or_else(|status| panic!("{}: {}", app["metadata"]["name"], status["message"]));
+        assert_eq!(scale["spec"]["replicas"], 1, "{scale}");
+        let typed: WasmApp = serde_json::from_value(app).unwrap();
+        assert_eq!(typed.spec.replicas, 1);
+        seen += 1;
+    }
+    assert!(seen >= 1, "expected an autoscaled example");
+}
+
+#[test]
+fn without_the_replicas_default_the_scale_subresource_fails_as_on_a_real_server() {
+    // main's schema: spec.replicas optional, no default. The HPA then reports FailedGetScale forever.
+    let mut old = schema();
+    old["properties"]["spec"]["properties"]["replicas"].as_object_mut().unwrap().remove("default");
+    let app = examples_read_back(&old)
+        .into_iter()
+        .find(|app| app["spec"]["autoscaling"]["minReplicas"] == 0)
+        .expect("a scale-to-zero example");
+    let status = api_json::scale_of(&app, &scale_subresource()).unwrap_err();
+    assert_eq!(status["code"], 500);
+    assert_eq!(status["message"], "Internal error occurred: the spec replicas field \".spec.replicas\" does not exist");
+}
+
+#[test]
+fn a_scale_at_zero_has_no_spec_replicas() {
+    use k8s_openapi::api::autoscaling::v1::Scale;
+    // The HPA has taken the app to zero: the stored WasmApp says 0, its Scale says nothing.
+    let mut app = api_json::read_back(&schema(), &base());
+    app["spec"]["replicas"] = json!(0);
+    app["status"] = json!({"replicas": 0, "readyReplicas": 0, "selector": "app.kubernetes.io/name=t"});
+    let scale = api_json::scale_of(&app, &scale_subresource()).unwrap();
+    assert_eq!(scale["spec"], json!({}));
+    assert_eq!(scale["status"], json!({"replicas": 0, "selector": "app.kubernetes.io/name=t"}));
+    // Whoever parses it must read an absent spec.replicas as 0.
+    let typed: Scale = serde_json::from_value(scale).unwrap();
+    assert_eq!(typed.spec.and_then(|s| s.replicas), None);
+    assert_eq!(typed.status.map(|s| s.replicas), Some(0));
+    // The WasmApp itself keeps the 0: its field is not omitempty.
+    let typed: WasmApp = serde_json::from_value(app).unwrap();
+    assert_eq!(typed.spec.replicas, 0);
+    assert_eq!(serde_json::to_value(&typed).unwrap()["spec"]["replicas"], 0);
 }

@@ -569,8 +569,10 @@ fn list_activator_slices(ready: &[&str]) -> Step {
     step
 }
 
+/// An app its HPA has scaled to zero (the API server defaults `spec.replicas` to 1 until then).
 fn idle_spec() -> Value {
-    json!({"component": format!("ghcr.io/org/hello@{DIGEST}"), "http": {}, "autoscaling": {"minReplicas": 0, "maxReplicas": 3}})
+    json!({"component": format!("ghcr.io/org/hello@{DIGEST}"), "http": {}, "replicas": 0,
+        "autoscaling": {"minReplicas": 0, "maxReplicas": 3}})
 }
 
 #[tokio::test]

@@ -257,8 +257,10 @@ fn replicas_and_autoscaling() {
         "autoscaling": {"minReplicas": 0, "maxReplicas": 5, "metrics": [{"type": "External", "external": {
             "metric": {"name": "rps"}, "target": {"type": "AverageValue", "averageValue": "10"}}}]}
     }));
-    // Scale from zero: the app starts at the autoscaler's floor until the HPA writes spec.replicas.
-    assert_eq!(desired_replicas(&scaled, &cfg), 0);
+    // The API server defaults spec.replicas to 1: a scale-to-zero app starts with one replica and its HPA
+    // takes it to zero when idle.
+    assert_eq!(scaled.spec.replicas, 1);
+    assert_eq!(desired_replicas(&scaled, &cfg), 1);
     let hpa = serde_json::to_value(render_hpa(&scaled, &cfg).unwrap().unwrap()).unwrap();
     assert_eq!(hpa["apiVersion"], "autoscaling/v2");
     assert_eq!(hpa["metadata"]["name"], "hello");
@@ -275,8 +277,10 @@ fn replicas_and_autoscaling() {
     );
     // The HPA writes spec.replicas through the scale subresource; the Deployment follows it.
     let mut written = scaled.clone();
-    written.spec.replicas = Some(3);
+    written.spec.replicas = 3;
     assert_eq!(desired_replicas(&written, &cfg), 3);
+    written.spec.replicas = 0;
+    assert_eq!(desired_replicas(&written, &cfg), 0);
 }
 
 #[test]
@@ -349,7 +353,7 @@ fn without_cluster_support_scale_to_zero_keeps_one_replica() {
     assert_eq!(hpa["spec"]["minReplicas"], 1);
     assert_eq!(desired_replicas(&app, &cfg), 1);
     let mut scaled_down = app.clone();
-    scaled_down.spec.replicas = Some(0);
+    scaled_down.spec.replicas = 0;
     assert_eq!(desired_replicas(&scaled_down, &cfg), 1);
     assert_eq!(desired_replicas(&scaled_down, &RenderConfig::default()), 0);
     let activator =
@@ -428,13 +432,13 @@ fn activator_slice_only_while_the_app_has_no_ready_pod() {
     );
     // Scaled up with a ready pod: the pods take the traffic.
     let mut up = app.clone();
-    up.spec.replicas = Some(2);
+    up.spec.replicas = 2;
     assert!(render_activator_slice(&up, &activator, 1, &cfg, 20480).unwrap().is_none());
     // Starting (no pod ready yet): the activator holds requests.
     assert!(render_activator_slice(&up, &activator, 0, &cfg, 20480).unwrap().is_some());
     // Being scaled to zero: switch before the pods go, though they are still ready.
     let mut down = app.clone();
-    down.spec.replicas = Some(0);
+    down.spec.replicas = 0;
     assert!(render_activator_slice(&down, &activator, 2, &cfg, 20480).unwrap().is_some());
     // No ready activator, no slice; apps that do not scale to zero or serve HTTP never get one.
     assert!(render_activator_slice(&app, &ActivatorEndpoints::default(), 0, &cfg, 20480).unwrap().is_none());
