@@ -770,6 +770,8 @@ fn apply_of_a_new_object_needs_create_and_status_writes_need_the_status_subresou
     let rbac = rbac::operator().revoke("patch", "wasmkube.dev", "wasmapps/status");
     assert_eq!(rbac.check("PATCH", STATUS, query, apply, false).unwrap_err().attributes.resource, "wasmapps");
     rbac::operator().check("PATCH", STATUS, query, apply, false).unwrap();
+}
+
 /// An idle app whose activator slice already has a port keeps it: no list, no write.
 #[tokio::test]
 async fn an_existing_activator_port_is_kept() {
