@@ -193,7 +193,7 @@ fn rule_allows(rule: &PolicyRule, a: &Attributes) -> bool {
     any(&rule.verbs, &a.verb)
         && any(&rule.api_groups, &a.api_group)
         && resource
-        && (rule.resource_names.is_empty() || rule.resource_names.iter().any(|n| *n == a.name))
+        && (rule.resource_names.is_empty() || rule.resource_names.contains(&a.name))
 }
 
 /// The permissions one ServiceAccount gets from the rendered chart.
@@ -208,7 +208,7 @@ pub struct Permissions {
 #[derive(Debug, Clone)]
 pub struct Forbidden {
     pub user: String,
-    pub attributes: Attributes,
+    pub attributes: Box<Attributes>,
 }
 
 impl Forbidden {
@@ -269,7 +269,7 @@ impl Permissions {
                 .clone()
         };
         let mut rules = Vec::new();
-        for binding in objects.iter().filter(|o| bound(*o)) {
+        for binding in objects.iter().filter(|o| bound(o)) {
             let role_ref = binding.role_ref.as_ref().expect("a binding has a roleRef");
             match (binding.kind.as_str(), role_ref.kind.as_str()) {
                 ("ClusterRoleBinding", "ClusterRole") => {
@@ -314,7 +314,7 @@ impl Permissions {
             wanted.push(attributes.with_verb("create"));
         }
         match wanted.into_iter().find(|a| !self.allows(a)) {
-            Some(attributes) => Err(Forbidden { user: self.user.clone(), attributes }),
+            Some(attributes) => Err(Forbidden { user: self.user.clone(), attributes: Box::new(attributes) }),
             None => Ok(()),
         }
     }
