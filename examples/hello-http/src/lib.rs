@@ -29,6 +29,8 @@ impl wasi::exports::http::incoming_handler::Guest for HelloHttp {
         println!("hello-http: {} {path_with_query}", method_name(&request.method()));
         let (status, body) = match path {
             "/" => (200, b"hello from wasmkube".to_vec()),
+            // The readiness path of examples/wasmapps/http-hello.yaml.
+            "/healthz" => (200, b"ok".to_vec()),
             "/slow" => {
                 let ms = param(query, "ms").and_then(|v| v.parse::<u64>().ok()).unwrap_or(1000);
                 std::thread::sleep(Duration::from_millis(ms));
