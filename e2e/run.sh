@@ -91,7 +91,7 @@ APP
 k wait wasmapp/e2e-missing --for=condition=Degraded --timeout 120s || fail "missing component: no Degraded"
 echo "e2e: missing component: $(k get wasmapp e2e-missing -o jsonpath='{.status.conditions[?(@.type=="Degraded")].message}')"
 deadline=$((SECONDS + 120))
-until k describe pods -l wasmkube.dev/app=e2e-missing | grep -q "cannot pull component"; do
+until k describe pods -l app.kubernetes.io/name=e2e-missing | grep -q "cannot pull component"; do
     [ "$SECONDS" -lt "$deadline" ] || fail "missing component: kubectl describe pod does not say why"
     sleep 3
 done
