@@ -64,7 +64,7 @@ struct WakeTimes {
 }
 
 /// A woken pod, the address it serves on, and when each step ended; or why waking failed.
-type Woken = Result<(Pod, SocketAddr, WakeTimes), String>;
+type WokenPod = Result<(Pod, SocketAddr, WakeTimes), String>;
 
 /// The app's pod as the waker knows it.
 #[derive(Default)]
@@ -75,7 +75,7 @@ enum Replica {
     /// A pod is starting.
     Starting,
     /// The last wake-up finished.
-    Woken(Box<Woken>),
+    Woken(Box<WokenPod>),
 }
 
 type Current = Arc<Mutex<Replica>>;
@@ -104,7 +104,7 @@ impl PodWaker {
     }
 
     /// Takes the wake-up once it has finished, leaving the app at zero as far as the waker knows.
-    fn take_finished(&self) -> Option<Woken> {
+    fn take_finished(&self) -> Option<WokenPod> {
         let mut current = lock(&self.current);
         match std::mem::take(&mut *current) {
             Replica::Woken(woken) => Some(*woken),
