@@ -27,7 +27,7 @@ pub use routes::{
     ACTIVATOR_SLICE_MANAGER,
 };
 pub use server::{original_dst, serve};
-pub use state::{AppPorts, RoutingState};
+pub use state::{AppPorts, RoutingState, PORT_LINGER};
 pub use wake::{ScaleWaker, WakeError, Waker, Woken};
 
 use hold::HoldQueue;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -32,7 +32,12 @@ pub async fn serve_app_ports(activator: Arc<Activator>, ip: IpAddr, shutdown: im
     let mut table = activator.state().subscribe_ports();
     let mut open: BTreeMap<u16, Open> = BTreeMap::new();
     loop {
-        let wanted: Vec<u16> = table.borrow_and_update().keys().copied().collect();
+        let mut wanted: Vec<u16> = table.borrow_and_update().keys().copied().collect();
+        // A port whose slice is gone still serves its app for a while (PORT_LINGER); close it after that.
+        let now = Instant::now();
+        let lingering = activator.state().lingering_ports();
+        let next_close = lingering.iter().map(|(_, until)| *until).filter(|until| *until > now).min();
+        wanted.extend(lingering.iter().filter(|(_, until)| *until > now).map(|(port, _)| *port));
         for (port, listener) in std::mem::take(&mut open) {
             if wanted.contains(&port) {
                 open.insert(port, listener);
@@ -58,10 +63,10 @@ pub async fn serve_app_ports(activator: Arc<Activator>, ip: IpAddr, shutdown: im
             }
         }
         let retry = async {
-            if failed {
-                tokio::time::sleep(BIND_RETRY).await;
-            } else {
-                std::future::pending::<()>().await;
+            match (failed, next_close) {
+                (true, _) => tokio::time::sleep(BIND_RETRY).await,
+                (false, Some(at)) => tokio::time::sleep_until(at.into()).await,
+                (false, None) => std::future::pending::<()>().await,
             }
         };
         tokio::select! {

@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -14,6 +15,7 @@ use super::routes::{AppKey, Backends};
 pub struct RoutingState {
     routes: Mutex<Routes>,
     ports: watch::Sender<AppPorts>,
+    retired: Mutex<BTreeMap<u16, (AppKey, Instant)>>,
     backends: Mutex<Backends>,
     next: AtomicUsize,
     changed: watch::Sender<u64>,
@@ -22,11 +24,17 @@ pub struct RoutingState {
 /// Each app's activator port (from its activator slice): the listener on that port serves that app only.
 pub type AppPorts = BTreeMap<u16, AppKey>;
 
+/// How long a port keeps serving its app after its slice is gone. Why: kube-proxy and ingress controllers learn
+/// of the deleted slice after we do (seen on a real cluster: a connection refused 3 ms after the switch), and
+/// until they do, connections for the app still arrive on the port.
+pub const PORT_LINGER: Duration = Duration::from_secs(30);
+
 impl Default for RoutingState {
     fn default() -> Self {
         Self {
             routes: Mutex::default(),
             ports: watch::Sender::new(AppPorts::new()),
+            retired: Mutex::default(),
             backends: Mutex::default(),
             next: AtomicUsize::new(0),
             changed: watch::Sender::new(0),
@@ -65,18 +73,36 @@ impl RoutingState {
             || lock(&self.backends).contains_key(app)
     }
 
-    /// Replace the activator port → app table; the port listeners follow it.
+    /// Replace the activator port → app table; the port listeners follow it. A port that leaves the table
+    /// keeps its app for [`PORT_LINGER`].
     pub fn set_ports(&self, ports: AppPorts) {
+        let now = Instant::now();
         self.ports.send_if_modified(|current| {
+            let mut retired = lock(&self.retired);
+            for (port, app) in current.iter() {
+                if ports.get(port) != Some(app) && !ports.contains_key(port) {
+                    retired.insert(*port, (app.clone(), now));
+                }
+            }
+            retired.retain(|port, (_, since)| !ports.contains_key(port) && now.duration_since(*since) < PORT_LINGER);
             let changed = *current != ports;
             *current = ports;
             changed
         });
     }
 
-    /// The app whose activator port is `port`.
+    /// The app whose activator port is `port`, or was until less than [`PORT_LINGER`] ago.
     pub fn app_for_port(&self, port: u16) -> Option<AppKey> {
-        self.ports.borrow().get(&port).cloned()
+        if let Some(app) = self.ports.borrow().get(&port) {
+            return Some(app.clone());
+        }
+        let retired = lock(&self.retired);
+        retired.get(&port).filter(|(_, since)| since.elapsed() < PORT_LINGER).map(|(app, _)| app.clone())
+    }
+
+    /// Ports that left the table but still serve their app, with the moment each stops.
+    pub fn lingering_ports(&self) -> Vec<(u16, Instant)> {
+        lock(&self.retired).iter().map(|(port, (_, since))| (*port, *since + PORT_LINGER)).collect()
     }
 
     /// A receiver of the activator port table, marked changed on every change.
