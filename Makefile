@@ -6,9 +6,17 @@ CARGO ?= cargo
 # One target directory for the host workspace and the guest components.
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 GUEST_DIR := $(CARGO_TARGET_DIR)/wasm32-wasip2/release
-DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev curl wrk shellcheck
+# Host binaries and tests are static musl executables (.cargo/config.toml); cargo puts them under the triple.
+HOST_TARGET := x86_64-unknown-linux-musl
+BIN_DIR := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/debug
+RELEASE_DIR := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release
+# `make images`: the cargo profile of the binaries in the images (dev for a quick local try) and where the archives go.
+IMAGE_PROFILE ?= release
+IMAGES_DIR ?= $(CARGO_TARGET_DIR)/images
+IMAGE_BIN_DIR := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/$(if $(filter dev,$(IMAGE_PROFILE)),debug,$(IMAGE_PROFILE))
+DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev musl-tools curl wrk shellcheck
 # Binaries whose presence means the packages above are installed (checked before calling apt).
-DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/curl /usr/bin/wrk /usr/bin/shellcheck
+DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/musl-gcc /usr/bin/curl /usr/bin/wrk /usr/bin/shellcheck
 
 .PHONY: all deps build guests crds tools deploy chart-check script-check test fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down clean
 
@@ -21,7 +29,7 @@ deps:
 		echo "==> installing Debian packages: $(DEBIAN_PACKAGES)"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 	fi
-	@rustup target list --installed | grep -qx wasm32-wasip2 || rustup target add wasm32-wasip2
+	@for t in wasm32-wasip2 $(HOST_TARGET); do rustup target list --installed | grep -qx $$t || rustup target add $$t; done
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 	@python3 -c 'import ensurepip, pip, venv' 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null; }
 
@@ -72,26 +80,27 @@ test: deps fmt-check script-check lint guests chart-check
 ## demo: the node path: local registry, `wasmkube push`, a CRI pod through our shim, curl of its pod IP.
 demo: deps guests
 	$(CARGO) build -q -p wasmkube-shim -p wasmkube-harness -p wasmkube-cli --bin containerd-shim-wasmkube-v1 --bin wasmkube-demo --bin wasmkube
-	$(CARGO_TARGET_DIR)/debug/wasmkube-demo --shim $(CARGO_TARGET_DIR)/debug/containerd-shim-wasmkube-v1 --cli $(CARGO_TARGET_DIR)/debug/wasmkube
+	$(BIN_DIR)/wasmkube-demo --shim $(BIN_DIR)/containerd-shim-wasmkube-v1 --cli $(BIN_DIR)/wasmkube
 
 ## bench: benchmarks (release builds); results in bench/results/.
 bench: deps guests
 	$(CARGO) build --release -p wasmkube-shim -p wasmkube-bench
-	$(CARGO_TARGET_DIR)/release/wasmkube-bench ctr-run --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
-	$(CARGO_TARGET_DIR)/release/wasmkube-bench pod-start --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
-	$(CARGO_TARGET_DIR)/release/wasmkube-bench pod-memory --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
-	$(CARGO_TARGET_DIR)/release/wasmkube-bench oci-start --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
-	$(CARGO_TARGET_DIR)/release/wasmkube-bench wake --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
+	$(RELEASE_DIR)/wasmkube-bench ctr-run --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
+	$(RELEASE_DIR)/wasmkube-bench pod-start --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
+	$(RELEASE_DIR)/wasmkube-bench pod-memory --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
+	$(RELEASE_DIR)/wasmkube-bench oci-start --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
+	$(RELEASE_DIR)/wasmkube-bench wake --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
 
 ## bench-http: wrk against hello-http in a CRI pod (shim) and a reference wasmtime-wasi-http host; bench/results/http.json.
 bench-http: deps guests
 	$(CARGO) build --release -p wasmkube-shim -p wasmkube-bench
-	$(CARGO_TARGET_DIR)/release/wasmkube-bench http --shim $(CARGO_TARGET_DIR)/release/containerd-shim-wasmkube-v1
+	$(RELEASE_DIR)/wasmkube-bench http --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
 
-## images: the operator and node images (needs Docker; not run in CI).
-images:
-	docker build --target operator -t wasmkube-operator:dev .
-	docker build --target node -t wasmkube-node:dev .
+## images: the operator and node images as OCI archives in $(IMAGES_DIR), from the static binaries, without Docker
+## (`IMAGE_PROFILE=dev` for a quick local try; `make test` checks them with the test build).
+images: deps
+	$(CARGO) build --profile $(IMAGE_PROFILE) -p wasmkube-operator -p wasmkube-shim -p wasmkube-node-installer -p wasmkube-images
+	$(IMAGE_BIN_DIR)/wasmkube-images --out $(IMAGES_DIR) --binaries linux/amd64=$(IMAGE_BIN_DIR)
 
 ## kind-up / e2e / kind-down: a kind cluster with the chart and sample WasmApps (needs Docker and kind).
 kind-up:

@@ -76,14 +76,9 @@ pub enum Error {
         /// Its last lines.
         log_tail: String,
     },
-    /// An image definition cannot be turned into a valid OCI layout.
-    #[error("invalid image `{image}`: {reason}")]
-    Image {
-        /// The image name.
-        image: String,
-        /// What is wrong with it.
-        reason: String,
-    },
+    /// An image could not be built or written.
+    #[error(transparent)]
+    Image(#[from] wasmkube_images::Error),
     /// A guest component could not be found or built.
     #[error("guest component `{name}`: {reason}")]
     Guest {

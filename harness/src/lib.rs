@@ -10,7 +10,8 @@ pub mod http;
 pub mod images;
 pub mod mounts;
 pub mod node_test;
-pub mod oci;
+/// OCI layouts of test images (the image builder of `wasmkube-images`).
+pub use wasmkube_images::layout as oci;
 pub mod packages;
 pub mod paths;
 pub mod procs;

@@ -27,14 +27,51 @@ pub fn resolve_target_dir(env: Option<PathBuf>, cwd: &Path, root: &Path) -> Path
     }
 }
 
+/// The host target every binary and test is built for (`.cargo/config.toml`): static musl executables.
+pub const HOST_TARGET: &str = "x86_64-unknown-linux-musl";
+
 /// Where a release build puts the shim binary.
 pub fn shim_release_binary() -> PathBuf {
-    target_dir().join("release").join(SHIM_BINARY)
+    target_dir().join(HOST_TARGET).join("release").join(SHIM_BINARY)
+}
+
+/// The directory of this build's binaries (`<target>/<triple>/debug` for `cargo test`): the running
+/// executable's own directory, or its parent when that is `deps/` (where cargo puts test executables).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    bin_dir_of(&exe)
+}
+
+/// Binary-dir rule, separated from the environment for tests.
+pub fn bin_dir_of(exe: &Path) -> PathBuf {
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    match dir.file_name() {
+        Some(name) if name == "deps" => dir.parent().unwrap_or(dir).to_path_buf(),
+        _ => dir.to_path_buf(),
+    }
+}
+
+/// A binary of this build, with a message naming the command that builds it when it is missing
+/// (`cargo test --workspace` builds every binary before any test runs; a single crate's tests do not).
+pub fn built_binary(name: &str, package: &str) -> crate::Result<PathBuf> {
+    let path = bin_dir().join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(crate::Error::Setup(format!("{} is not built: run `cargo build -p {package}` first", path.display())))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binaries_sit_beside_deps() {
+        let t = Path::new("/w/target/x86_64-unknown-linux-musl/debug");
+        assert_eq!(bin_dir_of(&t.join("deps/node-0123abcd")), t);
+        assert_eq!(bin_dir_of(&t.join("wasmkube-demo")), t);
+    }
 
     #[test]
     fn root_holds_the_workspace_manifest() {

@@ -13,12 +13,7 @@ fn running_component_and_daemon_are_torn_down() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let shim = paths::target_dir().join("debug").join(paths::SHIM_BINARY);
-    if !shim.is_file() {
-        // `cargo test --workspace` builds the shim first; alone, this crate cannot build it.
-        eprintln!("!!! SKIPPED: {} not built (run `cargo build -p wasmkube-shim`)", shim.display());
-        return Ok(());
-    }
+    let shim = paths::built_binary(paths::SHIM_BINARY, "wasmkube-shim")?;
     init_test_tracing();
     let ctrd = PrivateContainerd::start(ContainerdOpts::with_shim(&shim))?;
     let (socket, dir) = (ctrd.socket(), ctrd.dir().to_path_buf());

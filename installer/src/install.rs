@@ -9,6 +9,10 @@ use crate::restart::{self, RestartMode};
 
 /// File name of the shim (containerd resolves `io.containerd.wasmkube.v1` to it on its PATH).
 pub const SHIM_BINARY: &str = "containerd-shim-wasmkube-v1";
+/// Where the node image carries the shim the installer copies onto the node (`wasmkube-images` puts it there).
+pub const IMAGE_SHIM_PATH: &str = "/usr/local/lib/wasmkube/containerd-shim-wasmkube-v1";
+/// Where the node image carries the installer itself (on `PATH`, as the chart's probe runs it by name).
+pub const IMAGE_INSTALLER_PATH: &str = "/usr/local/bin/wasmkube-node-installer";
 /// Host path of the shim's node configuration.
 pub const SHIM_CONFIG: &str = "/etc/wasmkube/shim.toml";
 /// Host path of the marker of a config change that containerd has not loaded yet: a run after a failed

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 use wasmkube_node_installer::config::ConfigVersion;
-use wasmkube_node_installer::install::SHIM_BINARY;
+use wasmkube_node_installer::install::{IMAGE_SHIM_PATH, SHIM_BINARY};
 use wasmkube_node_installer::layout::Host;
 use wasmkube_node_installer::restart::RestartMode;
 use wasmkube_node_installer::{install, label, rollout, uninstall, InstallError, Options};
@@ -27,11 +27,7 @@ enum Cmd {
         #[command(flatten)]
         common: Common,
         /// The shim binary to install.
-        #[arg(
-            long,
-            env = "WASMKUBE_SHIM_SOURCE",
-            default_value = "/usr/local/lib/wasmkube/containerd-shim-wasmkube-v1"
-        )]
+        #[arg(long, env = "WASMKUBE_SHIM_SOURCE", default_value = IMAGE_SHIM_PATH)]
         shim_source: PathBuf,
         /// A shim.toml to install as /etc/wasmkube/shim.toml.
         #[arg(long, env = "WASMKUBE_SHIM_CONFIG_SOURCE")]

@@ -16,9 +16,7 @@ const HELLO: &str = "docker.io/wasmkube/hello-cli:test";
 
 /// The shim built by this workspace (`cargo test --workspace` builds it with the shim's tests).
 fn shim_binary() -> Result<PathBuf> {
-    let shim = paths::target_dir().join("debug").join(paths::SHIM_BINARY);
-    ensure!(shim.is_file(), "{} is missing: run `cargo build -p wasmkube-shim` first", shim.display());
-    Ok(shim)
+    Ok(paths::built_binary(paths::SHIM_BINARY, "wasmkube-shim")?)
 }
 
 /// Runs the installer with the private containerd's dir as the host root and its config.toml as the config.

@@ -102,6 +102,11 @@ struct RunArgs {
     activator_max_held_per_app: usize,
 }
 
+// The binaries are static musl executables, whose malloc is slow under many threads (docs/install.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();

@@ -3,8 +3,22 @@
 use tracing_subscriber::EnvFilter;
 use wasmkube_shim::daemon::WasmkubeShim;
 
+// The binaries are static musl executables, whose malloc is slow under many threads (docs/install.md).
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
+    // As containerd's own shims answer `-v`: what an admin runs on a node to see which shim is installed.
+    if std::env::args().skip(1).any(|a| matches!(a.as_str(), "-v" | "-version" | "--version")) {
+        println!(
+            "containerd-shim-wasmkube-v1:\n  Runtime: {}\n  Version: {}",
+            wasmkube_shim::RUNTIME_TYPE,
+            env!("CARGO_PKG_VERSION")
+        );
+        return;
+    }
     // containerd 1.6 reads `start`'s stdout AND stderr as the daemon address, so `start` logs nothing
     // (its errors still reach containerd through the exit status and message). Elsewhere stderr is
     // containerd's log (`delete`) or the daemon's own log file.

@@ -1,4 +1,6 @@
-//! OCI image layouts built in memory and written as tarballs that `ctr images import` and skopeo accept.
+//! OCI image layouts built in memory and written as tarballs that `ctr images import`, `kind load
+//! image-archive` and `skopeo copy oci-archive:` accept: the test images of the node harness (one platform,
+//! uncompressed) and wasmkube's own images (one manifest per platform under an image index, gzip layers).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -17,6 +19,8 @@ pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+jso
 pub const MEDIA_TYPE_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
 /// Media type of an uncompressed OCI layer.
 pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+/// Media type of a gzip-compressed OCI layer.
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// Index annotation containerd reads to name an imported image.
 pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// Standard OCI annotation naming a manifest in a layout (the tag, as containerd's exporter writes it).
@@ -55,7 +59,46 @@ pub struct OciImage {
     cmd: Option<Vec<String>>,
     env: Vec<String>,
     working_dir: Option<String>,
+    user: Option<String>,
     labels: BTreeMap<String, String>,
+    platform: Platform,
+    gzip: bool,
+}
+
+/// OCI `os` and `architecture` of an image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    /// `linux`.
+    pub os: String,
+    /// `amd64`, `arm64`, ...
+    pub architecture: String,
+}
+
+impl Platform {
+    /// The machine this code runs on.
+    pub fn host() -> Self {
+        let (os, arch) = host_platform();
+        Platform { os: os.into(), architecture: arch.into() }
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.architecture)
+    }
+}
+
+impl std::str::FromStr for Platform {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.split_once('/') {
+            Some((os, arch)) if !os.is_empty() && !arch.is_empty() && !arch.contains('/') => {
+                Ok(Platform { os: os.into(), architecture: arch.into() })
+            }
+            _ => Err(format!("`{s}` is not a platform such as linux/amd64")),
+        }
+    }
 }
 
 /// What was written: the image name and the digests that identify it.
@@ -69,7 +112,7 @@ pub struct ImageInfo {
     pub manifest_size: u64,
     /// Digest of the config blob.
     pub config_digest: String,
-    /// Digest of the layer blob, equal to its diff_id because the layer is uncompressed.
+    /// Digest of the layer blob (equal to its diff_id when the layer is uncompressed).
     pub layer_digest: String,
 }
 
@@ -94,7 +137,10 @@ impl OciImage {
             cmd: None,
             env: vec!["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into()],
             working_dir: None,
+            user: None,
             labels: BTreeMap::new(),
+            platform: Platform::host(),
+            gzip: false,
         }
     }
 
@@ -155,6 +201,24 @@ impl OciImage {
         self
     }
 
+    /// Sets `config.User` (`UID:GID`).
+    pub fn user(mut self, user: &str) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// Sets the platform the config and the index name (the host's by default).
+    pub fn platform(mut self, platform: Platform) -> Self {
+        self.platform = platform;
+        self
+    }
+
+    /// Compresses the layer with gzip (as registries store layers); uncompressed by default.
+    pub fn gzip(mut self, gzip: bool) -> Self {
+        self.gzip = gzip;
+        self
+    }
+
     /// Adds a label to `config.Labels`.
     pub fn label(mut self, key: &str, value: &str) -> Self {
         self.labels.insert(key.into(), value.into());
@@ -163,15 +227,18 @@ impl OciImage {
 
     /// Builds the layer, config, manifest and index in memory.
     pub fn layout(&self) -> Result<Layout> {
-        let layer = self.layer_tar()?;
+        let tar = self.layer_tar()?;
+        let diff_id = sha256_digest(&tar);
+        let (layer, layer_type) =
+            if self.gzip { (gzip(&tar)?, MEDIA_TYPE_LAYER_GZIP) } else { (tar, MEDIA_TYPE_LAYER_TAR) };
         let layer_digest = sha256_digest(&layer);
-        let config = serde_json::to_vec(&self.config_json(&layer_digest))?;
+        let config = serde_json::to_vec(&self.config_json(&diff_id))?;
         let config_digest = sha256_digest(&config);
         let manifest = serde_json::to_vec(&json!({
             "schemaVersion": 2,
             "mediaType": MEDIA_TYPE_MANIFEST,
             "config": descriptor(MEDIA_TYPE_CONFIG, &config_digest, config.len()),
-            "layers": [descriptor(MEDIA_TYPE_LAYER_TAR, &layer_digest, layer.len())],
+            "layers": [descriptor(layer_type, &layer_digest, layer.len())],
         }))?;
         let manifest_digest = sha256_digest(&manifest);
         let info = ImageInfo {
@@ -193,14 +260,7 @@ impl OciImage {
     /// Writes the image as an OCI layout tarball at `out`.
     pub fn write_tar(&self, out: &Path) -> Result<ImageInfo> {
         let layout = self.layout()?;
-        let ctx = || format!("writing OCI tar {}", out.display());
-        let file = std::fs::File::create(out).ctx(ctx)?;
-        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
-        for (path, bytes) in layout.files() {
-            append_file(&mut tar, &path, &bytes, 0o644).ctx(ctx)?;
-        }
-        let mut w = tar.into_inner().ctx(ctx)?;
-        w.flush().ctx(ctx)?;
+        layout.write_tar(out)?;
         tracing::debug!(image = %self.name, digest = %layout.info.manifest_digest, out = %out.display(), "wrote OCI tar");
         Ok(layout.info)
     }
@@ -219,7 +279,6 @@ impl OciImage {
     }
 
     fn config_json(&self, diff_id: &str) -> Value {
-        let (os, arch) = host_platform();
         let mut config = json!({ "Env": self.env, "Entrypoint": self.entrypoint });
         if let Some(cmd) = &self.cmd {
             config["Cmd"] = json!(cmd);
@@ -227,31 +286,31 @@ impl OciImage {
         if let Some(wd) = &self.working_dir {
             config["WorkingDir"] = json!(wd);
         }
+        if let Some(user) = &self.user {
+            config["User"] = json!(user);
+        }
         if !self.labels.is_empty() {
             config["Labels"] = json!(self.labels);
         }
         json!({
-            "architecture": arch,
-            "os": os,
+            "architecture": self.platform.architecture,
+            "os": self.platform.os,
             "config": config,
             "rootfs": { "type": "layers", "diff_ids": [diff_id] },
-            "history": [{ "created_by": "wasmkube-harness" }],
+            "history": [{ "created_by": "wasmkube-images" }],
         })
     }
 
     fn index_json(&self, info: &ImageInfo) -> Value {
-        let (os, arch) = host_platform();
+        let mut manifest = self.platform_descriptor(info);
+        manifest["annotations"] = name_annotations(&self.name);
+        index(vec![manifest])
+    }
+
+    fn platform_descriptor(&self, info: &ImageInfo) -> Value {
         let mut manifest = descriptor(MEDIA_TYPE_MANIFEST, &info.manifest_digest, info.manifest_size as usize);
-        manifest["platform"] = json!({ "os": os, "architecture": arch });
-        manifest["annotations"] = json!({
-            ANNOTATION_CONTAINERD_NAME: self.name,
-            ANNOTATION_REF_NAME: ref_name(&self.name),
-        });
-        json!({
-            "schemaVersion": 2,
-            "mediaType": MEDIA_TYPE_INDEX,
-            "manifests": [manifest],
-        })
+        manifest["platform"] = json!({ "os": self.platform.os, "architecture": self.platform.architecture });
+        manifest
     }
 
     /// The single uncompressed layer: every entry plus its parent directories, parents first.
@@ -310,7 +369,71 @@ impl OciImage {
     }
 }
 
+/// One image for several platforms: an archive whose `index.json` names an image index (as `docker buildx
+/// --output type=oci` writes it), which lists one manifest per platform.
+pub fn multi_platform(name: &str, images: &[OciImage]) -> Result<Layout> {
+    let invalid = |reason: String| Error::Image { image: name.to_string(), reason };
+    let mut blobs = BTreeMap::new();
+    let mut manifests = Vec::new();
+    let mut platforms = Vec::new();
+    for image in images {
+        if image.name != name {
+            return Err(invalid(format!("an image named `{}` cannot be one of its platforms", image.name)));
+        }
+        if platforms.contains(&image.platform) {
+            return Err(invalid(format!("platform {} given twice", image.platform)));
+        }
+        platforms.push(image.platform.clone());
+        let layout = image.layout()?;
+        manifests.push(image.platform_descriptor(&layout.info));
+        blobs.extend(layout.blobs);
+    }
+    let Some(first) = images.first() else { return Err(invalid("no platform".into())) };
+    let platform_index = serde_json::to_vec(&index(manifests))?;
+    let index_digest = sha256_digest(&platform_index);
+    let mut top = descriptor(MEDIA_TYPE_INDEX, &index_digest, platform_index.len());
+    top["annotations"] = name_annotations(name);
+    let first = first.layout()?.info;
+    let info = ImageInfo {
+        name: name.to_string(),
+        manifest_digest: index_digest.clone(),
+        manifest_size: platform_index.len() as u64,
+        config_digest: first.config_digest,
+        layer_digest: first.layer_digest,
+    };
+    blobs.insert(index_digest, platform_index);
+    Ok(Layout { info, index: serde_json::to_vec(&index(vec![top]))?, blobs })
+}
+
+fn index(manifests: Vec<Value>) -> Value {
+    json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": manifests })
+}
+
+/// The name as containerd's importer reads it, and the tag as the OCI layout spec (and skopeo) reads it.
+fn name_annotations(name: &str) -> Value {
+    json!({ ANNOTATION_CONTAINERD_NAME: name, ANNOTATION_REF_NAME: ref_name(name) })
+}
+
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    // No file name and mtime 0 in the header, so the digest depends on the contents alone.
+    let mut encoder = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).ctx(|| "compressing a layer".to_string())?;
+    encoder.finish().ctx(|| "compressing a layer".to_string())
+}
+
 impl Layout {
+    /// Writes the layout as a tarball at `out`.
+    pub fn write_tar(&self, out: &Path) -> Result<()> {
+        let ctx = || format!("writing OCI tar {}", out.display());
+        let file = std::fs::File::create(out).ctx(ctx)?;
+        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+        for (path, bytes) in self.files() {
+            append_file(&mut tar, &path, &bytes, 0o644).ctx(ctx)?;
+        }
+        let mut w = tar.into_inner().ctx(ctx)?;
+        w.flush().ctx(ctx)
+    }
+
     /// Every file of the layout directory: `oci-layout`, `index.json` and the blobs.
     pub fn files(&self) -> Vec<(String, Vec<u8>)> {
         let mut files = vec![
