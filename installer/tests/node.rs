@@ -1,8 +1,8 @@
 //! The installer against a real private containerd that starts without the wasmkube runtime: install →
 //! restart → a CRI pod with handler `wasmkube` runs hello-cli → uninstall → restart → the handler is unknown.
 
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -218,12 +218,7 @@ fn cgroup_of(pid: i32) -> Result<String> {
 const BOOTED: &str = "containerd successfully booted";
 
 /// Runs the installer with `restart` from `cgroup`; its log.
-fn installer_restarting(
-    ctrd: &PrivateContainerd,
-    args: &[&str],
-    restart: &str,
-    cgroup: &TestCgroup,
-) -> Result<String> {
+fn installer_restarting(ctrd: &PrivateContainerd, args: &[&str], restart: &str, cgroup: &TestCgroup) -> Result<String> {
     let (host_root, config) = host_and_config(ctrd)?;
     let mut c = installer_command(&host_root, &config, args, restart);
     cgroup.enter_on_spawn(&mut c)?;
@@ -301,12 +296,15 @@ fn a_supervised_containerd_is_not_started_twice() -> Result<()> {
     let _relaunched = Relaunched(ctrd.dirs().config());
     let (host_root, config) = host_and_config(&ctrd)?;
     let first = ctrd.pid().context("harness containerd")? as i32;
-    let installer = installer_command(&host_root, &config, &["install", "--shim-source", &shim.to_string_lossy()], "process")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()?;
-    // The test is the supervisor: it starts containerd again as soon as the installer stopped it.
+    let installer =
+        installer_command(&host_root, &config, &["install", "--shim-source", &shim.to_string_lossy()], "process")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?;
+    // The test is the supervisor: it starts containerd again 2 s after the installer stopped it (runit
+    // waits 1 s, systemd's containerd.service 5 s), so the installer has to wait for it.
     wait_until("the installer stops containerd", Duration::from_secs(30), || !procs::alive(first))?;
+    std::thread::sleep(Duration::from_secs(2));
     ctrd.restart()?;
     let out = installer.wait_with_output()?;
     let log = String::from_utf8_lossy(&out.stderr);

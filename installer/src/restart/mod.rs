@@ -165,6 +165,14 @@ mod tests {
     }
 
     #[test]
+    fn a_process_restart_without_its_containerd_touches_nothing_and_says_what_to_do() {
+        let target = Target { config: Some("/wasmkube-test/no-such-config.toml".into()), ..target("containerd") };
+        let err = restart(RestartMode::Process, &target).unwrap_err().to_string();
+        assert!(err.contains("no containerd process reads /wasmkube-test/no-such-config.toml"), "{err}");
+        assert!(err.contains("restart containerd on the node so that it reads /wasmkube-test/"), "{err}");
+    }
+
+    #[test]
     fn skip_restarts_nothing() {
         assert!(!restart(RestartMode::Skip, &target("containerd")).unwrap());
     }

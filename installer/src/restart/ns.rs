@@ -29,8 +29,8 @@ impl Namespaces {
         let mut entries = Vec::new();
         for (name, flag) in KINDS {
             let theirs = format!("/proc/{pid}/ns/{name}");
-            let target = std::fs::read_link(&theirs)
-                .map_err(|e| io::Error::new(e.kind(), format!("reading {theirs}: {e}")))?;
+            let target =
+                std::fs::read_link(&theirs).map_err(|e| io::Error::new(e.kind(), format!("reading {theirs}: {e}")))?;
             if std::fs::read_link(format!("/proc/self/ns/{name}")).is_ok_and(|own| own == target) {
                 continue;
             }

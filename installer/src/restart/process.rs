@@ -214,7 +214,8 @@ impl Daemon {
         let lossy: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         let args = parse_daemon_args(&lossy)?;
         let given = PathBuf::from(args.config.clone().unwrap_or_else(|| CONTAINERD_CONFIG.to_string()));
-        let config = if given.is_absolute() { given } else { std::fs::read_link(proc_path(pid, "cwd")).ok()?.join(given) };
+        let config =
+            if given.is_absolute() { given } else { std::fs::read_link(proc_path(pid, "cwd")).ok()?.join(given) };
         Some(Daemon { pid, start_time, argv, args, config })
     }
 
@@ -302,7 +303,8 @@ struct Snapshot {
 impl Snapshot {
     fn take(daemon: Daemon, host: &Host) -> Result<Self, String> {
         let pid = daemon.pid;
-        let read = |rel: &str| std::fs::read(proc_path(pid, rel)).map_err(|e| format!("reading /proc/{pid}/{rel}: {e}"));
+        let read =
+            |rel: &str| std::fs::read(proc_path(pid, rel)).map_err(|e| format!("reading /proc/{pid}/{rel}: {e}"));
         let link =
             |rel: &str| std::fs::read_link(proc_path(pid, rel)).map_err(|e| format!("reading /proc/{pid}/{rel}: {e}"));
         let exe = link("exe")?;
@@ -321,7 +323,12 @@ impl Snapshot {
         let ns = Arc::new(Namespaces::of(pid).map_err(|e| format!("reading the namespaces of containerd: {e}"))?);
         let config_text = std::fs::read_to_string(in_root_of(pid, &daemon.config)).unwrap_or_default();
         let address = PathBuf::from(
-            daemon.args.address.clone().or_else(|| grpc_address(&config_text)).unwrap_or_else(|| DEFAULT_ADDRESS.into()),
+            daemon
+                .args
+                .address
+                .clone()
+                .or_else(|| grpc_address(&config_text))
+                .unwrap_or_else(|| DEFAULT_ADDRESS.into()),
         );
         let address = PathBuf::from(address.to_string_lossy().trim_start_matches("unix://"));
         let (Some(dir), Some(name)) = (address.parent(), address.file_name()) else {
@@ -392,7 +399,12 @@ pub fn restart(target: &Target) -> Result<(), RestartError> {
         }
         n => return Err(generic(format!("{n} containerd processes read {wanted}; which one to restart is unclear"))),
     };
-    tracing::info!(pid = daemon.pid, config = %daemon.config.display(), command = %daemon.command_line(), "found containerd");
+    tracing::info!(
+        pid = daemon.pid,
+        config = %daemon.config.display(),
+        command = %daemon.command_line(),
+        "found containerd"
+    );
     let snapshot = Snapshot::take(daemon.clone(), &target.host)
         .map_err(|e| generic(format!("reading how containerd {} runs: {e}", daemon.pid)))?;
     stop(&daemon).map_err(generic)?;
@@ -448,10 +460,8 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
 fn wait_for_supervisor(host: &Host, config: Option<&Path>, old: &Daemon) -> Option<Daemon> {
     let mut found = None;
     wait_until(SUPERVISOR_GRACE, || {
-        found = daemons_reading(host, config)
-            .0
-            .into_iter()
-            .find(|d| d.pid != old.pid || d.start_time != old.start_time);
+        found =
+            daemons_reading(host, config).0.into_iter().find(|d| d.pid != old.pid || d.start_time != old.start_time);
         found.is_some()
     });
     found
@@ -612,10 +622,8 @@ mod tests {
     #[test]
     fn environ_pairs() {
         let env = parse_environ(b"PATH=/usr/bin:/bin\0EMPTY=\0A=b=c\0junk\0");
-        let s: Vec<(String, String)> = env
-            .iter()
-            .map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()))
-            .collect();
+        let s: Vec<(String, String)> =
+            env.iter().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned())).collect();
         assert_eq!(
             s,
             [("PATH".into(), "/usr/bin:/bin".into()), ("EMPTY".into(), String::new()), ("A".into(), "b=c".into())]
@@ -666,7 +674,10 @@ mod tests {
 
     #[test]
     fn paths_compare_lexically() {
-        assert_eq!(normalize(Path::new("/etc/./containerd/../containerd/config.toml")), Path::new("/etc/containerd/config.toml"));
+        assert_eq!(
+            normalize(Path::new("/etc/./containerd/../containerd/config.toml")),
+            Path::new("/etc/containerd/config.toml")
+        );
     }
 
     #[test]
