@@ -186,10 +186,10 @@ impl TestCgroup {
         Ok(format!("0::/{}", self.0.strip_prefix(mount)?.display()))
     }
 
-    /// Makes `c` start in this group.
-    fn enter_on_spawn(&self, c: &mut Command) -> Result<()> {
+    /// Makes `c` start as in the DaemonSet's pod: in this group, with mount and cgroup namespaces of its own.
+    fn pod_like(&self, c: &mut Command) -> Result<()> {
         let procs = std::ffi::CString::new(self.0.join("cgroup.procs").into_os_string().into_encoded_bytes())?;
-        // SAFETY: open and write on a path prepared before the fork.
+        // SAFETY: system calls on data prepared before the fork.
         unsafe {
             c.pre_exec(move || {
                 let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
@@ -197,6 +197,9 @@ impl TestCgroup {
                     return Err(std::io::Error::last_os_error());
                 }
                 libc::close(fd);
+                if libc::unshare(libc::CLONE_NEWNS | libc::CLONE_NEWCGROUP) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 Ok(())
             })
         };
@@ -217,19 +220,19 @@ fn cgroup_of(pid: i32) -> Result<String> {
 /// containerd logs this once per start.
 const BOOTED: &str = "containerd successfully booted";
 
-/// Runs the installer with `restart` from `cgroup`; its log.
+/// Runs the installer with `restart` as if in a pod (see [`TestCgroup::pod_like`]); its log.
 fn installer_restarting(ctrd: &PrivateContainerd, args: &[&str], restart: &str, cgroup: &TestCgroup) -> Result<String> {
     let (host_root, config) = host_and_config(ctrd)?;
     let mut c = installer_command(&host_root, &config, args, restart);
-    cgroup.enter_on_spawn(&mut c)?;
+    cgroup.pod_like(&mut c)?;
     let out = c.output().context("running wasmkube-node-installer")?;
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     ensure!(out.status.success(), "installer {args:?} failed ({}): {stderr}", out.status);
     Ok(stderr)
 }
 
-/// The one containerd on the config after a restart: not `old`, answering, in `old`'s cgroups, writing
-/// to the harness's log file.
+/// The one containerd on the config after a restart: not `old`, in `old`'s cgroups and the test's namespaces
+/// (not the installer's), writing to the harness's log file.
 fn restarted_containerd(ctrd: &PrivateContainerd, old: i32, old_cgroup: &str, cgroup: &TestCgroup) -> Result<i32> {
     let now = containerds_reading(&ctrd.dirs().config());
     ensure!(now.len() == 1 && now[0] != old, "one new containerd instead of {old}: {now:?}");
@@ -237,6 +240,13 @@ fn restarted_containerd(ctrd: &PrivateContainerd, old: i32, old_cgroup: &str, cg
     let new_cgroup = cgroup_of(new)?;
     ensure!(new_cgroup == old_cgroup, "containerd {new} is in\n{new_cgroup}\nnot as before in\n{old_cgroup}");
     ensure!(!new_cgroup.contains(&cgroup.line()?), "containerd stayed in the installer's cgroup");
+    for ns in ["mnt", "cgroup"] {
+        let theirs = std::fs::read_link(format!("/proc/{new}/ns/{ns}"))?;
+        ensure!(
+            theirs == std::fs::read_link(format!("/proc/self/ns/{ns}"))?,
+            "containerd {new} is not in our {ns} namespace"
+        );
+    }
     for fd in [1, 2] {
         let target = std::fs::read_link(format!("/proc/{new}/fd/{fd}"))?;
         ensure!(target == ctrd.dirs().log(), "fd {fd} of containerd {new} is {}", target.display());
@@ -258,9 +268,10 @@ fn a_containerd_without_systemd_is_restarted_as_it_ran() -> Result<()> {
         wasmkube_runtime: false,
         ..Default::default()
     };
+    // Dropped in reverse: the stray containerd goes first, then its cgroup can go, then the harness's dir.
+    let cgroup = TestCgroup::create()?;
     let ctrd = PrivateContainerd::start(opts)?;
     let _relaunched = Relaunched(ctrd.dirs().config());
-    let cgroup = TestCgroup::create()?;
     ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
     unknown_handler(&ctrd.cri()?, "before").context("before install")?;
     let first = ctrd.pid().context("harness containerd")? as i32;

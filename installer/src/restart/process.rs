@@ -314,13 +314,12 @@ impl Snapshot {
         let cwd = CString::new(link("cwd")?.into_os_string().into_vec()).map_err(|e| e.to_string())?;
         let stdout = log_target(pid, 1, host)?;
         let stderr = log_target(pid, 2, host)?;
-        let cgroup = String::from_utf8_lossy(&read("cgroup")?).into_owned();
-        let mountinfo = String::from_utf8_lossy(&read("mountinfo")?).into_owned();
-        let cgroups = cgroup_procs_files(&cgroup, &mountinfo)
+        let ns = Arc::new(Namespaces::of(pid).map_err(|e| format!("reading the namespaces of containerd: {e}"))?);
+        let (cgroup, mountinfo) = ns.in_cgroup_namespace(|| Ok((read("cgroup")?, read("mountinfo")?)))?;
+        let cgroups = cgroup_procs_files(&String::from_utf8_lossy(&cgroup), &String::from_utf8_lossy(&mountinfo))
             .into_iter()
             .filter_map(|p| CString::new(p.into_os_string().into_vec()).ok())
             .collect();
-        let ns = Arc::new(Namespaces::of(pid).map_err(|e| format!("reading the namespaces of containerd: {e}"))?);
         let config_text = std::fs::read_to_string(in_root_of(pid, &daemon.config)).unwrap_or_default();
         let address = PathBuf::from(
             daemon
