@@ -680,6 +680,26 @@ mod tests {
     }
 
     #[test]
+    fn output_to_a_file_is_reopened_and_a_pipe_gives_the_fallback_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("daemon.log");
+        let mut child =
+            Command::new("sleep").arg("30").stdout(File::create(&log).unwrap()).stderr(Stdio::piped()).spawn().unwrap();
+        let pid = child.id() as i32;
+        let host = Host::new(dir.path().join("host"));
+        let out = log_target(pid, 1, &host);
+        let err = log_target(pid, 2, &host);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let (mut out, err) = (out.unwrap(), err.unwrap());
+        assert_eq!(out.path, log);
+        std::io::Write::write_all(&mut out.file, b"appended\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "appended\n");
+        assert_eq!(err.path, Path::new(FALLBACK_LOG));
+        assert!(host.path(FALLBACK_LOG).is_file());
+    }
+
+    #[test]
     fn this_test_process_is_no_containerd() {
         assert!(Daemon::read(std::process::id() as i32).is_none());
     }
