@@ -126,8 +126,12 @@ fn restart_if_needed(opts: &Options, layout: &Layout, config_changed: bool) -> R
     if !skip {
         files::write_atomic(&marker, b"containerd has not loaded the wasmkube runtime change yet\n", 0o644)?;
     }
-    let unit = opts.restart_unit.clone().unwrap_or_else(|| layout::restart_unit(&opts.host, layout.distro));
-    let restarted = restart::restart(opts.restart, &unit, !opts.host.is_own_root())?;
+    let target = restart::Target {
+        host: opts.host.clone(),
+        unit: opts.restart_unit.clone().unwrap_or_else(|| layout::restart_unit(&opts.host, layout.distro)),
+        config: layout.containerd_config(),
+    };
+    let restarted = restart::restart(opts.restart, &target)?;
     if restarted {
         files::remove_optional(&marker)?;
     }

@@ -61,6 +61,18 @@ pub struct Layout {
     pub target: ConfigTarget,
 }
 
+impl Layout {
+    /// Host path of the config containerd is started with: the edited file, or the one k3s/rke2 generate
+    /// from the template; unknown for a drop-in directory.
+    pub fn containerd_config(&self) -> Option<PathBuf> {
+        match &self.target {
+            ConfigTarget::File(path) => Some(path.clone()),
+            ConfigTarget::Template(dir) => Some(dir.join("config.toml")),
+            ConfigTarget::DropInDir(_) => None,
+        }
+    }
+}
+
 /// File name of every drop-in we write.
 pub const DROP_IN_NAME: &str = "wasmkube.toml";
 /// containerd's default config.
@@ -171,6 +183,20 @@ mod tests {
             ConfigTarget::DropInDir("/opt/dropins".into())
         );
         assert_eq!(detect(&host, Some(Path::new("/x/config.toml.tmpl"))).target, ConfigTarget::Template("/x".into()));
+    }
+
+    #[test]
+    fn the_config_containerd_reads() {
+        let layout = |target| Layout { distro: Distro::Containerd, target };
+        assert_eq!(
+            layout(ConfigTarget::File(CONTAINERD_CONFIG.into())).containerd_config(),
+            Some(PathBuf::from(CONTAINERD_CONFIG))
+        );
+        assert_eq!(
+            layout(ConfigTarget::Template(K3S_DIR.into())).containerd_config(),
+            Some(Path::new(K3S_DIR).join("config.toml"))
+        );
+        assert_eq!(layout(ConfigTarget::DropInDir(K0S_DROP_INS.into())).containerd_config(), None);
     }
 
     #[test]
