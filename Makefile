@@ -6,11 +6,13 @@ CARGO ?= cargo
 # One target directory for the host workspace and the guest components.
 export CARGO_TARGET_DIR ?= $(CURDIR)/target
 GUEST_DIR := $(CARGO_TARGET_DIR)/wasm32-wasip2/release
-DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev curl wrk shellcheck
+# State directory of `make local-up` (scripts/local-cluster.sh); `make e2e` uses that cluster while it is up.
+export LOCAL_CLUSTER_DIR ?= $(CARGO_TARGET_DIR)/local-cluster
+DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev curl wrk shellcheck etcd-server openssl iproute2
 # Binaries whose presence means the packages above are installed (checked before calling apt).
-DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/curl /usr/bin/wrk /usr/bin/shellcheck
+DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/curl /usr/bin/wrk /usr/bin/shellcheck /usr/bin/etcd /usr/bin/openssl /usr/sbin/ip
 
-.PHONY: all deps build guests crds tools deploy chart-check script-check test fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down clean
+.PHONY: all deps build guests crds tools deploy chart-check script-check test fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down local-up local-check local-down clean
 
 all: build
 
@@ -97,7 +99,20 @@ images:
 kind-up:
 	e2e/kind-up.sh
 
-e2e:
+## local-up / local-down: a single-node cluster from the Kubernetes server binaries in KUBE_BIN_DIR, no Docker
+## (scripts/local-cluster.sh, docs/install.md); local-down removes all of it.
+local-up: local-check deps tools images
+	scripts/local-cluster.sh up
+
+local-check:
+	@scripts/local-cluster.sh check
+
+local-down:
+	scripts/local-cluster.sh down
+
+## e2e: e2e/run.sh against the local cluster while `make local-up`'s is up, else against the current kubeconfig.
+e2e: tools
+	@if [ -f "$(LOCAL_CLUSTER_DIR)/e2e.env" ]; then echo "e2e: the local cluster ($(LOCAL_CLUSTER_DIR))"; . "$(LOCAL_CLUSTER_DIR)/e2e.env"; fi; \
 	e2e/run.sh
 
 kind-down:
