@@ -555,7 +555,7 @@ down() {
     # Pod processes have no state-dir path on their command line: they are found by the kubelet's cgroups.
     for h in /sys/fs/cgroup/*/"$CGROUP_ROOT"; do
         [ -d "$h" ] || continue
-        find "$h" -name cgroup.procs -exec cat {} + 2>/dev/null | while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done
+        { find "$h" -name cgroup.procs -exec cat {} + 2>/dev/null || true; } | while read -r pid; do kill -9 "$pid" 2>/dev/null || true; done
     done
     for m in "kube-scheduler" "kube-controller-manager" "kube-apiserver" "docker-registry" "local-dns.py" "etcd"; do
         stop "$m"
@@ -563,9 +563,9 @@ down() {
     stop "."
     log "removing mounts, cgroups, network namespaces, interfaces, iptables rules"
     # Mounts under the state dir (pod volumes, snapshots, network namespaces of netns_mounts_under_state_dir), deepest first.
-    findmnt -rn -o TARGET | grep -F "$S/" | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    findmnt -rn -o TARGET | { grep -F "$S/" || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
     for h in /sys/fs/cgroup/*/"$CGROUP_ROOT"; do
-        [ -d "$h" ] && find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null
+        if [ -d "$h" ]; then find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
     done
     ip link del "$CNI_BRIDGE" 2>/dev/null || true
     ip link del "$NODE_BRIDGE" 2>/dev/null || true
@@ -579,7 +579,7 @@ down() {
                 sed 's/^-A/-D/' | while read -r rule; do
                     # shellcheck disable=SC2086 # a rule as iptables -S prints it
                     eval "$t" -t "$s" $rule
-                done
+                done || true # no jump in this table
             for c in $("$t" -t "$s" -S 2>/dev/null | awk -v e="$EGRESS_CHAIN" '$1 == "-N" && ($2 ~ /^KUBE-/ || $2 == e) {print $2}'); do
                 "$t" -t "$s" -F "$c"
             done
