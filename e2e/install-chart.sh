@@ -6,12 +6,12 @@ need kubectl
 [ -x "$HELM" ] || { echo "e2e: helm is required (make tools)" >&2; exit 1; }
 
 args=(upgrade --install "$RELEASE" "$ROOT/charts/wasmkube" --namespace "$NAMESPACE" --create-namespace
-    --set "operator.image.repository=${OPERATOR_IMAGE%:*}" --set "operator.image.tag=${OPERATOR_IMAGE##*:}"
-    --set "operator.image.pullPolicy=$IMAGE_PULL_POLICY"
-    --set "nodeInstaller.image.repository=${NODE_IMAGE%:*}" --set "nodeInstaller.image.tag=${NODE_IMAGE##*:}"
-    --set "nodeInstaller.image.pullPolicy=$IMAGE_PULL_POLICY"
-    --set "shim.insecureRegistries={$REGISTRY}"
-    --wait --timeout 5m)
+    --set "operator.image.pullPolicy=$IMAGE_PULL_POLICY" --set "nodeInstaller.image.pullPolicy=$IMAGE_PULL_POLICY"
+    --set "shim.insecureRegistries={$REGISTRY}" --wait --timeout 5m)
+[ -z "$OPERATOR_IMAGE" ] ||
+    args+=(--set "operator.image.repository=${OPERATOR_IMAGE%:*}" --set "operator.image.tag=${OPERATOR_IMAGE##*:}")
+[ -z "$NODE_IMAGE" ] ||
+    args+=(--set "nodeInstaller.image.repository=${NODE_IMAGE%:*}" --set "nodeInstaller.image.tag=${NODE_IMAGE##*:}")
 [ -z "$VALUES" ] || args+=(--values "$VALUES")
 # shellcheck disable=SC2206 # extra helm arguments, split as the shell splits them
 args+=($HELM_ARGS)

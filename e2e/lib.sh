@@ -17,11 +17,12 @@ REGISTRY_CONTAINER="wasmkube-e2e-registry"
 REGISTRY_PORT="${WASMKUBE_E2E_REGISTRY_PORT:-5001}"
 REGISTRY="${WASMKUBE_E2E_REGISTRY:-$REGISTRY_CONTAINER:5000}"
 PUSH_REGISTRY="${WASMKUBE_E2E_PUSH_REGISTRY:-127.0.0.1:$REGISTRY_PORT}"
-# The chart as e2e/install-chart.sh installs it: images (defaults: what kind-up.sh builds and loads), a values file
-# and extra helm arguments (both optional; scripts/local-cluster.sh sets them in its e2e.env).
+# The chart as e2e/install-chart.sh installs it: images REPOSITORY:TAG (unset: what kind-up.sh builds and loads; set
+# but empty: the chart's defaults, as `make images` builds them), a values file and extra helm arguments (both
+# optional; scripts/local-cluster.sh sets them in its e2e.env).
 RELEASE="wasmkube"
-OPERATOR_IMAGE="${WASMKUBE_E2E_OPERATOR_IMAGE:-wasmkube-operator:$TAG}"
-NODE_IMAGE="${WASMKUBE_E2E_NODE_IMAGE:-wasmkube-node:$TAG}"
+OPERATOR_IMAGE="${WASMKUBE_E2E_OPERATOR_IMAGE-wasmkube-operator:$TAG}"
+NODE_IMAGE="${WASMKUBE_E2E_NODE_IMAGE-wasmkube-node:$TAG}"
 IMAGE_PULL_POLICY="${WASMKUBE_E2E_IMAGE_PULL_POLICY:-IfNotPresent}"
 VALUES="${WASMKUBE_E2E_VALUES:-}"
 HELM_ARGS="${WASMKUBE_E2E_HELM_ARGS:-}"

@@ -73,7 +73,9 @@ start() { # NAME MATCH COMMAND...: start COMMAND unless a process matching MATCH
         echo "    $name is running"
         return
     fi
-    setsid "$@" >>"$L/$name.log" 2>&1 </dev/null &
+    # From /, so that no daemon (nor the containerd the node installer starts again with the same working
+    # directory) holds the directory this script was started in.
+    (cd / && exec setsid "$@" >>"$L/$name.log" 2>&1 </dev/null) &
     echo "    started $name (pid $!, log $L/$name.log)"
 }
 stop() { # MATCH: SIGTERM, then SIGKILL after 10 s
@@ -455,8 +457,9 @@ export KUBECONFIG="\${KUBECONFIG:-$S/admin.kubeconfig}"
 export WASMKUBE_E2E_REGISTRY="\${WASMKUBE_E2E_REGISTRY:-$REGISTRY}"
 export WASMKUBE_E2E_PUSH_REGISTRY="\${WASMKUBE_E2E_PUSH_REGISTRY:-$REGISTRY}"
 export WASMKUBE_E2E_CLIENT_IMAGE="\${WASMKUBE_E2E_CLIENT_IMAGE:-$CLIENT_IMAGE}"
-export WASMKUBE_E2E_OPERATOR_IMAGE="\${WASMKUBE_E2E_OPERATOR_IMAGE:-ghcr.io/wasmkube/wasmkube-operator:$APP_VERSION}"
-export WASMKUBE_E2E_NODE_IMAGE="\${WASMKUBE_E2E_NODE_IMAGE:-ghcr.io/wasmkube/wasmkube-node:$APP_VERSION}"
+# Empty: the chart's default images, which \`make images\` builds and \`up\` imported.
+export WASMKUBE_E2E_OPERATOR_IMAGE="\${WASMKUBE_E2E_OPERATOR_IMAGE-}"
+export WASMKUBE_E2E_NODE_IMAGE="\${WASMKUBE_E2E_NODE_IMAGE-}"
 export WASMKUBE_E2E_IMAGE_PULL_POLICY="\${WASMKUBE_E2E_IMAGE_PULL_POLICY:-Never}"
 export WASMKUBE_E2E_VALUES="\${WASMKUBE_E2E_VALUES:-$S/values.yaml}"
 export WASMKUBE_E2E_CONTAINERD_CONFIG="\${WASMKUBE_E2E_CONTAINERD_CONFIG:-$CCFG}"
@@ -489,7 +492,6 @@ up() {
     [ "$(id -u)" = 0 ] || die "run as root (it configures network interfaces, iptables and cgroups)"
     find_kubectl
     "$ROOT/scripts/tools.sh" >/dev/null
-    APP_VERSION="$(sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$/\1/p' "$ROOT/charts/wasmkube/Chart.yaml")"
     mkdir -p "$S" "$L" "$R"
     log "network: node $NODE, IP $NODE_IP on bridge $NODE_BRIDGE, pods $POD_CIDR on $CNI_BRIDGE"
     network
