@@ -202,6 +202,7 @@ until k describe pods -l app.kubernetes.io/name=e2e-missing | grep -q "cannot pu
     [ "$SECONDS" -lt "$deadline" ] || fail "missing component: kubectl describe pod does not say why"
     sleep 3
 done
+echo "e2e: missing component, kubectl describe pod: $(k describe pods -l app.kubernetes.io/name=e2e-missing | grep -m1 "cannot pull component" | sed 's/^ *//')"
 k delete wasmapp e2e-missing --wait=false
 
 # --- Scale to zero (docs/autoscaling.md) ---

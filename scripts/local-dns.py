@@ -3,7 +3,7 @@
 and TCP on ADDRESS:53:
   A  <service>.<namespace>.svc.<domain>  -> the Service's ClusterIP (headless: the ready addresses of its EndpointSlices)
 and NXDOMAIN for every other name: nothing is forwarded, no query leaves the machine. Services and EndpointSlices
-are listed from the API server every 5 s, and at most every 0.5 s when a name under .svc is not known yet.
+are listed from the API server every 5 s, and at most every 0.5 s when a Service name is not known yet.
 usage: local-dns.py --address IP --server URL --ca FILE --cert FILE --key FILE [--domain cluster.local]"""
 import argparse
 import json
@@ -87,7 +87,9 @@ def answer(query):
     name = ".".join(labels).lower()
     with lock:
         ips = names.get(name)
-    if ips is None and name.endswith(".svc." + DOMAIN):
+    # Only a name of the form <service>.<namespace>.svc.<domain> may be a Service not listed yet; resolvers also try
+    # that name with each search domain appended, which must get its NXDOMAIN at once.
+    if ips is None and name.endswith(".svc." + DOMAIN) and name[:-len(".svc." + DOMAIN)].count(".") == 1:
         refresh()
         with lock:
             ips = names.get(name)
