@@ -111,7 +111,8 @@ local-down:
 	scripts/local-cluster.sh down
 
 ## e2e: e2e/run.sh against the local cluster while `make local-up`'s is up, else against the current kubeconfig.
-e2e: tools
+e2e:
+	@command -v helm >/dev/null && command -v kubectl >/dev/null || $(MAKE) tools
 	@if [ -f "$(LOCAL_CLUSTER_DIR)/e2e.env" ]; then echo "e2e: the local cluster ($(LOCAL_CLUSTER_DIR))"; . "$(LOCAL_CLUSTER_DIR)/e2e.env"; fi; \
 	e2e/run.sh
 

@@ -2,8 +2,7 @@
 # Installs (or upgrades) the wasmkube chart from this checkout into the cluster the kubeconfig names, with the images
 # and values of lib.sh, and waits until every node is labelled by the node installer.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-need kubectl
-[ -x "$HELM" ] || { echo "e2e: helm is required (make tools)" >&2; exit 1; }
+need kubectl helm
 
 args=(upgrade --install "$RELEASE" "$ROOT/charts/wasmkube" --namespace "$NAMESPACE" --create-namespace
     --set "operator.image.pullPolicy=$IMAGE_PULL_POLICY" --set "nodeInstaller.image.pullPolicy=$IMAGE_PULL_POLICY"

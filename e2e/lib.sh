@@ -7,7 +7,11 @@ NAMESPACE="wasmkube-system"
 TAG="${WASMKUBE_E2E_TAG:-e2e}"
 need() {
     for tool in "$@"; do
-        command -v "$tool" >/dev/null || { echo "e2e: $tool is required" >&2; exit 1; }
+        if [ "$tool" = helm ]; then
+            [ -x "$HELM" ] || { echo "e2e: helm is required (on the PATH, or: make tools)" >&2; exit 1; }
+        else
+            command -v "$tool" >/dev/null || { echo "e2e: $tool is required" >&2; exit 1; }
+        fi
     done
 }
 # kind: a registry container on kind's Docker network: the host pushes to 127.0.0.1:$REGISTRY_PORT, the nodes
@@ -31,5 +35,5 @@ NODE_CONTAINERD_CONFIG="${WASMKUBE_E2E_CONTAINERD_CONFIG:-/etc/containerd/config
 NODE_BIN_DIR="${WASMKUBE_E2E_BIN_DIR:-/usr/local/bin}"
 # helm and kubectl from the PATH, else the ones `make tools` fetched.
 source "$ROOT/scripts/tools-env.sh"
-command -v helm >/dev/null && HELM="$(command -v helm)"
-command -v kubectl >/dev/null || PATH="$PATH:$TOOLS_DIR/bin"
+if command -v helm >/dev/null; then HELM="$(command -v helm)"; fi
+if ! command -v kubectl >/dev/null; then PATH="$PATH:$TOOLS_DIR/bin"; fi

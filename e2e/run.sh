@@ -28,7 +28,7 @@
 #   WASMKUBE_E2E_VALUES, WASMKUBE_E2E_HELM_ARGS   a values file and extra arguments for helm
 #   WASMKUBE_E2E_CONTAINERD_CONFIG, WASMKUBE_E2E_BIN_DIR   containerd's config and the shim's directory on the nodes
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-need kubectl curl
+need kubectl helm curl
 
 NS="${WASMKUBE_E2E_NAMESPACE:-wasmkube-e2e}"
 CLIENT_IMAGE="${WASMKUBE_E2E_CLIENT_IMAGE:-curlimages/curl:8.10.1}"
