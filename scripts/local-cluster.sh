@@ -35,6 +35,10 @@ CGROUP_ROOT=wasmkube-local
 EGRESS_CHAIN=WKL-EGRESS
 PAUSE_IMAGE=wasmkube.local/pause:1
 CLIENT_IMAGE=wasmkube.local/e2e-client:1
+# `down` deletes the state directory only when it carries this mark of `up`: a mistyped LOCAL_CLUSTER_DIR never
+# costs a directory this script did not make.
+MARK="$S/.wasmkube-local-cluster"
+[ "$S" != / ] || { echo "local-cluster: LOCAL_CLUSTER_DIR must not be /" >&2; exit 1; }
 SOCK="$S/containerd/containerd.sock"
 P="$S/pki"
 L="$S/logs"
@@ -492,7 +496,11 @@ up() {
     [ "$(id -u)" = 0 ] || die "run as root (it configures network interfaces, iptables and cgroups)"
     find_kubectl
     "$ROOT/scripts/tools.sh" >/dev/null
+    if [ -d "$S" ] && [ ! -f "$MARK" ] && [ -n "$(ls -A "$S")" ]; then
+        die "$S exists and was not made by this script: choose another LOCAL_CLUSTER_DIR"
+    fi
     mkdir -p "$S" "$L" "$R"
+    touch "$MARK"
     log "network: node $NODE, IP $NODE_IP on bridge $NODE_BRIDGE, pods $POD_CIDR on $CNI_BRIDGE"
     network
     log "certificates and kubeconfigs in $S"
@@ -562,10 +570,13 @@ down() {
     for m in "kube-scheduler" "kube-controller-manager" "kube-apiserver" "docker-registry" "local-dns.py" "etcd"; do
         stop "$m"
     done
-    stop "."
+    # Whatever else names the state directory (only a directory of ours: a mistyped one may be anybody's).
+    if [ -f "$MARK" ]; then stop "."; fi
     log "removing mounts, cgroups, network namespaces, interfaces, iptables rules"
     # Mounts under the state dir (pod volumes, snapshots, network namespaces of netns_mounts_under_state_dir), deepest first.
-    findmnt -rn -o TARGET | { grep -F "$S/" || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    if [ -f "$MARK" ]; then
+        findmnt -rn -o TARGET | { grep -F "$S/" || true; } | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    fi
     for h in /sys/fs/cgroup/*/"$CGROUP_ROOT"; do
         if [ -d "$h" ]; then find "$h" -depth -type d -exec rmdir {} \; 2>/dev/null || true; fi
     done
@@ -594,7 +605,12 @@ down() {
         while read -r s v; do echo "$v" >"/proc/sys/$s" 2>/dev/null || true; done <"$R/sysctl.saved"
     fi
     log "removing $S, $CONTAINERD_CONFIG_DIR and /etc/wasmkube"
-    rm -rf "$S" "$CONTAINERD_CONFIG_DIR"
+    if [ -f "$MARK" ]; then
+        rm -rf "$S"
+    elif [ -d "$S" ]; then
+        echo "    $S was not made by this script: left as it is"
+    fi
+    rm -rf "$CONTAINERD_CONFIG_DIR"
     rm -f /etc/wasmkube/shim.toml /etc/wasmkube/restart-pending
     rmdir /etc/wasmkube 2>/dev/null || true
     log "local cluster removed"
