@@ -545,7 +545,7 @@ restart_containerd() {
 }
 
 down() {
-    local ns c pid h m t s v
+    local ns c pid h m t s v shim_sockets=()
     log "stopping kube-proxy and the kubelet"
     stop "kube-proxy .*$S/"
     stop "kubelet .*$S/"
@@ -553,6 +553,9 @@ down() {
         log "removing containers"
         for ns in $(ctr -a "$SOCK" namespaces ls -q 2>/dev/null); do
             for c in $(ctr -a "$SOCK" -n "$ns" containers ls -q 2>/dev/null); do
+                # containerd 1.6 puts shim sockets in /run/containerd/s whatever its state dir: sha256 of
+                # ADDRESS/NAMESPACE/ID. A shim that dies on a signal leaves its socket there.
+                shim_sockets+=("/run/containerd/s/$(printf '%s' "$SOCK/$ns/$c" | sha256sum | cut -c1-64)")
                 ctr -a "$SOCK" -n "$ns" tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true
                 ctr -a "$SOCK" -n "$ns" tasks delete -f "$c" >/dev/null 2>&1 || true
                 ctr -a "$SOCK" -n "$ns" containers delete "$c" >/dev/null 2>&1 || true
@@ -582,6 +585,7 @@ down() {
     done
     ip link del "$CNI_BRIDGE" 2>/dev/null || true
     ip link del "$NODE_BRIDGE" 2>/dev/null || true
+    rm -f "${shim_sockets[@]}"
     # libcni's result cache of our network (outside the state dir: containerd 1.6 does not move it)
     rm -f /var/lib/cni/results/wasmkube-local-*
     # Every chain the kubelet, kube-proxy or this script added (KUBE-*, ours), and every jump to one of them. CNI-*
