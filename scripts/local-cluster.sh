@@ -545,7 +545,7 @@ restart_containerd() {
 }
 
 down() {
-    local ns c pid h m t s v shim_sockets=()
+    local ns c pid h m t s v shim_sockets=() cni_results=()
     log "stopping kube-proxy and the kubelet"
     stop "kube-proxy .*$S/"
     stop "kubelet .*$S/"
@@ -556,6 +556,8 @@ down() {
                 # containerd 1.6 puts shim sockets in /run/containerd/s whatever its state dir: sha256 of
                 # ADDRESS/NAMESPACE/ID. A shim that dies on a signal leaves its socket there.
                 shim_sockets+=("/run/containerd/s/$(printf '%s' "$SOCK/$ns/$c" | sha256sum | cut -c1-64)")
+                # CRI's loopback network of a sandbox that is not torn down through CRI keeps its libcni cache entry.
+                cni_results+=("/var/lib/cni/results/cni-loopback-$c-lo")
                 ctr -a "$SOCK" -n "$ns" tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true
                 ctr -a "$SOCK" -n "$ns" tasks delete -f "$c" >/dev/null 2>&1 || true
                 ctr -a "$SOCK" -n "$ns" containers delete "$c" >/dev/null 2>&1 || true
@@ -586,8 +588,9 @@ down() {
     ip link del "$CNI_BRIDGE" 2>/dev/null || true
     ip link del "$NODE_BRIDGE" 2>/dev/null || true
     rm -f "${shim_sockets[@]}"
-    # libcni's result cache of our network (outside the state dir: containerd 1.6 does not move it)
-    rm -f /var/lib/cni/results/wasmkube-local-*
+    # libcni's result cache of our network and of our sandboxes' loopback (outside the state dir: containerd 1.6
+    # does not move it)
+    rm -f /var/lib/cni/results/wasmkube-local-* "${cni_results[@]}"
     # Every chain the kubelet, kube-proxy or this script added (KUBE-*, ours), and every jump to one of them. CNI-*
     # chains are left alone: our network adds none, and other containerds of this machine may own some.
     for t in iptables ip6tables; do
