@@ -17,18 +17,28 @@ IMAGE_BIN_DIR := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/$(if $(filter dev,$(IMAGE_PR
 DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev musl-tools curl wrk shellcheck
 # Binaries whose presence means the packages above are installed (checked before calling apt).
 DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/musl-gcc /usr/bin/curl /usr/bin/wrk /usr/bin/shellcheck
+# State directory of `make local-up` (scripts/local-cluster.sh); `make e2e` uses that cluster while it is up.
+export LOCAL_CLUSTER_DIR ?= $(CARGO_TARGET_DIR)/local-cluster
+# What only `make local-up` needs (not CI): etcd, certificates, the node's bridge.
+LOCAL_PACKAGES := etcd-server openssl iproute2
+LOCAL_BINARIES := /usr/bin/etcd /usr/bin/openssl /usr/sbin/ip
 
-.PHONY: all deps build guests crds tools deploy chart-check script-check test fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down clean
+.PHONY: all deps build guests crds tools deploy chart-check script-check test fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down local-up local-deps local-check local-down clean
 
 all: build
 
+# $(call apt_install,PACKAGES,BINARIES): installs the packages unless every binary is already there.
+define apt_install
+	@missing=0; for b in $(2); do [ -e $$b ] || missing=1; done; \
+	if [ $$missing = 1 ]; then \
+		echo "==> installing Debian packages: $(1)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	fi
+endef
+
 ## deps: Debian packages and Rust targets the build, tests and demo need (idempotent).
 deps:
-	@missing=0; for b in $(DEBIAN_BINARIES); do [ -e $$b ] || missing=1; done; \
-	if [ $$missing = 1 ]; then \
-		echo "==> installing Debian packages: $(DEBIAN_PACKAGES)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
-	fi
+	$(call apt_install,$(DEBIAN_PACKAGES),$(DEBIAN_BINARIES))
 	@for t in wasm32-wasip2 $(HOST_TARGET); do rustup target list --installed | grep -qx $$t || rustup target add $$t; done
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 	@python3 -c 'import ensurepip, pip, venv' 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null; }
@@ -100,13 +110,30 @@ bench-http: deps guests
 ## (`IMAGE_PROFILE=dev` for a quick local try; `make test` checks them with the test build).
 images: deps
 	$(CARGO) build --profile $(IMAGE_PROFILE) -p wasmkube-operator -p wasmkube-shim -p wasmkube-node-installer -p wasmkube-images
-	$(IMAGE_BIN_DIR)/wasmkube-images --out $(IMAGES_DIR) --binaries linux/amd64=$(IMAGE_BIN_DIR)
+	$(IMAGE_BIN_DIR)/wasmkube-images write --out $(IMAGES_DIR) --binaries linux/amd64=$(IMAGE_BIN_DIR)
 
 ## kind-up / e2e / kind-down: a kind cluster with the chart and sample WasmApps (needs Docker and kind).
 kind-up:
 	e2e/kind-up.sh
 
+## local-up / local-down: a single-node cluster from the Kubernetes server binaries in KUBE_BIN_DIR, no Docker
+## (scripts/local-cluster.sh, docs/install.md); local-down removes all of it.
+local-up: local-check local-deps tools images
+	WASMKUBE_IMAGES_TOOL=$(IMAGE_BIN_DIR)/wasmkube-images scripts/local-cluster.sh up
+
+local-deps: deps
+	$(call apt_install,$(LOCAL_PACKAGES),$(LOCAL_BINARIES))
+
+local-check:
+	@scripts/local-cluster.sh check
+
+local-down:
+	scripts/local-cluster.sh down
+
+## e2e: e2e/run.sh against the local cluster while `make local-up`'s is up, else against the current kubeconfig.
 e2e:
+	@command -v helm >/dev/null && command -v kubectl >/dev/null || $(MAKE) tools
+	@if [ -f "$(LOCAL_CLUSTER_DIR)/e2e.env" ]; then echo "e2e: the local cluster ($(LOCAL_CLUSTER_DIR))"; . "$(LOCAL_CLUSTER_DIR)/e2e.env"; fi; \
 	e2e/run.sh
 
 kind-down:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A kind cluster with wasmkube installed from this checkout: images built with the Dockerfile, loaded into
-# the nodes, chart installed, every node labelled by the installer. Needs Docker, kind, kubectl, helm.
+# the nodes, chart installed (e2e/install-chart.sh), every node labelled by the installer. Needs Docker, kind, kubectl, helm.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-need docker kind kubectl helm
+need docker kind kubectl
 
 if ! kind get clusters | grep -qx "$CLUSTER"; then
     kind create cluster --name "$CLUSTER" --config "$ROOT/e2e/kind.yaml" --wait 120s
@@ -18,15 +18,5 @@ docker build --target operator -t "wasmkube-operator:$TAG" "$ROOT"
 docker build --target node -t "wasmkube-node:$TAG" "$ROOT"
 kind load docker-image --name "$CLUSTER" "wasmkube-operator:$TAG" "wasmkube-node:$TAG"
 
-helm upgrade --install wasmkube "$ROOT/charts/wasmkube" --namespace "$NAMESPACE" --create-namespace \
-    --set operator.image.repository=wasmkube-operator --set operator.image.tag="$TAG" \
-    --set operator.image.pullPolicy=Never \
-    --set nodeInstaller.image.repository=wasmkube-node --set nodeInstaller.image.tag="$TAG" \
-    --set nodeInstaller.image.pullPolicy=Never \
-    --set "shim.insecureRegistries={$REGISTRY}" \
-    --wait --timeout 5m
-kubectl -n "$NAMESPACE" rollout status daemonset/wasmkube-node-installer --timeout 5m
-nodes="$(kubectl get nodes --no-headers | wc -l)"
-ready="$(kubectl get nodes -l wasmkube.dev/runtime=ready --no-headers | wc -l)"
-[ "$nodes" = "$ready" ] || { echo "e2e: only $ready of $nodes nodes are labelled" >&2; exit 1; }
-echo "kind cluster $CLUSTER is ready with wasmkube on $ready nodes"
+"$ROOT/e2e/install-chart.sh"
+echo "kind cluster $CLUSTER is ready with wasmkube"

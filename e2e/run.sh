@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# End-to-end test against the cluster the current kubeconfig names (kind from `make kind-up`, a cluster
-# started from Kubernetes binaries, or any other): wasmkube must already be installed (the chart) and the
-# e2e components pushed to a registry the nodes reach (e2e/push-components.sh; kind-up does both).
+# End-to-end test against the cluster the current kubeconfig names (kind from `make kind-up`, the local cluster of
+# `make local-up`, or any other). It installs the chart itself (e2e/install-chart.sh: images and values from the
+# variables below) and needs the e2e components in a registry the nodes reach (e2e/push-components.sh; kind-up
+# and local-up push them). At the end it uninstalls the chart and checks that the nodes are as before.
 #
 # What it checks, in its own namespace (removed at the end):
 #   - every sample WasmApp (examples/wasmapps, components pointed at the e2e registry) becomes Ready;
+#   - hidden-style variants: a component by tag (its pods run the digest the tag names), a 20 MiB component, a
+#     worker (no Service), a component that does not exist (Degraded, the cause in `kubectl describe pod`);
 #   - the HTTP sample answers through its Service by ClusterIP, by Service name and with an unrelated Host;
 #   - `kubectl scale wa` changes the number of pods;
-#   - a component that does not exist: Degraded on the WasmApp, the cause in `kubectl describe pod`;
 #   - scale to zero and back: a request at zero replicas by ClusterIP, by Service name and with an
 #     ingress-style Host gets 200; the wake-up latency of each is printed; the app is not scaled down
-#     while it serves.
+#     while it serves;
+#   - `helm uninstall` leaves every node as it was: no label, no RuntimeClass, no runtime in containerd's config,
+#     no shim binary, no shim.toml (read on each node through a hostPath pod); when the chart was not installed
+#     before the run, containerd's config is byte for byte what it was.
 #
-# Variables (defaults fit kind-up.sh):
-#   WASMKUBE_E2E_REGISTRY      registry as the nodes and the operator reach it
-#   WASMKUBE_E2E_TAG           tag of the pushed components
-#   WASMKUBE_E2E_NAMESPACE     namespace of the test apps (created, then deleted)
-#   WASMKUBE_E2E_CLIENT_IMAGE  an image with curl and sleep, run as the in-cluster client
-#   WASMKUBE_E2E_WAKE_LIMIT    seconds a request at zero may take before the run fails (default 2)
+# Variables (defaults fit kind-up.sh; `make e2e` takes those of a running `make local-up` cluster):
+#   WASMKUBE_E2E_REGISTRY           registry as the nodes and the operator reach it
+#   WASMKUBE_E2E_PUSH_REGISTRY      the same registry as this host reaches it (to read the digest of a tag)
+#   WASMKUBE_E2E_TAG                tag of the pushed components
+#   WASMKUBE_E2E_NAMESPACE          namespace of the test apps (created, then deleted)
+#   WASMKUBE_E2E_CLIENT_IMAGE       an image with sh, curl and sha256sum, run as the in-cluster client
+#   WASMKUBE_E2E_WAKE_LIMIT         seconds a request at zero may take before the run fails (default 2)
+#   WASMKUBE_E2E_OPERATOR_IMAGE, WASMKUBE_E2E_NODE_IMAGE, WASMKUBE_E2E_IMAGE_PULL_POLICY   the chart's images
+#   WASMKUBE_E2E_VALUES, WASMKUBE_E2E_HELM_ARGS   a values file and extra arguments for helm
+#   WASMKUBE_E2E_CONTAINERD_CONFIG, WASMKUBE_E2E_BIN_DIR   containerd's config and the shim's directory on the nodes
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-need kubectl
+need kubectl helm curl
 
 NS="${WASMKUBE_E2E_NAMESPACE:-wasmkube-e2e}"
 CLIENT_IMAGE="${WASMKUBE_E2E_CLIENT_IMAGE:-curlimages/curl:8.10.1}"
+CHECK_NS="$NS-node-check"
 WAKE_LIMIT="${WASMKUBE_E2E_WAKE_LIMIT:-2}"
 k() { kubectl -n "$NS" "$@"; }
 fail() {
@@ -33,8 +43,62 @@ fail() {
 
 echo "e2e: cluster $(kubectl config current-context), server $(kubectl version -o json | sed -n 's/.*"gitVersion": "\(.*\)".*/\1/p' | tail -1)"
 echo "e2e: registry $REGISTRY, tag $TAG, namespace $NS"
+trap 'kubectl delete namespace "$NS" "$CHECK_NS" --wait=false >/dev/null 2>&1 || true' EXIT
+
+# --- Each node's wasmkube state, read through a hostPath pod (works on any cluster, kind's nodes included) ---
+# Prints one line per node: "NODE config=SHA256 runtime=N backup=yes|no shim=yes|no shim-toml=yes|no".
+node_state() {
+    local node cfg_dir cfg
+    cfg_dir="$(dirname "$NODE_CONTAINERD_CONFIG")"
+    cfg="$(basename "$NODE_CONTAINERD_CONFIG")"
+    kubectl create namespace "$CHECK_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    for node in $(kubectl get nodes -o jsonpath='{.items[*].metadata.name}'); do
+        kubectl -n "$CHECK_NS" delete pod node-state --ignore-not-found --wait=true >/dev/null
+        kubectl -n "$CHECK_NS" apply -f - >/dev/null <<POD
+apiVersion: v1
+kind: Pod
+metadata: {name: node-state}
+spec:
+  nodeName: $node
+  restartPolicy: Never
+  tolerations: [{operator: Exists}]
+  containers:
+    - name: read
+      image: $CLIENT_IMAGE
+      command:
+        - sh
+        - -c
+        - |
+          has() { if [ -e "\$1" ]; then echo yes; else echo no; fi; }
+          echo "config=\$(sha256sum /node/config/$cfg | cut -c1-12) runtime=\$(grep -c 'runtimes.wasmkube\]' /node/config/$cfg)" \
+            "backup=\$(has /node/config/$cfg.wasmkube-backup) shim=\$(has /node/bin/containerd-shim-wasmkube-v1)" \
+            "shim-toml=\$(has /node/etc/wasmkube/shim.toml)"
+      volumeMounts:
+        - {name: config, mountPath: /node/config, readOnly: true}
+        - {name: bin, mountPath: /node/bin, readOnly: true}
+        - {name: etc, mountPath: /node/etc, readOnly: true}
+  volumes:
+    - {name: config, hostPath: {path: "$cfg_dir", type: Directory}}
+    - {name: bin, hostPath: {path: "$NODE_BIN_DIR", type: Directory}}
+    - {name: etc, hostPath: {path: /etc, type: Directory}}
+POD
+        kubectl -n "$CHECK_NS" wait pod/node-state --for=jsonpath='{.status.phase}'=Succeeded --timeout 120s >/dev/null ||
+            fail "could not read the state of node $node"
+        echo "$node $(kubectl -n "$CHECK_NS" logs node-state)"
+    done
+    kubectl -n "$CHECK_NS" delete pod node-state --wait=true >/dev/null
+}
+# A run that starts without the chart can compare containerd's config byte for byte after `helm uninstall`.
+before=""
+if ! "$HELM" status "$RELEASE" --namespace "$NAMESPACE" >/dev/null 2>&1; then
+    before="$(node_state)"
+    echo "e2e: nodes before install:"
+    printf '    %s\n' "$before"
+fi
+
+# --- The chart, installed from this checkout ---
+"$ROOT/e2e/install-chart.sh"
 kubectl create namespace "$NS" --dry-run=client -o yaml | kubectl apply -f -
-trap 'kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true' EXIT
 
 # --- The samples, as a user applies them, pointed at the e2e registry ---
 # examples/wasmapps name public references; the e2e registry holds the same components (push-components.sh).
@@ -46,10 +110,49 @@ for sample in "$ROOT"/examples/wasmapps/*.yaml; do
         -e '/tolerations:/,+4d' \
         "$sample" | k apply -f -
 done
+# --- Hidden-style variants: by tag, large, a worker ---
+k apply -f - <<APPS
+apiVersion: wasmkube.dev/v1alpha1
+kind: WasmApp
+metadata:
+  name: e2e-by-tag
+spec:
+  component: $REGISTRY/examples/hello-http:$TAG
+  http: {}
+---
+apiVersion: wasmkube.dev/v1alpha1
+kind: WasmApp
+metadata:
+  name: e2e-large
+spec:
+  component: $REGISTRY/examples/hello-http-large:$TAG
+  http: {}
+---
+apiVersion: wasmkube.dev/v1alpha1
+kind: WasmApp
+metadata:
+  name: e2e-worker
+spec:
+  component: $REGISTRY/examples/sleeper:$TAG
+APPS
+started=$SECONDS
 for app in $(k get wasmapps -o name); do
     k wait "$app" --for=condition=Ready --timeout 180s || fail "$app is not Ready"
 done
 k get wasmapps -o wide
+echo "e2e: every app Ready $((SECONDS - started))s after the variants were applied"
+
+# By tag: the operator resolved the tag, and the pods run the digest the registry names for it.
+digest="$(curl -sfI -H 'Accept: application/vnd.oci.image.manifest.v1+json' \
+    "http://$PUSH_REGISTRY/v2/examples/hello-http/manifests/$TAG" | tr -d '\r' | sed -n 's/^docker-content-digest: //Ip')"
+[ -n "$digest" ] || fail "the registry does not name a digest for hello-http:$TAG"
+uri="$(k get deployment e2e-by-tag -o jsonpath='{.spec.template.spec.containers[0].command[0]}')"
+[ "$uri" = "oci://$REGISTRY/examples/hello-http@$digest" ] || fail "e2e-by-tag runs $uri, not the digest of its tag ($digest)"
+echo "e2e: component by tag runs $uri"
+# The worker: Running, no Service.
+[ "$(k get pods -l app.kubernetes.io/name=e2e-worker -o jsonpath='{.items[0].status.phase}')" = "Running" ] || fail "e2e-worker is not Running"
+k get service e2e-worker >/dev/null 2>&1 && fail "the worker e2e-worker got a Service"
+echo "e2e: worker e2e-worker runs without a Service"
 
 # --- An in-cluster client: one pod, requests through kubectl exec ---
 k run e2e-client --image="$CLIENT_IMAGE" --restart=Never --command -- sleep 3600
@@ -70,6 +173,10 @@ expect_200 "http://$cluster_ip:$port/" >/dev/null
 expect_200 "http://$APP.$NS.svc.cluster.local:$port/" >/dev/null
 expect_200 -H "Host: shop.example.com" "http://$cluster_ip:$port/" >/dev/null
 echo "e2e: $APP answers by ClusterIP, by Service name and with an unrelated Host"
+large_ip="$(k get service e2e-large -o jsonpath='{.spec.clusterIP}')"
+large_port="$(k get service e2e-large -o jsonpath='{.spec.ports[0].port}')"
+expect_200 "http://$large_ip:$large_port/" >/dev/null
+echo "e2e: the 20 MiB component e2e-large answers by ClusterIP"
 
 # --- kubectl scale ---
 k scale wasmapp "$APP" --replicas=3
@@ -95,6 +202,7 @@ until k describe pods -l app.kubernetes.io/name=e2e-missing | grep -q "cannot pu
     [ "$SECONDS" -lt "$deadline" ] || fail "missing component: kubectl describe pod does not say why"
     sleep 3
 done
+echo "e2e: missing component, kubectl describe pod: $(k describe pods -l app.kubernetes.io/name=e2e-missing | grep -m1 "cannot pull component" | sed 's/^ *//')"
 k delete wasmapp e2e-missing --wait=false
 
 # --- Scale to zero (docs/autoscaling.md) ---
@@ -151,5 +259,21 @@ for how in cluster-ip service-name ingress-host; do
     done
     [ "$(k get wasmapp "$IDLE" -o jsonpath='{.status.readyReplicas}')" -ge 1 ] || fail "$IDLE scaled down while serving"
 done
+
+# --- helm uninstall leaves the nodes as they were ---
+k delete pod e2e-client --wait=false
+kubectl delete namespace "$NS" --timeout 180s || fail "the test namespace was not deleted"
+"$HELM" uninstall "$RELEASE" --namespace "$NAMESPACE" --wait --timeout 10m || fail "helm uninstall"
+[ -z "$(kubectl get nodes -l wasmkube.dev/runtime --no-headers 2>/dev/null)" ] || fail "a node still has the label wasmkube.dev/runtime"
+kubectl get runtimeclass wasmkube >/dev/null 2>&1 && fail "RuntimeClass wasmkube is still there"
+after="$(node_state)"
+echo "e2e: nodes after helm uninstall:"
+printf '    %s\n' "$after"
+echo "$after" | grep -v ' runtime=0 backup=no shim=no shim-toml=no$' && fail "helm uninstall left wasmkube on a node"
+if [ -n "$before" ]; then
+    [ "$(echo "$before" | cut -d' ' -f1-2)" = "$(echo "$after" | cut -d' ' -f1-2)" ] || fail "containerd's config differs from before the install"
+    echo "e2e: containerd's config on every node is byte for byte as before the install"
+fi
+echo "e2e: helm uninstall left no label, RuntimeClass, runtime, shim or shim.toml"
 
 echo "e2e: passed"

@@ -4,4 +4,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS_DIR="${TOOLS_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}/tools}"
 HELM="$TOOLS_DIR/bin/helm"
+KUBECTL_TOOL="$TOOLS_DIR/bin/kubectl"
 VALIDATE="$TOOLS_DIR/venv/bin/kubernetes-validate"

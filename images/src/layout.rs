@@ -169,6 +169,38 @@ impl OciImage {
         self
     }
 
+    /// Adds every file, symbolic link and directory under `root` (modes kept, owners root).
+    pub fn contents_of(mut self, root: &Path) -> Result<Self> {
+        let mut pending = vec![root.to_path_buf()];
+        while let Some(dir) = pending.pop() {
+            let entries = std::fs::read_dir(&dir).ctx(|| format!("reading {}", dir.display()))?;
+            let mut entries =
+                entries.collect::<std::io::Result<Vec<_>>>().ctx(|| format!("reading {}", dir.display()))?;
+            entries.sort_by_key(|e| e.file_name());
+            for entry in entries {
+                let path = entry.path();
+                let meta = std::fs::symlink_metadata(&path).ctx(|| format!("reading {}", path.display()))?;
+                let Some(inside) = path.strip_prefix(root).ok().and_then(Path::to_str).map(str::to_string) else {
+                    return Err(self.invalid(format!("`{}` is not a UTF-8 path", path.display())));
+                };
+                let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+                if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&path).ctx(|| format!("reading {}", path.display()))?;
+                    self = self.symlink(&inside, &target.to_string_lossy());
+                } else if meta.is_dir() {
+                    self = self.dir(&inside, mode);
+                    pending.push(path);
+                } else if meta.is_file() {
+                    let bytes = std::fs::read(&path).ctx(|| format!("reading {}", path.display()))?;
+                    self = self.file(&inside, bytes, mode);
+                } else {
+                    return Err(self.invalid(format!("`{}` is neither a file, a directory nor a link", path.display())));
+                }
+            }
+        }
+        Ok(self)
+    }
+
     /// Adds a directory with an explicit mode.
     pub fn dir(mut self, path: &str, mode: u32) -> Self {
         self.entries.push((path.into(), Entry::Dir { mode }));
@@ -585,6 +617,21 @@ mod tests {
         assert!(matches!(err, Err(Error::Image { .. })));
         let err = OciImage::new("x").file("a", vec![], 0o644).file("a/b", vec![], 0o644).layout();
         assert!(matches!(err, Err(Error::Image { .. })));
+    }
+
+    #[test]
+    fn a_directory_tree_becomes_the_layer() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("usr/bin")).unwrap();
+        std::fs::write(root.path().join("usr/bin/tool"), b"#!tool").unwrap();
+        std::fs::set_permissions(root.path().join("usr/bin/tool"), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        std::os::unix::fs::symlink("usr/bin", root.path().join("bin")).unwrap();
+        let layout = OciImage::new("x:1").contents_of(root.path()).unwrap().layout().unwrap();
+        let layer = read_tar(&layout.blobs[&layout.info.layer_digest]);
+        assert_eq!((layer["usr/bin/tool"].1, layer["usr/bin/tool"].2.as_slice()), (0o755, &b"#!tool"[..]));
+        assert_eq!(layer["bin"].3.as_deref(), Some("usr/bin"));
+        assert_eq!(layer["usr/bin/"].0, tar::EntryType::Directory);
     }
 
     #[test]
