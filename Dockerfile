@@ -43,10 +43,13 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
       --bin wasmkube-operator --bin containerd-shim-wasmkube-v1 --bin wasmkube-node-installer \
  && mkdir -p /out \
  && cd /target/x86_64-unknown-linux-musl/release \
- && cp wasmkube-operator containerd-shim-wasmkube-v1 wasmkube-node-installer /out/
+ && for b in wasmkube-operator containerd-shim-wasmkube-v1 wasmkube-node-installer; do \
+      objcopy --strip-debug $b /out/$b; done   # as `make images`: code and symbols, no line tables
 
 FROM scratch AS operator
 COPY --from=build /out/wasmkube-operator /usr/local/bin/wasmkube-operator
+# The registry client loads a system CA store (docs/install.md, "TLS roots"); `make images` puts the same file there.
+COPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
 USER 65532:65532
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/wasmkube-operator"]

@@ -14,9 +14,9 @@ RELEASE_DIR := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/release
 IMAGE_PROFILE ?= release
 IMAGES_DIR ?= $(CARGO_TARGET_DIR)/images
 IMAGE_BIN_DIR := $(CARGO_TARGET_DIR)/$(HOST_TARGET)/$(if $(filter dev,$(IMAGE_PROFILE)),debug,$(IMAGE_PROFILE))
-DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc libc6-dev musl-tools curl wrk shellcheck
+DEBIAN_PACKAGES := containerd runc busybox-static containernetworking-plugins docker-registry skopeo apache2-utils iptables gcc binutils libc6-dev musl-tools curl wrk shellcheck
 # Binaries whose presence means the packages above are installed (checked before calling apt).
-DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/musl-gcc /usr/bin/curl /usr/bin/wrk /usr/bin/shellcheck
+DEBIAN_BINARIES := /usr/bin/containerd /usr/bin/ctr /usr/sbin/runc /bin/busybox /usr/lib/cni/bridge /usr/bin/docker-registry /usr/bin/skopeo /usr/bin/htpasswd /usr/sbin/iptables /usr/bin/gcc /usr/bin/objcopy /usr/bin/musl-gcc /usr/bin/curl /usr/bin/wrk /usr/bin/shellcheck
 # State directory of `make local-up` (scripts/local-cluster.sh); `make e2e` uses that cluster while it is up.
 export LOCAL_CLUSTER_DIR ?= $(CARGO_TARGET_DIR)/local-cluster
 # What only `make local-up` needs (not CI): etcd, certificates, the node's bridge.

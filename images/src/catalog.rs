@@ -1,12 +1,14 @@
 //! The images wasmkube ships, as the chart's defaults name them: what each holds and how it starts.
-//! Both are `FROM scratch`: static binaries need no libc, and the operator needs no CA store (it bundles
-//! its roots, issue 13).
+//! Both are `FROM scratch`: static binaries need no libc. The operator trusts only the roots it bundles, but
+//! carries them as a CA file too, for the registry client that insists on a system store (see [`CA_BUNDLE_PATH`]).
 
 use std::path::{Path, PathBuf};
 
+use base64::Engine;
+
 use wasmkube_node_installer::install::{IMAGE_INSTALLER_PATH, IMAGE_SHIM_PATH, SHIM_BINARY};
 
-use crate::elf::require_static;
+use crate::elf::{require_static, without_debug_info};
 use crate::error::{IoContext, Result};
 use crate::layout::{multi_platform, ImageInfo, OciImage, Platform};
 
@@ -21,6 +23,11 @@ pub const OPERATOR_BINARY: &str = "wasmkube-operator";
 const OPERATOR_PATH: &str = "/usr/local/bin/wasmkube-operator";
 /// The node installer binary.
 pub const INSTALLER_BINARY: &str = "wasmkube-node-installer";
+/// Where the operator image carries its CA bundle: the Mozilla roots the operator itself bundles
+/// (`webpki-root-certs`), at the path Debian and rustls-native-certs use. oci-client 0.18 builds a reqwest
+/// client that loads the system store and fails without one, whatever roots it is given; the operator
+/// survives that, but then cannot pin tags to digests (seen on a real cluster).
+pub const CA_BUNDLE_PATH: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// UID:GID the operator runs as (distroless' `nonroot`, so `runAsNonRoot` holds without a `runAsUser`).
 pub const NONROOT: &str = "65532:65532";
 
@@ -78,6 +85,7 @@ type Define = fn(&str, &Path) -> Result<OciImage>;
 pub fn operator(name: &str, dir: &Path) -> Result<OciImage> {
     Ok(OciImage::new(name)
         .file(OPERATOR_PATH, static_binary(dir, OPERATOR_BINARY)?, 0o755)
+        .file(CA_BUNDLE_PATH, ca_bundle(), 0o644)
         .entrypoint([OPERATOR_PATH])
         .cmd(["run"])
         .user(NONROOT)
@@ -97,5 +105,39 @@ pub fn node(name: &str, dir: &Path) -> Result<OciImage> {
 fn static_binary(dir: &Path, name: &str) -> Result<Vec<u8>> {
     let path = dir.join(name);
     require_static(&path)?;
-    std::fs::read(&path).ctx(|| format!("reading {}", path.display()))
+    without_debug_info(&path)
+}
+
+/// The bundled roots as one PEM file.
+pub fn ca_bundle() -> Vec<u8> {
+    let mut pem = String::new();
+    for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+        pem.push_str("-----BEGIN CERTIFICATE-----\n");
+        for line in encoded.as_bytes().chunks(64) {
+            pem.push_str(&String::from_utf8_lossy(line));
+            pem.push('\n');
+        }
+        pem.push_str("-----END CERTIFICATE-----\n");
+    }
+    pem.into_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ca_bundle_holds_every_bundled_root_as_pem() {
+        let pem = String::from_utf8(ca_bundle()).unwrap();
+        let blocks: Vec<&str> = pem.split("-----END CERTIFICATE-----\n").filter(|b| !b.is_empty()).collect();
+        assert_eq!(blocks.len(), webpki_root_certs::TLS_SERVER_ROOT_CERTS.len());
+        assert!(blocks.len() > 100, "the Mozilla roots: {}", blocks.len());
+        for (block, der) in blocks.iter().zip(webpki_root_certs::TLS_SERVER_ROOT_CERTS) {
+            let body = block.strip_prefix("-----BEGIN CERTIFICATE-----\n").unwrap();
+            assert!(body.lines().all(|l| l.len() <= 64), "PEM lines are at most 64 characters");
+            let decoded = base64::engine::general_purpose::STANDARD.decode(body.replace('\n', "")).unwrap();
+            assert_eq!(decoded, der.as_ref());
+        }
+    }
 }

@@ -1,7 +1,9 @@
-//! Is a binary static? The program headers of its ELF file tell: a dynamically linked executable names its
-//! loader in a `PT_INTERP` header (what `file` reports as "interpreter /lib/ld-musl-x86_64.so.1").
+//! What goes into an image of a binary. Is it static? The program headers of its ELF file tell: a dynamically
+//! linked executable names its loader in a `PT_INTERP` header (what `file` reports as "interpreter
+//! /lib/ld-musl-x86_64.so.1"). And its debug sections stay behind.
 
 use std::path::Path;
+use std::process::Command;
 
 use crate::error::{Error, IoContext, Result};
 
@@ -16,6 +18,26 @@ pub fn require_static(path: &Path) -> Result<()> {
         Ok(Some(interp)) => Err(not_static(format!("it is linked dynamically, against {interp}"))),
         Err(reason) => Err(not_static(reason.into())),
     }
+}
+
+/// The binary at `path` without its debug sections, by binutils' `objcopy --strip-debug` (symbols stay, so a
+/// backtrace still names functions). The line tables of every crate are most of a build's binary (175 of the
+/// release shim's 210 MB); a node pulls the image and the installer copies the shim onto it, so they stay out.
+pub fn without_debug_info(path: &Path) -> Result<Vec<u8>> {
+    let stripped = tempfile::NamedTempFile::new().ctx(|| "creating a temporary file".to_string())?;
+    let out = Command::new("objcopy")
+        .arg("--strip-debug")
+        .arg(path)
+        .arg(stripped.path())
+        .output()
+        .ctx(|| "running objcopy (Debian package binutils, installed by `make deps`)".to_string())?;
+    if !out.status.success() {
+        return Err(Error::Strip {
+            path: path.to_path_buf(),
+            reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    std::fs::read(stripped.path()).ctx(|| format!("reading the stripped copy of {}", path.display()))
 }
 
 /// The program interpreter an ELF file names, `None` for a static executable.
@@ -63,6 +85,27 @@ mod tests {
         // Tests are built for the musl target with crt-static, like the shipped binaries.
         let exe = std::env::current_exe().unwrap();
         require_static(&exe).unwrap();
+    }
+
+    #[test]
+    fn the_stripped_copy_has_no_debug_sections_and_still_runs() {
+        let exe = std::env::current_exe().unwrap();
+        let stripped = without_debug_info(&exe).unwrap();
+        let original = std::fs::read(&exe).unwrap();
+        assert!(stripped.len() < original.len(), "{} !< {}", stripped.len(), original.len());
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("stripped");
+        std::fs::write(&copy, &stripped).unwrap();
+        let sections = Command::new("objdump").arg("-h").arg(&copy).output().unwrap();
+        let sections = String::from_utf8_lossy(&sections.stdout);
+        assert!(sections.contains(".text") && !sections.contains(".debug_"), "{sections}");
+        require_static(&copy).unwrap();
+    }
+
+    #[test]
+    fn objcopy_failures_are_reported_with_its_words() {
+        let err = without_debug_info(Path::new("/nonexistent/binary")).unwrap_err().to_string();
+        assert!(err.starts_with("cannot strip the debug sections of /nonexistent/binary: objcopy"), "{err}");
     }
 
     #[test]

@@ -35,6 +35,14 @@ pub enum Error {
         /// What the ELF header says.
         reason: String,
     },
+    /// objcopy refused a binary.
+    #[error("cannot strip the debug sections of {path}: {reason}")]
+    Strip {
+        /// The binary.
+        path: PathBuf,
+        /// What objcopy said.
+        reason: String,
+    },
     /// A JSON document could not be written.
     #[error("JSON: {0}")]
     Json(#[from] serde_json::Error),

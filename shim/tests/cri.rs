@@ -11,6 +11,7 @@ use wasmkube_harness::cri::log::stream_lines;
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
 use wasmkube_harness::{guests, procs, require_root, wait_until, ContainerdOpts, PrivateContainerd};
+use wasmkube_shim::daemon::DAEMON_ALLOCATOR_ENV;
 
 const SHIM: &str = env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1");
 const HELLO: &str = "docker.io/wasmkube/hello-cli:test";
@@ -123,7 +124,16 @@ fn two_pods_of_two_sleepers_share_one_daemon_and_stop_with_143() -> Result<()> {
     for id in pods.iter().flat_map(|(_, ids)| ids) {
         cri.wait_container_state(id, ContainerState::Running, STATE_TIMEOUT)?;
     }
-    assert_eq!(ctrd.shim_daemons().len(), 1, "two pods, four components, one daemon");
+    let daemons = ctrd.shim_daemons();
+    assert_eq!(daemons.len(), 1, "two pods, four components, one daemon");
+    let environ = std::fs::read(format!("/proc/{}/environ", daemons[0]))?;
+    for (name, value) in DAEMON_ALLOCATOR_ENV {
+        let entry = format!("{name}={value}");
+        assert!(
+            environ.split(|b| *b == 0).any(|e| e == entry.as_bytes()) || std::env::var_os(name).is_some(),
+            "the daemon runs with {entry} unless the node sets {name}"
+        );
+    }
     wait_until("one pause process per pod", Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 2)?;
 
     let first = &pods[0].1[0];
