@@ -54,8 +54,9 @@ pub enum ResolverSetupError {
 }
 
 /// The roots the resolver trusts: the bundled Mozilla roots (webpki-root-certs) and the certificates of
-/// `ca_bundle`, a PEM file for registries with a private CA. Never the host's store: the operator's image
-/// has none, and reqwest's platform verifier fails to build without one (issue 13).
+/// `ca_bundle`, a PEM file for registries with a private CA. Never the host's store, which the operator may
+/// not have; its image carries these same roots as a CA file only because oci-client's inner reqwest client
+/// insists on loading one (`wasmkube_images::catalog::CA_BUNDLE_PATH`, see [`OciResolver::new`]).
 pub fn registry_roots(ca_bundle: Option<&Path>) -> Result<Vec<Certificate>, ResolverSetupError> {
     let der = |data: &[u8]| Certificate { encoding: CertificateEncoding::Der, data: data.to_vec() };
     let mut roots: Vec<Certificate> = webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| der(c)).collect();
