@@ -4,22 +4,19 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{json, Value};
 
-/// Label key set on nodes whose containerd knows the runtime.
-pub const LABEL_KEY: &str = "wasmkube.dev/runtime";
-/// Its value.
-pub const LABEL_VALUE: &str = "ready";
+use wasmkube_contract::labels::{NODE_RUNTIME_LABEL, NODE_RUNTIME_READY};
 
 /// The JSON merge patch that sets (or, with `ready = false`, removes) the label.
 pub fn label_patch(ready: bool) -> Value {
-    let value = if ready { json!(LABEL_VALUE) } else { Value::Null };
-    json!({ "metadata": { "labels": { LABEL_KEY: value } } })
+    let value = if ready { json!(NODE_RUNTIME_READY) } else { Value::Null };
+    json!({ "metadata": { "labels": { NODE_RUNTIME_LABEL: value } } })
 }
 
 /// Applies [`label_patch`] to node `name`.
 pub async fn set_label(client: kube::Client, name: &str, ready: bool) -> Result<(), kube::Error> {
     let nodes: Api<Node> = Api::all(client);
     nodes.patch(name, &PatchParams::default(), &Patch::Merge(label_patch(ready))).await?;
-    tracing::info!(node = name, ready, "node label {LABEL_KEY} updated");
+    tracing::info!(node = name, ready, "node label {NODE_RUNTIME_LABEL} updated");
     Ok(())
 }
 

@@ -4,8 +4,7 @@ use oci_client::Reference;
 
 use crate::Error;
 
-/// The scheme prefix of a component reference pulled from a registry.
-pub const OCI_SCHEME: &str = "oci://";
+pub use wasmkube_contract::component::OCI_SCHEME;
 
 /// Parses `oci://…` (or a bare `REGISTRY/REPO…`) into an OCI reference; the registry must be explicit.
 pub fn parse_oci_ref(reference: &str) -> Result<Reference, Error> {

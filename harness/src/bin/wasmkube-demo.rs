@@ -16,7 +16,10 @@ use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
 use wasmkube_harness::registry::Registry;
 use wasmkube_harness::{guests, http, wait_until, ContainerdOpts, PrivateContainerd};
 
-const RUNTIME: &str = "io.containerd.wasmkube.v1";
+use wasmkube_contract::component::oci_uri;
+use wasmkube_contract::env::ContainerEnv;
+use wasmkube_contract::metrics::{LABEL_NAMESPACE, LABEL_WASMAPP, REQUESTS_TOTAL};
+use wasmkube_contract::runtime::RUNTIME_TYPE as RUNTIME;
 const SUBNET: &str = "10.91.0.0/24";
 const HTTP_PORT: u16 = 8080;
 
@@ -72,13 +75,18 @@ fn main() -> Result<()> {
     let spec = ContainerSpec {
         name: "hello-http".into(),
         image: PAUSE_IMAGE.into(),
-        command: vec![format!("oci://{repo}@{digest}")],
-        env: vec![
-            ("WASMKUBE_HTTP_PORT".into(), HTTP_PORT.to_string()),
-            // As the operator renders them: the labels of the app's request metrics.
-            ("WASMKUBE_APP".into(), "hello-http".into()),
-            ("WASMKUBE_NAMESPACE".into(), "demo".into()),
-        ],
+        command: vec![oci_uri(&format!("{repo}@{digest}"))],
+        // As the operator renders it: the port, and the labels of the app's request metrics.
+        env: ContainerEnv {
+            app: Some("hello-http".into()),
+            namespace: Some("demo".into()),
+            http_port: Some(HTTP_PORT),
+            ..ContainerEnv::default()
+        }
+        .to_vars()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect(),
         ..Default::default()
     };
     let id = cri.create_container(&pod, &spec)?;
@@ -103,7 +111,9 @@ fn main() -> Result<()> {
         let scraped = http::get(metrics, "/metrics", Duration::from_secs(10))?;
         ensure!(scraped.status == 200, "the node metrics endpoint answered {}", scraped.status);
         ensure!(
-            scraped.body.contains("wasmkube_http_requests_total{namespace=\"demo\",wasmapp=\"hello-http\""),
+            scraped
+                .body
+                .contains(&format!("{REQUESTS_TOTAL}{{{LABEL_NAMESPACE}=\"demo\",{LABEL_WASMAPP}=\"hello-http\"")),
             "the node metrics endpoint has no series of the pod:\n{}",
             scraped.body
         );

@@ -4,15 +4,15 @@ use std::path::Path;
 
 use serde_json::json;
 
+use wasmkube_contract::containerd::{self, ConfigError, ConfigVersion};
+
 use super::dirs::Dirs;
 use crate::packages::CNI_BIN_DIR;
 
-/// containerd runtime type of the wasmkube shim.
-pub const WASMKUBE_RUNTIME_TYPE: &str = "io.containerd.wasmkube.v1";
+pub use wasmkube_contract::runtime::{HANDLER as WASMKUBE_HANDLER, RUNTIME_TYPE as WASMKUBE_RUNTIME_TYPE};
+
 /// containerd runtime type of runc.
 pub const RUNC_RUNTIME_TYPE: &str = "io.containerd.runc.v2";
-/// CRI runtime handler name of the wasmkube shim (the RuntimeClass handler).
-pub const WASMKUBE_HANDLER: &str = "wasmkube";
 /// CRI runtime handler name of runc.
 pub const RUNC_HANDLER: &str = "runc";
 
@@ -82,8 +82,18 @@ fn qp(p: &Path) -> String {
     q(p.to_string_lossy())
 }
 
-/// The config.toml (version 2) of a private containerd.
-pub fn render_config(p: &ConfigParams) -> String {
+/// The config.toml (version 2) of a private containerd. The wasmkube runtime entry is the installer's own
+/// (`wasmkube_contract::containerd`), so node tests run the entry real nodes get.
+pub fn render_config(p: &ConfigParams) -> Result<String, ConfigError> {
+    let base = render_base_config(p);
+    if p.wasmkube_runtime {
+        containerd::add_runtime(&base, ConfigVersion::V2)
+    } else {
+        Ok(base)
+    }
+}
+
+fn render_base_config(p: &ConfigParams) -> String {
     let d = p.dirs;
     let disabled: Vec<String> = disabled_plugins(p.snapshotter).iter().map(q).collect();
     let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
@@ -135,7 +145,7 @@ disabled_plugins = [{disabled}]
   Root = {runc_root}
   SystemdCgroup = false
 
-{wasm_runtime}[{cri}.cni]
+[{cri}.cni]
   bin_dir = {cni_bin}
   conf_dir = {cni_conf}
   max_conf_num = 1
@@ -157,24 +167,9 @@ disabled_plugins = [{disabled}]
         runc_handler_q = q(RUNC_HANDLER),
         runc_type = q(RUNC_RUNTIME_TYPE),
         runc_root = qp(&d.runc_root()),
-        wasm_runtime = if p.wasmkube_runtime { wasmkube_runtime_section(cri) } else { String::new() },
         cni_bin = q(CNI_BIN_DIR),
         cni_conf = qp(&d.cni_conf_dir()),
         certs = qp(&d.registry_config_dir()),
-    )
-}
-
-/// The runtime entry of the wasmkube shim in the CRI section `cri`.
-fn wasmkube_runtime_section(cri: &str) -> String {
-    format!(
-        r#"[{cri}.containerd.runtimes.{WASMKUBE_HANDLER}]
-  runtime_type = {wasm_type}
-  # CRI passes a container's annotations into its spec only when listed: the shim needs a pod's own
-  # terminationMessagePath to find the file it writes its failure message to.
-  container_annotations = ["io.kubernetes.container.terminationMessagePath"]
-
-"#,
-        wasm_type = q(WASMKUBE_RUNTIME_TYPE),
     )
 }
 
@@ -230,7 +225,8 @@ mod tests {
             sandbox_image: "example.test/pause:1",
             log_level: "info",
             wasmkube_runtime,
-        });
+        })
+        .unwrap();
         text.parse::<toml::Table>().unwrap()
     }
 

@@ -186,7 +186,10 @@ impl PrivateContainerd {
             sandbox_image: &opts.sandbox_image,
             log_level: &opts.log_level,
             wasmkube_runtime: opts.wasmkube_runtime,
-        });
+        })
+        .map_err(|e| {
+            Error::io("rendering containerd's config", std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+        })?;
         write(&d.config(), config)
     }
 
