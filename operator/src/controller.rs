@@ -24,12 +24,15 @@ use tracing::Instrument;
 use crate::app_key::AppKey;
 use crate::crd::{WasmApp, WasmAppStatus, API_VERSION};
 use crate::error::{message_chain, Error};
+use crate::labels::{
+    selector_string, ACTIVATOR_SLICE_MANAGER, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
+    LABEL_SLICE_MANAGED_BY,
+};
 use crate::metrics::Metrics;
 use crate::render::{
     activator_endpoints, activator_slice_name, allocate_activator_port, render_activator_slice, render_deployment,
-    render_hpa, render_service, scales_to_zero, selector_string, slice_activator_port, wants_activator_slice,
-    ActivatorEndpoints, ActivatorPorts, PortsExhausted, RenderConfig, ACTIVATOR_SLICE_MANAGER, FIELD_MANAGER,
-    LABEL_MANAGED_BY, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY,
+    render_hpa, render_service, scales_to_zero, slice_activator_port, wants_activator_slice, ActivatorEndpoints,
+    ActivatorPorts, PortsExhausted, RenderConfig,
 };
 use crate::resolve::{resolve_component, Resolver};
 use crate::status::{

@@ -2,11 +2,13 @@
 
 pub mod activator;
 pub mod app_key;
+pub mod component;
 pub mod controller;
 pub mod crd;
 pub mod demand;
 pub mod error;
 pub mod external_metrics;
+pub mod labels;
 pub mod leader;
 pub mod metrics;
 pub mod net;

@@ -1,7 +1,5 @@
 //! Pure functions from a `WasmApp` to the objects it owns. No I/O: tested as data.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, EnvVar, HTTPGetAction, KeyToPath, PodSpec, PodTemplateSpec, Probe, SecretVolumeSource,
@@ -11,52 +9,29 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
+use wasmkube_contract::component::{pull_secret_mount_path, DOCKER_CONFIG_KEY};
+use wasmkube_contract::env::ContainerEnv;
+
+use crate::component::ResolvedComponent;
 use crate::crd::{WasmApp, DEFAULT_RUNTIME_CLASS};
 use crate::error::Error;
+use crate::labels::{common_labels, selector_labels};
 
 mod activator;
 mod hpa;
 
 pub use activator::{
     activator_endpoints, activator_slice_name, allocate_activator_port, render_activator_slice, slice_activator_port,
-    wants_activator_slice, ActivatorEndpoints, ActivatorPorts, PortsExhausted, ACTIVATOR_SLICE_MANAGER,
-    DEFAULT_ACTIVATOR_PORTS, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY,
+    wants_activator_slice, ActivatorEndpoints, ActivatorPorts, PortsExhausted, DEFAULT_ACTIVATOR_PORTS,
 };
-pub use hpa::{
-    render_hpa, scales_to_zero, APP_METRIC_LABEL, DEFAULT_TARGET_REQUESTS_PER_SECOND, METRIC_IN_FLIGHT,
-    METRIC_REQUESTS_PER_SECOND,
-};
+pub use hpa::{render_hpa, scales_to_zero, DEFAULT_TARGET_REQUESTS_PER_SECOND};
 
-/// Field manager of every server-side apply the operator makes.
-pub const FIELD_MANAGER: &str = "wasmkube-operator";
-/// Label naming the app (pod selector, with `managed-by`).
-pub const LABEL_NAME: &str = "app.kubernetes.io/name";
-/// Label naming the manager (pod selector, with `name`).
-pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
-/// Label marking the role of the objects.
-pub const LABEL_COMPONENT: &str = "app.kubernetes.io/component";
-/// Label marking the system the objects belong to.
-pub const LABEL_PART_OF: &str = "app.kubernetes.io/part-of";
 /// Name of the one container of a WasmApp pod.
 pub const CONTAINER_NAME: &str = "app";
 /// Name of the container port (and Service target port) of HTTP apps.
 pub const HTTP_PORT_NAME: &str = "http";
 /// Name of the Service port of HTTP apps; the activator slice's port must carry the same name.
 pub const SERVICE_PORT_NAME: &str = HTTP_PORT_NAME;
-/// Env var telling the shim the port of a wasi:http component.
-pub const ENV_HTTP_PORT: &str = "WASMKUBE_HTTP_PORT";
-/// Env var telling the shim the WasmApp's name (a label of its request metrics).
-pub const ENV_APP: &str = "WASMKUBE_APP";
-/// Env var telling the shim the WasmApp's namespace (a label of its request metrics).
-pub const ENV_NAMESPACE: &str = "WASMKUBE_NAMESPACE";
-/// Env var telling the shim the outbound HTTP allowlist (comma separated `host[:port]`).
-pub const ENV_ALLOWED_OUTBOUND_HOSTS: &str = "WASMKUBE_ALLOWED_OUTBOUND_HOSTS";
-/// Directory under which each pull secret is mounted (`<dir>/<secret-name>/.dockerconfigjson`).
-pub const PULL_SECRETS_DIR: &str = "/var/run/wasmkube/pull-secrets";
-/// Key of a `kubernetes.io/dockerconfigjson` secret.
-pub const DOCKER_CONFIG_KEY: &str = ".dockerconfigjson";
-/// Scheme that tells the shim to pull the component itself.
-pub const OCI_SCHEME: &str = "oci://";
 /// Default placeholder image of `oci://` pods: already on every node.
 pub const DEFAULT_PLACEHOLDER_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
@@ -79,66 +54,6 @@ impl Default for RenderConfig {
             scale_to_zero: true,
         }
     }
-}
-
-/// The component reference the pods run, normalised and (when resolved) pinned to a digest.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ResolvedComponent {
-    /// Full reference without scheme, e.g. `ghcr.io/org/app@sha256:…` or `docker.io/library/app:1`.
-    pub reference: String,
-    /// `sha256:…` when the reference is pinned.
-    pub digest: Option<String>,
-}
-
-impl ResolvedComponent {
-    /// The component as the shim reads it from the container's command.
-    pub fn uri(&self) -> String {
-        format!("{OCI_SCHEME}{}", self.reference)
-    }
-}
-
-/// Parse `spec.component` into an OCI reference.
-pub fn parse_component(component: &str) -> Result<oci_client::Reference, Error> {
-    component
-        .parse::<oci_client::Reference>()
-        .map_err(|source| Error::InvalidComponent { reference: component.to_string(), source })
-}
-
-/// The reference the pods run when no registry was asked: digest refs are pinned as written, tags stay tags.
-pub fn unresolved_component(component: &str) -> Result<ResolvedComponent, Error> {
-    let reference = parse_component(component)?;
-    Ok(match reference.digest() {
-        Some(digest) => {
-            ResolvedComponent { reference: pinned_reference(&reference, digest), digest: Some(digest.to_string()) }
-        }
-        None => ResolvedComponent { reference: reference.whole(), digest: None },
-    })
-}
-
-/// `REGISTRY/REPO@DIGEST`: the tag is dropped because the digest alone decides the bytes.
-pub fn pinned_reference(reference: &oci_client::Reference, digest: &str) -> String {
-    format!("{}/{}@{}", reference.registry(), reference.repository(), digest)
-}
-
-/// Labels that select the pods of a WasmApp.
-pub fn selector_labels(name: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_NAME.to_string(), name.to_string()),
-        (LABEL_MANAGED_BY.to_string(), FIELD_MANAGER.to_string()),
-    ])
-}
-
-/// The pod selector as the string the scale subresource reports.
-pub fn selector_string(name: &str) -> String {
-    selector_labels(name).iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
-}
-
-/// Labels on every object the operator creates for a WasmApp.
-pub fn common_labels(name: &str) -> BTreeMap<String, String> {
-    let mut labels = selector_labels(name);
-    labels.insert(LABEL_COMPONENT.to_string(), "wasmapp".to_string());
-    labels.insert(LABEL_PART_OF.to_string(), "wasmkube".to_string());
-    labels
 }
 
 /// Replicas the Deployment should have: `spec.replicas`, which the HPA of an autoscaled app writes through the
@@ -185,18 +100,22 @@ fn pull_secret_volume_name(index: usize) -> String {
     format!("wasmkube-pull-secret-{index}")
 }
 
-/// Env the shim reads and strips before the guest starts.
+/// What the shim needs to know about the container (it reads and strips these before the guest starts).
+pub fn container_env(app: &WasmApp) -> ContainerEnv {
+    ContainerEnv {
+        app: Some(app.name_any()),
+        namespace: Some(app.namespace().unwrap_or_default()),
+        // The CRD bounds the port to 1..=65535; anything else is left to the shim's default.
+        http_port: app.spec.http.as_ref().and_then(|http| u16::try_from(http.port).ok()),
+        allowed_outbound_hosts: app.spec.allowed_outbound_hosts.clone(),
+    }
+}
+
 fn runtime_env(app: &WasmApp) -> Vec<EnvVar> {
-    let literal =
-        |name: &str, value: String| EnvVar { name: name.to_string(), value: Some(value), ..EnvVar::default() };
-    let mut env = vec![literal(ENV_APP, app.name_any()), literal(ENV_NAMESPACE, app.namespace().unwrap_or_default())];
-    if let Some(http) = &app.spec.http {
-        env.push(literal(ENV_HTTP_PORT, http.port.to_string()));
-    }
-    if !app.spec.allowed_outbound_hosts.is_empty() {
-        env.push(literal(ENV_ALLOWED_OUTBOUND_HOSTS, app.spec.allowed_outbound_hosts.join(",")));
-    }
-    env
+    let vars = container_env(app).to_vars();
+    vars.into_iter()
+        .map(|(name, value)| EnvVar { name: name.to_string(), value: Some(value), ..EnvVar::default() })
+        .collect()
 }
 
 /// HTTP apps are ready when their health path answers; other apps get no default probe.
@@ -257,7 +176,7 @@ pub fn render_deployment(
         });
         mounts.push(VolumeMount {
             name: volume,
-            mount_path: format!("{PULL_SECRETS_DIR}/{}", secret.name),
+            mount_path: pull_secret_mount_path(&secret.name),
             read_only: Some(true),
             ..VolumeMount::default()
         });

@@ -9,9 +9,9 @@ use oci_client::secrets::RegistryAuth;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 
+use crate::component::{parse_component, pinned_reference, unresolved_component, ResolvedComponent};
 use crate::crd::WasmApp;
 use crate::error::{message_chain, Error};
-use crate::render::{parse_component, pinned_reference, unresolved_component, ResolvedComponent};
 use crate::status::Problem;
 
 /// Boxed error of a registry call.

@@ -5,11 +5,10 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
+use crate::component::ResolvedComponent;
 use crate::crd::{WasmApp, WasmAppStatus};
-use crate::render::{
-    scales_to_zero, selector_string, service_url, ActivatorEndpoints, PortsExhausted, RenderConfig, ResolvedComponent,
-    CONTAINER_NAME,
-};
+use crate::labels::selector_string;
+use crate::render::{scales_to_zero, service_url, ActivatorEndpoints, PortsExhausted, RenderConfig, CONTAINER_NAME};
 
 /// Condition: every desired replica is available.
 pub const READY: &str = "Ready";

@@ -18,12 +18,13 @@ use kube::Client;
 use serde_json::{json, Value};
 use support::rbac::{self, Permissions};
 use wasmkube_operator::activator::AppKey;
+use wasmkube_operator::component::ResolvedComponent;
 use wasmkube_operator::controller::{error_policy, reconcile, ActivatorService, Config, Context};
 use wasmkube_operator::crd::WasmApp;
 use wasmkube_operator::metrics::Metrics;
 use wasmkube_operator::render::{
     allocate_activator_port, render_activator_slice, render_deployment, render_hpa, render_service, ActivatorPorts,
-    RenderConfig, ResolvedComponent,
+    RenderConfig,
 };
 use wasmkube_operator::resolve::{BoxError, Resolver};
 use wasmkube_operator::status::{desired_status, Observed, ScaleToZeroSupport};

@@ -3,11 +3,12 @@
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::{json, Value};
 use wasmkube_operator::activator::AppKey;
+use wasmkube_operator::component::{unresolved_component, ResolvedComponent};
 use wasmkube_operator::crd::WasmApp;
+use wasmkube_operator::labels::selector_string;
 use wasmkube_operator::render::{
     activator_endpoints, allocate_activator_port, desired_replicas, render_activator_slice, render_deployment,
-    render_hpa, render_service, selector_string, service_url, unresolved_component, ActivatorEndpoints, ActivatorPorts,
-    PortsExhausted, RenderConfig, ResolvedComponent,
+    render_hpa, render_service, service_url, ActivatorEndpoints, ActivatorPorts, PortsExhausted, RenderConfig,
 };
 
 const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";

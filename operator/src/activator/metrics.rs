@@ -5,6 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+use wasmkube_contract::metrics::{ACTIVATOR_HELD, ACTIVATOR_WAKES};
 
 use super::routes::AppKey;
 
@@ -119,7 +120,7 @@ impl ActivatorMetrics {
     /// Register the metrics in `registry`, which must have no prefix (the names start with `wasmkube_activator_`).
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
-            "wasmkube_activator_requests_held",
+            ACTIVATOR_HELD,
             "Requests the activator holds now, waiting for a ready replica",
             self.held.clone(),
         );
@@ -128,8 +129,9 @@ impl ActivatorMetrics {
             "Requests through the activator, by outcome",
             self.requests.clone(),
         );
+        // prometheus-client appends `_total` to a counter's name.
         registry.register(
-            "wasmkube_activator_wakes",
+            ACTIVATOR_WAKES.strip_suffix("_total").unwrap_or(ACTIVATOR_WAKES),
             "Attempts to wake an app at zero for a waiting request, by outcome",
             self.wakes.clone(),
         );

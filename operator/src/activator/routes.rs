@@ -9,8 +9,8 @@ use kube::ResourceExt;
 
 // Why from render: the slice the operator writes and the slices the activator skips must agree.
 use super::state::AppPorts;
+pub use crate::labels::{ACTIVATOR_SLICE_MANAGER, LABEL_SERVICE_NAME as LABEL_SLICE_SERVICE, LABEL_SLICE_MANAGED_BY};
 use crate::render::{slice_activator_port, HTTP_PORT_NAME};
-pub use crate::render::{ACTIVATOR_SLICE_MANAGER, LABEL_SERVICE_NAME as LABEL_SLICE_SERVICE, LABEL_SLICE_MANAGED_BY};
 
 pub use crate::app_key::AppKey;
 

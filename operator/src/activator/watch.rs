@@ -14,7 +14,7 @@ use serde::de::DeserializeOwned;
 
 use super::routes::{backends_from_slices, ports_from_slices, routes_from_services};
 use super::Activator;
-use crate::render::{FIELD_MANAGER, LABEL_MANAGED_BY};
+use crate::labels::{FIELD_MANAGER, LABEL_MANAGED_BY};
 
 /// Label selector of the objects the activator watches: ours (the EndpointSlice controller copies the
 /// Service's labels onto its slices).

@@ -15,7 +15,7 @@ use kube::{Api, Client};
 use super::scrape::{Targets, TargetsError};
 use super::store::PodRef;
 use super::DemandSettings;
-use crate::render::{FIELD_MANAGER, LABEL_MANAGED_BY};
+use crate::labels::{FIELD_MANAGER, LABEL_MANAGED_BY};
 
 /// Label of an EndpointSlice naming its Service.
 const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";

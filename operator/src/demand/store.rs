@@ -6,23 +6,12 @@ use std::time::{Duration, Instant};
 
 use super::parse::Sample;
 
-/// Counter of requests served, per container (node shim daemon).
-pub const REQUESTS_TOTAL: &str = "wasmkube_http_requests_total";
-/// Gauge of requests being served, per container (node shim daemon).
-pub const REQUESTS_IN_FLIGHT: &str = "wasmkube_http_requests_in_flight";
-/// Gauge of requests held by the activator while the app has no ready pod (operator).
-pub const ACTIVATOR_HELD: &str = "wasmkube_activator_requests_held";
-/// Counter of the activator's attempts to wake an app at zero for a waiting request (operator).
-pub const ACTIVATOR_WAKES: &str = "wasmkube_activator_wakes_total";
-/// Label carrying the pod of a container's series (node shim daemon).
-pub const LABEL_POD: &str = "pod";
+pub use wasmkube_contract::metrics::{
+    ACTIVATOR_HELD, ACTIVATOR_WAKES, LABEL_NAMESPACE, LABEL_POD, LABEL_WASMAPP, REQUESTS_IN_FLIGHT, REQUESTS_TOTAL,
+};
 /// Shortest span a new series' first increase is spread over: about one scrape interval, so that a pod's first
 /// requests never read as a burst that would scale the app to its maximum.
 pub const MIN_NEW_SERIES_SPAN: Duration = Duration::from_secs(5);
-/// Label carrying the app's namespace.
-pub const LABEL_NAMESPACE: &str = "namespace";
-/// Label carrying the WasmApp's name.
-pub const LABEL_WASMAPP: &str = "wasmapp";
 /// Default span of the window the request rate is computed over.
 pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
 

@@ -19,8 +19,11 @@ pub const GROUP: &str = "external.metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
 /// `group/version`.
 pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
-// Why from render: the HPA the operator renders and the API that answers it must name the same metrics.
-pub use crate::render::{APP_METRIC_LABEL as APP_LABEL, METRIC_IN_FLIGHT, METRIC_REQUESTS_PER_SECOND};
+// Why from the contract: the HPA the operator renders and the API that answers it must name the same metrics.
+pub use wasmkube_contract::labels::APP_METRIC_LABEL as APP_LABEL;
+pub use wasmkube_contract::metrics::{
+    EXTERNAL_IN_FLIGHT as METRIC_IN_FLIGHT, EXTERNAL_REQUESTS_PER_SECOND as METRIC_REQUESTS_PER_SECOND,
+};
 
 const METRICS: [&str; 2] = [METRIC_REQUESTS_PER_SECOND, METRIC_IN_FLIGHT];
 

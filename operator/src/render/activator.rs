@@ -16,14 +16,8 @@ use super::{child_meta, desired_replicas, RenderConfig, HTTP_PORT_NAME, SERVICE_
 use crate::app_key::AppKey;
 use crate::crd::WasmApp;
 use crate::error::Error;
+use crate::labels::{ACTIVATOR_SLICE_MANAGER, LABEL_SERVICE_NAME, LABEL_SLICE_MANAGED_BY};
 use crate::render::hpa::scales_to_zero;
-
-/// Label tying an EndpointSlice to its Service.
-pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
-/// Label naming the controller of an EndpointSlice (the EndpointSlice controller leaves others' slices alone).
-pub const LABEL_SLICE_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
-/// Our value of [`LABEL_SLICE_MANAGED_BY`] on activator slices; the activator ignores these slices as backends.
-pub const ACTIVATOR_SLICE_MANAGER: &str = "wasmkube.dev-activator";
 
 /// The ready activator pods, as read from the activator Service's EndpointSlices.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -13,13 +13,9 @@ use kube::{Resource, ResourceExt};
 use super::{child_meta, RenderConfig};
 use crate::crd::{WasmApp, API_VERSION};
 use crate::error::Error;
+use wasmkube_contract::labels::APP_METRIC_LABEL;
+use wasmkube_contract::metrics::EXTERNAL_REQUESTS_PER_SECOND;
 
-/// External metric: requests per second an app serves, plus the requests the activator holds for it.
-pub const METRIC_REQUESTS_PER_SECOND: &str = "wasmkube_http_requests_per_second";
-/// External metric: requests an app is handling now, plus the requests the activator holds for it.
-pub const METRIC_IN_FLIGHT: &str = "wasmkube_http_requests_in_flight";
-/// Label of the external metrics' selector naming the WasmApp.
-pub const APP_METRIC_LABEL: &str = "wasmkube.dev/app";
 /// Requests per second one replica should serve when the spec does not say.
 pub const DEFAULT_TARGET_REQUESTS_PER_SECOND: i32 = 100;
 
@@ -35,7 +31,7 @@ fn default_request_metric(app: &WasmApp, target: i32) -> MetricSpec {
         type_: "External".to_string(),
         external: Some(ExternalMetricSource {
             metric: MetricIdentifier {
-                name: METRIC_REQUESTS_PER_SECOND.to_string(),
+                name: EXTERNAL_REQUESTS_PER_SECOND.to_string(),
                 selector: Some(LabelSelector {
                     match_labels: Some(BTreeMap::from([(APP_METRIC_LABEL.to_string(), app.name_any())])),
                     ..LabelSelector::default()
