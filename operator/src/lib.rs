@@ -14,5 +14,6 @@ pub mod metrics;
 pub mod net;
 pub mod render;
 pub mod resolve;
+pub mod runtime;
 pub mod server;
 pub mod status;
