@@ -19,6 +19,7 @@ RUN apt-get update && apt-get install -y --no-install-recommends musl-tools && r
 FROM chef AS deps
 COPY Cargo.toml Cargo.lock rustfmt.toml ./
 COPY .cargo/config.toml .cargo/
+COPY contract/Cargo.toml contract/
 COPY shim/Cargo.toml shim/
 COPY operator/Cargo.toml operator/
 COPY harness/Cargo.toml harness/
@@ -27,7 +28,7 @@ COPY installer/Cargo.toml installer/
 COPY oci-wasm/Cargo.toml oci-wasm/
 COPY cli/Cargo.toml cli/
 COPY images/Cargo.toml images/
-RUN set -eu; for crate in shim operator harness bench installer oci-wasm cli images; do \
+RUN set -eu; for crate in contract shim operator harness bench installer oci-wasm cli images; do \
       mkdir -p $crate/src $crate/src/bin; echo 'fn main() {}' > $crate/src/main.rs; : > $crate/src/lib.rs; \
     done; \
     cargo fetch --locked
@@ -37,7 +38,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
 FROM deps AS build
 COPY . .
 # COPY keeps the context's mtimes, which may be older than the stubs': touch, so cargo rebuilds our crates.
-RUN find shim operator harness bench installer oci-wasm cli images -name '*.rs' -exec touch {} +
+RUN find contract shim operator harness bench installer oci-wasm cli images -name '*.rs' -exec touch {} +
 RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
     cargo build --locked --release -p wasmkube-operator -p wasmkube-shim -p wasmkube-node-installer \
       --bin wasmkube-operator --bin containerd-shim-wasmkube-v1 --bin wasmkube-node-installer \
