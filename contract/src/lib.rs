@@ -11,4 +11,5 @@ pub mod containerd;
 pub mod env;
 pub mod labels;
 pub mod metrics;
+pub mod node;
 pub mod runtime;

@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// Name of the shim binary containerd resolves for `io.containerd.wasmkube.v1`.
-pub const SHIM_BINARY: &str = "containerd-shim-wasmkube-v1";
+pub use wasmkube_contract::runtime::SHIM_BINARY;
 
 /// The workspace root: the parent of this crate's directory.
 pub fn workspace_root() -> PathBuf {

@@ -7,14 +7,12 @@ use crate::files::{self, FileError};
 use crate::layout::{self, ConfigTarget, Host, Layout, DROP_IN_NAME};
 use crate::restart::{self, RestartMode};
 
-/// File name of the shim (containerd resolves `io.containerd.wasmkube.v1` to it on its PATH).
-pub const SHIM_BINARY: &str = "containerd-shim-wasmkube-v1";
+pub use wasmkube_contract::node::SHIM_CONFIG_PATH as SHIM_CONFIG;
+pub use wasmkube_contract::runtime::SHIM_BINARY;
 /// Where the node image carries the shim the installer copies onto the node (`wasmkube-images` puts it there).
 pub const IMAGE_SHIM_PATH: &str = "/usr/local/lib/wasmkube/containerd-shim-wasmkube-v1";
 /// Where the node image carries the installer itself (on `PATH`, as the chart's probe runs it by name).
 pub const IMAGE_INSTALLER_PATH: &str = "/usr/local/bin/wasmkube-node-installer";
-/// Host path of the shim's node configuration.
-pub const SHIM_CONFIG: &str = "/etc/wasmkube/shim.toml";
 /// Host path of the marker of a config change that containerd has not loaded yet: a run after a failed
 /// restart finds the config already edited and must restart all the same.
 pub const RESTART_PENDING: &str = "/etc/wasmkube/restart-pending";

@@ -34,9 +34,9 @@ use crate::packages::{self, Package};
 pub const DEFAULT_NAMESPACE: &str = "wasmkube-test";
 /// Namespace the CRI plugin keeps its images and containers in.
 pub const CRI_NAMESPACE: &str = "k8s.io";
-/// The variable naming the shim's node configuration (`wasmkube_shim::config::CONFIG_ENV`); when a test
-/// does not set it, the harness points it at a config whose `cache_dir` is in the private temp dir.
-pub const SHIM_CONFIG_ENV: &str = "WASMKUBE_SHIM_CONFIG";
+/// The variable naming the shim's node configuration; when a test does not set it, the harness points it at
+/// a config whose `cache_dir` is in the private temp dir.
+pub use wasmkube_contract::node::SHIM_CONFIG_ENV;
 /// Set to `1` to keep the temp dir of every instance for debugging.
 pub const KEEP_DIRS_ENV: &str = "WASMKUBE_KEEP_TEST_DIRS";
 

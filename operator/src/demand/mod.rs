@@ -8,6 +8,8 @@ pub mod store;
 
 use std::time::Duration;
 
+use wasmkube_contract::node::NODE_METRICS_PORT;
+
 pub use kube_targets::KubeTargets;
 pub use scrape::{run, scrape_once, Targets, TargetsError};
 pub use store::{AppDemand, AppKey, Demand, PodRef};
@@ -38,7 +40,7 @@ impl Default for DemandSettings {
             scrape_interval: Duration::from_secs(5),
             scrape_timeout: Duration::from_secs(3),
             scrape_concurrency: 16,
-            node_metrics_port: 9464,
+            node_metrics_port: NODE_METRICS_PORT,
             operator_metrics_port: 8080,
             activator_service: "wasmkube-activator".to_string(),
         }

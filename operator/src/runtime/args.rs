@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Parser, Subcommand, ValueEnum};
 
+use wasmkube_contract::node::NODE_METRICS_PORT;
+
 use crate::activator;
 use crate::render::{self, ActivatorPorts, DEFAULT_PLACEHOLDER_IMAGE};
 
@@ -79,7 +81,7 @@ pub struct RunArgs {
     #[arg(long, env = "WASMKUBE_METRICS_API_ADDR", default_value = "0.0.0.0:6443", global = true)]
     pub metrics_api_addr: String,
     /// Port of the shims' node metrics endpoint (their `metrics_address`).
-    #[arg(long, env = "WASMKUBE_NODE_METRICS_PORT", default_value_t = 9464, global = true)]
+    #[arg(long, env = "WASMKUBE_NODE_METRICS_PORT", default_value_t = NODE_METRICS_PORT, global = true)]
     pub node_metrics_port: u16,
     /// Address the activator listens on (idle apps' Services send their requests there).
     #[arg(long, env = "WASMKUBE_ACTIVATOR_ADDR", default_value = activator::DEFAULT_ADDR, global = true)]

@@ -1,0 +1,8 @@
+//! What the node installer puts on a node for the shim, and where the operator finds the shim's endpoint.
+
+/// The shim daemon's node config file, written by the installer from the chart's values.
+pub const SHIM_CONFIG_PATH: &str = "/etc/wasmkube/shim.toml";
+/// Environment variable naming another node config file (containerd passes its environment to shims).
+pub const SHIM_CONFIG_ENV: &str = "WASMKUBE_SHIM_CONFIG";
+/// Port of the shim daemon's metrics endpoint on every node, which the operator scrapes.
+pub const NODE_METRICS_PORT: u16 = 9464;
