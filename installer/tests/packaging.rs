@@ -18,9 +18,17 @@ fn crd_copies_are_current() {
 
 #[test]
 fn the_chart_uses_the_contract_names() {
+    use wasmkube_contract::labels::{NODE_RUNTIME_LABEL, NODE_RUNTIME_READY};
+    use wasmkube_contract::runtime::HANDLER;
     let runtime_class = read("charts/wasmkube/templates/runtimeclass.yaml");
-    assert!(runtime_class.contains("name: wasmkube\n") && runtime_class.contains("handler: wasmkube\n"));
-    assert!(runtime_class.contains("wasmkube.dev/runtime: ready"), "scheduled on nodes the installer labelled");
+    assert!(
+        runtime_class.contains(&format!("name: {HANDLER}\n"))
+            && runtime_class.contains(&format!("handler: {HANDLER}\n"))
+    );
+    assert!(
+        runtime_class.contains(&format!("{NODE_RUNTIME_LABEL}: {NODE_RUNTIME_READY}")),
+        "scheduled on nodes the installer labelled"
+    );
     let deploy = read("deploy/02-wasmkube.yaml");
     assert!(deploy.contains("kind: RuntimeClass") && deploy.contains("kind: DaemonSet"));
     assert!(!deploy.contains("helm.sh/hook"), "plain manifests carry no hooks");
