@@ -28,8 +28,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use wasmkube_operator::activator::{
     self, app_from_host, backends_from_slices, original_dst, ports_from_slices, route_key_from_host,
-    routes_from_services, Activator, ActivatorMetrics, ActivatorSettings, AppKey, Outcome, ScaleWaker, WakeError,
-    WakeOutcome, Waker, Woken, ACTIVATOR_SLICE_MANAGER,
+    routes_from_services, Activator, ActivatorMetrics, ActivatorSettings, AppKey, ConnectionLimit, Outcome, ScaleWaker,
+    WakeError, WakeOutcome, Waker, Woken, ACTIVATOR_SLICE_MANAGER,
 };
 
 const HOST: &str = "hello.apps.svc.cluster.local";
@@ -795,4 +795,149 @@ async fn shutdown_lets_held_requests_finish() {
     let reply = pending.await.unwrap();
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
     tokio::time::timeout(HANG, server).await.expect("serve returns once drained").unwrap();
+}
+
+/// Reads until the peer closes the connection (or `HANG` passes); what it sent before closing.
+async fn read_until_closed(stream: &mut TcpStream) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(HANG, async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok().map(|()| String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test]
+async fn a_slow_client_loses_its_connection_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let settings =
+        ActivatorSettings { header_read_timeout: Duration::from_millis(300), ..ActivatorSettings::default() };
+    let (_activator, _waker, addr) = start(settings).await;
+
+    // Half a request head, then nothing: a slow-loris client.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: hello.apps").await.unwrap();
+    let answer = read_until_closed(&mut slow).await.expect("the activator kept a stalled connection open");
+    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A connection that never sends a byte is closed as well.
+    let mut silent = TcpStream::connect(addr).await.unwrap();
+    assert!(read_until_closed(&mut silent).await.is_some(), "the activator kept a silent connection open");
+}
+
+#[tokio::test]
+async fn a_request_head_over_the_bound_gets_431() {
+    let backend = Backend::start("a").await;
+    let settings = ActivatorSettings { max_header_bytes: 4096, ..ActivatorSettings::default() };
+    let (activator, _waker, addr) = start(settings).await;
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("/")
+        .header("host", HOST)
+        .header("x-big", "a".repeat(8192))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let response = tokio::time::timeout(HANG, sender.send_request(req)).await.expect("no answer").unwrap();
+    assert_eq!(response.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+    assert_eq!(get(addr).await.status, StatusCode::OK, "a request under the bound is served");
+}
+
+#[tokio::test]
+async fn the_bound_of_all_held_requests_covers_every_app() {
+    let backend = Backend::start("a").await;
+    let settings = ActivatorSettings { max_held: 1, wake_interval: Duration::from_secs(3600), ..Default::default() };
+    let (activator, _waker, addr) = start(settings).await;
+    let other = AppKey::new("shop", "web");
+    activator.state().set_routes(
+        [("10.96.0.10:80".parse().unwrap(), hello()), ("10.96.0.11:80".parse().unwrap(), other.clone())].into(),
+    );
+
+    let first = spawn_reply(get(addr));
+    until("one request is held", || activator.metrics().held(&hello()) == 1).await;
+    let refused = send(addr, "GET", "/", "web.shop.svc.cluster.local", "").await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(refused.body, "wasmkube activator: 1 requests already waiting in all\n");
+    assert_eq!(refused.headers["retry-after"], "1");
+    assert_eq!(activator.metrics().requests(Some(&other), Outcome::Overflow), 1);
+
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    assert_eq!(first.await.unwrap().status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_bound_are_closed_at_once() {
+    let backend = Backend::start("a").await;
+    let settings = ActivatorSettings { max_connections: 2, ..ActivatorSettings::default() };
+    let (activator, _waker, addr) = start(settings).await;
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+
+    let _one = TcpStream::connect(addr).await.unwrap();
+    let two = TcpStream::connect(addr).await.unwrap();
+    let mut three = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(read_until_closed(&mut three).await.as_deref(), Some(""), "closed without an answer");
+    assert_eq!(activator.metrics().refused(ConnectionLimit::All), 1);
+
+    drop(two);
+    // The server notices the close on its own schedule; a new connection is served once it has.
+    let mut served = false;
+    for _ in 0..100 {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await else {
+            continue;
+        };
+        tokio::spawn(conn);
+        let req = Request::builder().uri("/").header("host", HOST).body(Full::new(Bytes::new())).unwrap();
+        if let Ok(Ok(reply)) = tokio::time::timeout(HANG, sender.send_request(req)).await {
+            served = reply.status() == StatusCode::OK;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(served, "a closed connection gives its place back");
+}
+
+#[tokio::test]
+async fn an_app_port_has_its_own_connection_bound() {
+    let backend = Backend::start("a").await;
+    let settings = ActivatorSettings { max_connections_per_app: 1, ..ActivatorSettings::default() };
+    let (activator, _waker, main) = start(settings).await;
+    activator.state().set_backends(&hello(), vec![backend.addr]);
+    let port = free_port().await;
+    activator.state().set_ports([(port, hello())].into());
+    tokio::spawn(activator::serve_app_ports(activator.clone(), "127.0.0.1".parse().unwrap(), std::future::pending()));
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+
+    // A kept-alive connection that has been served holds the port's one place (earlier tries may find the
+    // listener not yet open, or the place of a try the server has not seen closed yet).
+    let mut holder = None;
+    for _ in 0..200 {
+        if let Ok(stream) = TcpStream::connect(addr).await {
+            if let Ok((mut sender, conn)) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+                tokio::spawn(conn);
+                let req = Request::builder().uri("/").header("host", HOST).body(Full::new(Bytes::new())).unwrap();
+                if let Ok(Ok(reply)) = tokio::time::timeout(HANG, sender.send_request(req)).await {
+                    assert_eq!(reply.status(), StatusCode::OK);
+                    holder = Some(sender);
+                    break;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(holder.is_some(), "the app port never served a request");
+    let refused_before = activator.metrics().refused(ConnectionLimit::App);
+    let mut second = TcpStream::connect(addr).await.unwrap();
+    assert_eq!(read_until_closed(&mut second).await.as_deref(), Some(""), "the second connection is closed at once");
+    assert_eq!(activator.metrics().refused(ConnectionLimit::App), refused_before + 1);
+    assert_eq!(get(main).await.status, StatusCode::OK, "the main port is not bound by an app port's limit");
 }

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::hold::QueueFull;
 use super::metrics::Outcome;
 use super::proxy::{connect_any, forward};
 use super::routes::{app_from_host, route_key_from_host, AppKey};
@@ -100,14 +101,18 @@ async fn connected_backend(activator: &Activator, app: &AppKey) -> Result<(TcpSt
         }
         if held.is_none() {
             match activator.queue.enter(app) {
-                Some(place) => held = Some(place),
-                None => {
+                Ok(place) => held = Some(place),
+                Err(full) => {
                     activator.metrics.count(Some(app), Outcome::Overflow);
-                    let max = settings.max_held_per_app;
-                    return Err(text(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!("wasmkube activator: {max} requests already waiting for {app}\n"),
-                    ));
+                    let message = match full {
+                        QueueFull::App(max) => {
+                            format!("wasmkube activator: {max} requests already waiting for {app}\n")
+                        }
+                        QueueFull::Total(max) => format!("wasmkube activator: {max} requests already waiting in all\n"),
+                    };
+                    let mut response = text(StatusCode::SERVICE_UNAVAILABLE, message);
+                    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                    return Err(response);
                 }
             }
             tracing::debug!(%app, "holding a request until the app has a ready replica");

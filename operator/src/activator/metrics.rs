@@ -108,12 +108,36 @@ pub struct OutcomeLabels {
     pub outcome: Outcome,
 }
 
-/// `wasmkube_activator_requests_held`, `wasmkube_activator_requests_total` and `wasmkube_activator_wakes_total`.
+/// Which connection bound closed a connection at once.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ConnectionLimit {
+    /// The bound of all listeners together.
+    All,
+    /// The bound of one app's port.
+    App,
+}
+
+impl EncodeLabelValue for ConnectionLimit {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&if *self == Self::All { "all" } else { "app" }, encoder)
+    }
+}
+
+/// Labels of the refused-connections counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    /// The bound that was reached.
+    pub limit: ConnectionLimit,
+}
+
+/// `wasmkube_activator_requests_held`, `wasmkube_activator_requests_total`, `wasmkube_activator_wakes_total` and
+/// `wasmkube_activator_connections_refused_total`.
 #[derive(Clone, Default)]
 pub struct ActivatorMetrics {
     held: Family<AppLabels, Gauge>,
     requests: Family<OutcomeLabels, Counter>,
     wakes: Family<WakeLabels, Counter>,
+    refused: Family<LimitLabels, Counter>,
 }
 
 impl ActivatorMetrics {
@@ -135,6 +159,20 @@ impl ActivatorMetrics {
             "Attempts to wake an app at zero for a waiting request, by outcome",
             self.wakes.clone(),
         );
+        registry.register(
+            "wasmkube_activator_connections_refused",
+            "Client connections closed at once because a connection bound was reached",
+            self.refused.clone(),
+        );
+    }
+
+    /// Connections closed at once because `limit` was reached.
+    pub fn refused(&self, limit: ConnectionLimit) -> u64 {
+        self.refused.get_or_create(&LimitLabels { limit }).get()
+    }
+
+    pub(super) fn count_refused(&self, limit: ConnectionLimit) {
+        self.refused.get_or_create(&LimitLabels { limit }).inc();
     }
 
     /// Wake attempts for `app` that ended with `outcome`.

@@ -20,7 +20,9 @@ pub mod watch;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-pub use metrics::{ActivatorMetrics, Outcome, WakeOutcome};
+use tokio::sync::Semaphore;
+
+pub use metrics::{ActivatorMetrics, ConnectionLimit, Outcome, WakeOutcome};
 pub use ports::serve_app_ports;
 pub use routes::{
     app_from_host, backends_from_slices, ports_from_slices, route_key_from_host, routes_from_services, AppKey,
@@ -43,6 +45,17 @@ pub struct ActivatorSettings {
     pub hold_timeout: Duration,
     /// Requests held per app at most; the one beyond gets a 503 at once.
     pub max_held_per_app: usize,
+    /// Requests held for all apps together at most; the one beyond gets a 503 at once.
+    pub max_held: usize,
+    /// Open client connections at most, all listeners together; a connection beyond is closed at once.
+    pub max_connections: usize,
+    /// Open client connections of one app's port at most; a connection beyond is closed at once.
+    pub max_connections_per_app: usize,
+    /// Longest a client may take to send a request's headers (also the idle limit of a kept-alive connection);
+    /// then its connection is closed, so slow clients cannot hold connections.
+    pub header_read_timeout: Duration,
+    /// Largest request head (request line and headers) accepted; a larger one is answered 431.
+    pub max_header_bytes: usize,
     /// Time allowed to open a TCP connection to a backend before the next one is tried.
     pub connect_timeout: Duration,
     /// Least time between two wakes of one app while requests wait.
@@ -56,6 +69,11 @@ impl Default for ActivatorSettings {
         Self {
             hold_timeout: Duration::from_secs(60),
             max_held_per_app: 256,
+            max_held: 4096,
+            max_connections: 10_000,
+            max_connections_per_app: 1_000,
+            header_read_timeout: Duration::from_secs(10),
+            max_header_bytes: 64 * 1024,
             connect_timeout: Duration::from_secs(1),
             wake_interval: Duration::from_secs(5),
             retry_interval: Duration::from_millis(100),
@@ -68,6 +86,8 @@ pub struct Activator {
     settings: ActivatorSettings,
     state: RoutingState,
     queue: HoldQueue,
+    /// Open client connections of every listener; a permit per connection.
+    connections: Arc<Semaphore>,
     waker: Arc<dyn Waker>,
     wakes: WakeLimiter,
     metrics: ActivatorMetrics,
@@ -81,7 +101,8 @@ impl Activator {
     /// An activator with no routes and no backends yet.
     pub fn new(settings: ActivatorSettings, waker: Arc<dyn Waker>, metrics: ActivatorMetrics) -> Arc<Self> {
         Arc::new(Self {
-            queue: HoldQueue::new(settings.max_held_per_app, metrics.clone()),
+            queue: HoldQueue::new(settings.max_held_per_app, settings.max_held, metrics.clone()),
+            connections: Arc::new(Semaphore::new(settings.max_connections)),
             wakes: WakeLimiter::new(settings.wake_interval),
             state: RoutingState::default(),
             settings,

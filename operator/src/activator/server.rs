@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 use super::handler::{handle, Origin};
+use super::metrics::ConnectionLimit;
 use super::Activator;
 use crate::net::accept_until;
 
@@ -36,13 +37,24 @@ pub(super) async fn serve_routed(
     tokio::pin!(shutdown);
     let (draining, drain) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let app_permits = app_port.map(|_| Arc::new(Semaphore::new(activator.settings.max_connections_per_app)));
     loop {
         // Why: a JoinSet keeps finished tasks until joined; reap them so it holds only open connections.
         while connections.try_join_next().is_some() {}
         let Some((stream, peer)) = accept_until(&listener, &mut shutdown, "activator").await else { break };
+        // Why accept and close rather than stop accepting: a full listener would stall every client in the
+        // backlog, while a closed connection tells this one at once (and kube-proxy's next try may find room).
+        let permits = match connection_permits(&activator, app_permits.as_ref()) {
+            Ok(permits) => permits,
+            Err(limit) => {
+                activator.metrics.count_refused(limit);
+                tracing::debug!(%peer, port = app_port, ?limit, "connection bound reached; closing the connection");
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let origin = Origin { peer, original_dst: original_dst(&stream), app_port };
-        connections.spawn(connection(activator.clone(), stream, origin, drain.clone()));
+        connections.spawn(connection(activator.clone(), stream, origin, drain.clone(), permits));
     }
     drop(listener);
     let _ = draining.send(true);
@@ -50,13 +62,41 @@ pub(super) async fn serve_routed(
     while connections.join_next().await.is_some() {}
 }
 
+/// A connection's places under the bound of all listeners and, on an app's port, that port's bound.
+type Permits = (OwnedSemaphorePermit, Option<OwnedSemaphorePermit>);
+
+fn connection_permits(activator: &Activator, app: Option<&Arc<Semaphore>>) -> Result<Permits, ConnectionLimit> {
+    let all = activator.connections.clone().try_acquire_owned().map_err(|_| ConnectionLimit::All)?;
+    let app = match app {
+        Some(app) => Some(app.clone().try_acquire_owned().map_err(|_| ConnectionLimit::App)?),
+        None => None,
+    };
+    Ok((all, app))
+}
+
 /// Serve one connection; when draining starts, finish the request in progress and close.
-async fn connection(activator: Arc<Activator>, stream: TcpStream, origin: Origin, mut drain: watch::Receiver<bool>) {
-    let service = service_fn(move |request| {
+async fn connection(
+    activator: Arc<Activator>,
+    stream: TcpStream,
+    origin: Origin,
+    mut drain: watch::Receiver<bool>,
+    _permits: Permits,
+) {
+    let settings = &activator.settings;
+    let mut builder = http1::Builder::new();
+    // Why a timer: hyper enforces the header-read timeout only with one.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_header_size(settings.max_header_bytes);
+    let service = service_fn({
         let activator = activator.clone();
-        async move { Ok::<_, std::convert::Infallible>(handle(activator, request, origin).await) }
+        move |request| {
+            let activator = activator.clone();
+            async move { Ok::<_, std::convert::Infallible>(handle(activator, request, origin).await) }
+        }
     });
-    let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,

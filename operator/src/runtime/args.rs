@@ -96,6 +96,13 @@ pub struct RunArgs {
     /// Requests of one app held at once by one activator; the one beyond gets a 503.
     #[arg(long, env = "WASMKUBE_ACTIVATOR_MAX_HELD_PER_APP", default_value_t = 256, global = true)]
     pub activator_max_held_per_app: usize,
+    /// Requests of all apps held at once by one activator; the one beyond gets a 503.
+    #[arg(long, env = "WASMKUBE_ACTIVATOR_MAX_HELD", default_value_t = 4096, global = true)]
+    pub activator_max_held: usize,
+    /// Client connections one activator keeps open at once (each app port also at most 1,000); a connection
+    /// beyond is closed at once.
+    #[arg(long, env = "WASMKUBE_ACTIVATOR_MAX_CONNECTIONS", default_value_t = 10_000, global = true)]
+    pub activator_max_connections: usize,
 }
 
 #[cfg(test)]

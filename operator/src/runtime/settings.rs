@@ -117,6 +117,8 @@ impl Settings {
             activator: ActivatorSettings {
                 hold_timeout: Duration::from_secs(args.activator_hold_timeout_seconds),
                 max_held_per_app: args.activator_max_held_per_app,
+                max_held: args.activator_max_held,
+                max_connections: args.activator_max_connections,
                 ..ActivatorSettings::default()
             },
             activator_ports: args.activator_ports,
