@@ -15,6 +15,9 @@ pub enum Error {
     /// The registry refused or failed a request.
     #[error("registry {registry}: {message}")]
     Registry { registry: String, message: String },
+    /// The registry could not be reached, or failed on its side (5xx): it could not say what a tag names.
+    #[error("registry {registry} cannot be reached: {message}")]
+    Unreachable { registry: String, message: String },
     /// The registry did not answer in time.
     #[error("registry {registry} did not answer within {seconds} s")]
     Timeout { registry: String, seconds: u64 },
@@ -40,5 +43,11 @@ impl Error {
     /// An [`Error::Io`] with context.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io { context: context.into(), source }
+    }
+
+    /// The registry gave no answer (down, unreachable, too slow or failing on its side), as opposed to an
+    /// answer such as "not found" or "unauthorized".
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. } | Error::Timeout { .. })
     }
 }

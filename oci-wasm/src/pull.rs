@@ -17,6 +17,14 @@ pub trait BlobStore: Send + Sync {
     /// The blob `digest`: from the store when it holds a valid copy, else from `fetch` (whose result is
     /// already verified) and then stored. Concurrent calls for one digest should share one fetch.
     async fn get_or_fetch(&self, digest: &str, fetch: BoxFuture<'_, Result<Vec<u8>, Error>>) -> Result<Vec<u8>, Error>;
+
+    /// The manifest digest tag `key` (`REGISTRY/REPO:TAG`) resolved to when the registry last answered.
+    fn tag_digest(&self, _key: &str) -> Option<String> {
+        None
+    }
+
+    /// Remembers what tag `key` resolved to, so that the tag can start when its registry is unreachable.
+    fn remember_tag(&self, _key: &str, _digest: &str) {}
 }
 
 /// A store that keeps nothing: every pull goes to the registry.
@@ -46,6 +54,9 @@ pub struct Pulled {
     pub layer: crate::manifest::Descriptor,
     /// The component bytes.
     pub wasm: Vec<u8>,
+    /// Set when a tag's registry could not be reached and the digest the tag resolved to before was used
+    /// instead, from the store: why, in words, for the container's log.
+    pub fallback: Option<String>,
 }
 
 /// Pulls components with `oci-client`.
@@ -73,8 +84,34 @@ impl Puller {
     }
 
     /// Pulls the component `reference` names. Digest references are served from `store` without the
-    /// registry when it holds every blob; tags are always resolved by the registry.
+    /// registry when it holds every blob. Tags are resolved by the registry; only when it gives no answer
+    /// (see [`Error::is_unreachable`]) does a tag start as the digest it resolved to last time, as a kubelet's
+    /// `IfNotPresent` starts a cached image.
     pub async fn pull(
+        &self,
+        reference: &Reference,
+        auth: &RegistryAuth,
+        store: &dyn BlobStore,
+    ) -> Result<Pulled, Error> {
+        let key = tag_key(reference);
+        match self.pull_at(reference, auth, store).await {
+            Err(e) if e.is_unreachable() => {
+                let Some(digest) = key.as_deref().and_then(|k| store.tag_digest(k)) else { return Err(e) };
+                let pinned = reference.clone_with_digest(digest.clone());
+                // Why `Err(e)` when the store misses a blob: the registry's silence is the cause to report.
+                let Ok(mut pulled) = self.pull_at(&pinned, auth, store).await else { return Err(e) };
+                pulled.fallback = Some(format!(
+                    "{e}; starting oci://{} from the node cache as {digest}, the digest the tag named when the \
+                     registry last answered",
+                    reference.whole()
+                ));
+                Ok(pulled)
+            }
+            result => result,
+        }
+    }
+
+    async fn pull_at(
         &self,
         reference: &Reference,
         auth: &RegistryAuth,
@@ -103,6 +140,7 @@ impl Puller {
             config_media_type: manifest.config.as_ref().map(|c| c.media_type.clone()),
             layer: layer.clone(),
             wasm,
+            fallback: None,
         })
     }
 
@@ -130,6 +168,9 @@ impl Puller {
             }
             None => {
                 let (bytes, digest) = fetch.await?;
+                if let Some(key) = tag_key(reference) {
+                    store.remember_tag(&key, &digest);
+                }
                 // Kept so that a later pull by this digest needs no registry.
                 let stored = bytes.clone();
                 store.get_or_fetch(&digest, Box::pin(async move { Ok(stored) })).await?;
@@ -165,9 +206,29 @@ impl Puller {
         let registry = reference.resolve_registry().to_string();
         match tokio::time::timeout(self.timeout, call).await {
             Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) if no_answer(&e) => Err(Error::Unreachable { registry, message: registry_message(&e) }),
             Ok(Err(e)) => Err(Error::Registry { registry, message: registry_message(&e) }),
             Err(_) => Err(Error::Timeout { registry, seconds: self.timeout.as_secs() }),
         }
+    }
+}
+
+/// `REGISTRY/REPO:TAG` of a tag reference (`None` for a digest reference, which needs no resolving).
+fn tag_key(reference: &Reference) -> Option<String> {
+    if reference.digest().is_some() {
+        return None;
+    }
+    let tag = reference.tag().unwrap_or("latest");
+    Some(format!("{}/{}:{tag}", reference.resolve_registry(), reference.repository()))
+}
+
+/// Whether the registry gave no answer: the connection failed or timed out, or the server failed (5xx).
+fn no_answer(e: &oci_client::errors::OciDistributionError) -> bool {
+    use oci_client::errors::OciDistributionError as E;
+    match e {
+        E::RequestError(e) => e.is_connect() || e.is_timeout() || e.is_request(),
+        E::ServerError { code, .. } => *code >= 500,
+        _ => false,
     }
 }
 
@@ -183,4 +244,102 @@ pub fn registry_message(e: &(dyn std::error::Error + 'static)) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{parse_oci_ref, sha256_digest};
+
+    /// A store in memory that remembers tags, as the shim's node cache does on disk.
+    #[derive(Default)]
+    struct Memory {
+        blobs: Mutex<HashMap<String, Vec<u8>>>,
+        tags: Mutex<HashMap<String, String>>,
+    }
+
+    #[async_trait]
+    impl BlobStore for Memory {
+        async fn get_or_fetch(
+            &self,
+            digest: &str,
+            fetch: BoxFuture<'_, Result<Vec<u8>, Error>>,
+        ) -> Result<Vec<u8>, Error> {
+            if let Some(bytes) = self.blobs.lock().unwrap().get(digest) {
+                return Ok(bytes.clone());
+            }
+            let bytes = fetch.await?;
+            self.blobs.lock().unwrap().insert(digest.to_string(), bytes.clone());
+            Ok(bytes)
+        }
+
+        fn tag_digest(&self, key: &str) -> Option<String> {
+            self.tags.lock().unwrap().get(key).cloned()
+        }
+
+        fn remember_tag(&self, key: &str, digest: &str) {
+            self.tags.lock().unwrap().insert(key.to_string(), digest.to_string());
+        }
+    }
+
+    /// A registry address on which nothing listens.
+    fn closed_registry() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    }
+
+    /// A store holding a one-layer wasm artifact; returns its manifest digest.
+    fn stored_component(store: &Memory, wasm: &[u8]) -> String {
+        let layer = sha256_digest(wasm);
+        let config = b"{}".to_vec();
+        let manifest = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": media::OCI_MANIFEST,
+            "config": {"mediaType": media::WASM_CONFIG, "digest": sha256_digest(&config), "size": config.len()},
+            "layers": [{"mediaType": media::WASM_LAYER, "digest": layer, "size": wasm.len()}],
+        });
+        let manifest = serde_json::to_vec(&manifest).unwrap();
+        let digest = sha256_digest(&manifest);
+        let mut blobs = store.blobs.lock().unwrap();
+        blobs.insert(layer, wasm.to_vec());
+        blobs.insert(digest.clone(), manifest);
+        digest
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_starts_a_tag_it_resolved_before_from_the_store() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let registry = closed_registry();
+        let puller = Puller::new(vec![registry.clone()], Duration::from_secs(5));
+        let reference = parse_oci_ref(&format!("oci://{registry}/apps/hello:v1")).unwrap();
+        let store = Memory::default();
+        let digest = stored_component(&store, b"\0asm component bytes");
+
+        // Never resolved on this node: the registry's silence is the error.
+        let err = puller.pull(&reference, &RegistryAuth::Anonymous, &store).await.unwrap_err();
+        assert!(err.is_unreachable(), "{err}");
+        assert!(err.to_string().starts_with(&format!("registry {registry} cannot be reached")), "{err}");
+
+        store.remember_tag(&format!("{registry}/apps/hello:v1"), &digest);
+        let pulled = puller.pull(&reference, &RegistryAuth::Anonymous, &store).await.unwrap();
+        assert_eq!(pulled.manifest_digest, digest);
+        assert_eq!(pulled.wasm, b"\0asm component bytes");
+        let why = pulled.fallback.unwrap();
+        assert!(why.contains("cannot be reached") && why.contains(&digest), "{why}");
+
+        // Another tag of the same repository was never resolved here.
+        let other = parse_oci_ref(&format!("oci://{registry}/apps/hello:v2")).unwrap();
+        assert!(puller.pull(&other, &RegistryAuth::Anonymous, &store).await.unwrap_err().is_unreachable());
+    }
+
+    #[test]
+    fn tag_keys_name_registry_repository_and_tag() {
+        let key = |r: &str| tag_key(&parse_oci_ref(r).unwrap());
+        assert_eq!(key("oci://r.example:5000/a/b:v1").as_deref(), Some("r.example:5000/a/b:v1"));
+        assert_eq!(key("oci://r.example/a/b").as_deref(), Some("r.example/a/b:latest"));
+        assert_eq!(key(&format!("oci://r.example/a/b@sha256:{}", "a".repeat(64))), None);
+    }
 }
