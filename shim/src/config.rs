@@ -1,12 +1,11 @@
 //! The node configuration file of the shim daemon (design: node configuration).
 
 use std::path::{Path, PathBuf};
-
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::engine::HttpSettings;
+use crate::engine::{EngineSettings, HttpSettings};
 
 /// Environment variable naming the configuration file.
 pub const CONFIG_ENV: &str = "WASMKUBE_SHIM_CONFIG";
@@ -43,15 +42,17 @@ pub struct NodeConfig {
 
 impl Default for NodeConfig {
     fn default() -> Self {
+        // The engine's defaults are the file's: one place says what an absent key means.
+        let EngineSettings { cache_dir, cache_max_bytes, insecure_registries, http } = EngineSettings::default();
         Self {
-            cache_dir: PathBuf::from("/var/lib/wasmkube/cache"),
-            cache_max_bytes: 10 * 1024 * 1024 * 1024,
-            insecure_registries: Vec::new(),
-            default_http_port: 8080,
+            cache_dir,
+            cache_max_bytes,
+            insecure_registries,
+            default_http_port: http.default_port,
             idle_exit_seconds: 5,
-            http_max_in_flight_requests: 100,
-            http_request_timeout_seconds: 60,
-            http_max_request_body_bytes: 16 * 1024 * 1024,
+            http_max_in_flight_requests: http.max_in_flight,
+            http_request_timeout_seconds: http.request_timeout.as_secs(),
+            http_max_request_body_bytes: http.max_request_body_bytes,
             metrics_address: DEFAULT_METRICS_ADDRESS.into(),
         }
     }
@@ -86,13 +87,18 @@ impl NodeConfig {
 }
 
 impl NodeConfig {
-    /// The wasi:http serving settings of the engine.
-    pub fn http_settings(&self) -> HttpSettings {
-        HttpSettings {
-            default_port: self.default_http_port,
-            max_in_flight: self.http_max_in_flight_requests.max(1),
-            request_timeout: Duration::from_secs(self.http_request_timeout_seconds.max(1)),
-            max_request_body_bytes: self.http_max_request_body_bytes,
+    /// The settings the engine runs with.
+    pub fn engine_settings(&self) -> EngineSettings {
+        EngineSettings {
+            cache_dir: self.cache_dir.clone(),
+            cache_max_bytes: self.cache_max_bytes,
+            insecure_registries: self.insecure_registries.clone(),
+            http: HttpSettings {
+                default_port: self.default_http_port,
+                max_in_flight: self.http_max_in_flight_requests.max(1),
+                request_timeout: Duration::from_secs(self.http_request_timeout_seconds.max(1)),
+                max_request_body_bytes: self.http_max_request_body_bytes,
+            },
         }
     }
 
@@ -130,6 +136,15 @@ mod tests {
         assert_eq!(off.metrics_address(), None);
         let local: NodeConfig = toml::from_str("metrics_address = \"127.0.0.1:19464\"\n").unwrap();
         assert_eq!(local.metrics_address(), Some("127.0.0.1:19464"));
+    }
+
+    #[test]
+    fn defaults_map_onto_the_engines_defaults() {
+        assert_eq!(NodeConfig::default().engine_settings(), EngineSettings::default());
+        let zeros: NodeConfig =
+            toml::from_str("http_max_in_flight_requests = 0\nhttp_request_timeout_seconds = 0\n").unwrap();
+        let http = zeros.engine_settings().http;
+        assert_eq!((http.max_in_flight, http.request_timeout), (1, Duration::from_secs(1)), "zero would serve nothing");
     }
 
     #[test]

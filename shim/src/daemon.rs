@@ -110,7 +110,7 @@ impl Shim for WasmkubeShim {
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
         let (config, runtime) = match NodeConfig::load().map_err(anyhow::Error::from).and_then(|cfg| {
-            let engine = NodeEngine::new(&cfg)?.with_http(cfg.http_settings());
+            let engine = NodeEngine::new(cfg.engine_settings())?;
             // The daemon runs in its home directory; runc's state for the sandboxes lives there too.
             let sandboxes = RuncSandboxes::new(std::env::current_dir()?.join("runc"))?;
             Ok((cfg, NodeRuntime::new(engine, sandboxes)))

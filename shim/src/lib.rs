@@ -4,7 +4,7 @@
 //! The crate is split the way runwasi splits its crates, but inside one daemon:
 //! - [`task`] speaks containerd's runtime v2 task protocol and knows nothing about wasmtime;
 //! - [`engine`] runs components and knows nothing about ttrpc;
-//! - [`runtime`] is the seam between them;
+//! - [`runtime`] is the seam between them, and [`spec`] what both use of a container's OCI spec;
 //! - [`daemon`] is the `start`/`delete` side of the shim binary (finding or starting the node daemon);
 //! - [`metrics`] counts every wasi:http container's requests for the node's metrics endpoint;
 //! - [`pod`] routes a pod's sandbox to [`runc`] and its components to the engine.
@@ -16,7 +16,8 @@ pub mod metrics;
 pub mod pod;
 pub mod runc;
 pub mod runtime;
+pub mod spec;
 pub mod task;
 
 /// The containerd runtime type this shim serves (design: names).
-pub const RUNTIME_TYPE: &str = "io.containerd.wasmkube.v1";
+pub use wasmkube_contract::runtime::RUNTIME_TYPE;

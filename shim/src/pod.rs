@@ -5,7 +5,8 @@ use async_trait::async_trait;
 
 use crate::engine::NodeEngine;
 use crate::runc::RuncSandboxes;
-use crate::runtime::{ContainerKind, Launch, LaunchError, Runtime, Workload};
+use crate::runtime::{Launch, LaunchError, Runtime, Workload};
+use crate::spec::ContainerKind;
 
 /// Every container of the node: sandboxes through runc, components in the one engine.
 pub struct NodeRuntime {
@@ -28,7 +29,7 @@ impl NodeRuntime {
 #[async_trait]
 impl Runtime for NodeRuntime {
     async fn prepare(&self, launch: Launch) -> Result<Box<dyn Workload>, LaunchError> {
-        match ContainerKind::of(&launch.spec) {
+        match launch.spec.kind {
             ContainerKind::Sandbox => self.sandboxes.prepare(launch).await,
             ContainerKind::App => self.engine.prepare(launch).await,
         }

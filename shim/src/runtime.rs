@@ -4,15 +4,16 @@
 //! opened); the runtime answers with a [`Workload`] ready to start, or a [`LaunchError`] that the task
 //! reports as its container's exit.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use oci_spec::runtime::Spec;
 use tokio::io::AsyncWrite;
 use tokio::sync::watch;
+
+use crate::spec::ContainerSpec;
 
 /// Where a container's stdout and stderr go (already-open writers; `None` discards).
 pub struct Stdio {
@@ -26,52 +27,14 @@ pub struct Stdio {
 pub struct Launch {
     /// The container id.
     pub id: String,
-    /// The bundle directory (holds `config.json`).
+    /// The bundle directory (holds `config.json`; runc runs a sandbox from it).
     pub bundle: PathBuf,
-    /// The OCI runtime spec from the bundle.
-    pub spec: Spec,
+    /// What the shim uses of the bundle's OCI spec, read once at create.
+    pub spec: ContainerSpec,
     /// The container's root filesystem, mounted.
     pub rootfs: PathBuf,
     /// The container's stdio.
     pub stdio: Stdio,
-    /// The network namespace the spec names (the pod's, for a CRI container); see [`network_namespace`].
-    pub network_namespace: Option<PathBuf>,
-}
-
-/// The CRI annotation that says whether a container is a pod's sandbox or one of its containers.
-pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
-
-/// What kind of container containerd asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ContainerKind {
-    /// A pod's sandbox (pause) container: it holds the pod's namespaces.
-    Sandbox,
-    /// An application container (of a pod, or started directly with `ctr`).
-    App,
-}
-
-impl ContainerKind {
-    /// Reads the kind from CRI's annotation; containers without it (`ctr run`) are applications.
-    pub fn of(spec: &Spec) -> Self {
-        let kind = spec.annotations().as_ref().and_then(|a| a.get(CONTAINER_TYPE_ANNOTATION));
-        match kind.map(String::as_str) {
-            Some("sandbox") => ContainerKind::Sandbox,
-            _ => ContainerKind::App,
-        }
-    }
-}
-
-/// The network namespace the spec puts the container in (`linux.namespaces[type=network].path`):
-/// for a pod's containers, the pod's namespace. `None` means the host's or a new one.
-pub fn network_namespace(spec: &Spec) -> Option<&Path> {
-    spec.linux()
-        .as_ref()?
-        .namespaces()
-        .as_ref()?
-        .iter()
-        .find(|ns| ns.typ() == oci_spec::runtime::LinuxNamespaceType::Network)?
-        .path()
-        .as_deref()
 }
 
 /// Why a container could not be prepared; it ends with this code and message instead of starting.
@@ -174,46 +137,4 @@ pub trait Workload: Send {
 pub trait Runtime: Send + Sync + 'static {
     /// Loads, compiles and links what the container runs: every error a user can cause surfaces here.
     async fn prepare(&self, launch: Launch) -> Result<Box<dyn Workload>, LaunchError>;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use oci_spec::runtime::{LinuxBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, SpecBuilder};
-    use std::collections::HashMap;
-
-    fn annotated(kind: Option<&str>) -> Spec {
-        let annotations: HashMap<String, String> =
-            kind.map(|k| (CONTAINER_TYPE_ANNOTATION.to_string(), k.to_string())).into_iter().collect();
-        SpecBuilder::default().annotations(annotations).build().unwrap()
-    }
-
-    #[test]
-    fn cri_annotation_tells_sandboxes_from_containers() {
-        assert_eq!(ContainerKind::of(&annotated(Some("sandbox"))), ContainerKind::Sandbox);
-        assert_eq!(ContainerKind::of(&annotated(Some("container"))), ContainerKind::App);
-        assert_eq!(ContainerKind::of(&annotated(None)), ContainerKind::App, "ctr run has no annotation");
-    }
-
-    #[test]
-    fn network_namespace_path_comes_from_the_spec() {
-        let ns = |typ, path: Option<&str>| {
-            let mut b = LinuxNamespaceBuilder::default().typ(typ);
-            if let Some(p) = path {
-                b = b.path(p);
-            }
-            b.build().unwrap()
-        };
-        let linux = LinuxBuilder::default()
-            .namespaces(vec![
-                ns(LinuxNamespaceType::Ipc, Some("/proc/42/ns/ipc")),
-                ns(LinuxNamespaceType::Network, Some("/proc/42/ns/net")),
-            ])
-            .build()
-            .unwrap();
-        let spec = SpecBuilder::default().linux(linux).build().unwrap();
-        assert_eq!(network_namespace(&spec), Some(Path::new("/proc/42/ns/net")));
-        let fresh = LinuxBuilder::default().namespaces(vec![ns(LinuxNamespaceType::Network, None)]).build().unwrap();
-        assert_eq!(network_namespace(&SpecBuilder::default().linux(fresh).build().unwrap()), None);
-    }
 }

@@ -27,5 +27,5 @@ fn the_charts_node_config_loads() {
     std::fs::write(&path, chart_shim_toml()).unwrap();
     let config = NodeConfig::load_from(&path).unwrap();
     assert_eq!(config.metrics_address(), Some("0.0.0.0:9464"));
-    assert_eq!(config.http_settings().default_port, 8080);
+    assert_eq!(config.engine_settings().http.default_port, 8080);
 }

@@ -1,7 +1,6 @@
 //! Runs a wasi:cli component the way a process runs: args, env, stdio, exit code.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::BoxFuture;
 use tokio::sync::watch;
@@ -12,12 +11,9 @@ use wasmtime_wasi::{I32Exit, WasiCtx};
 use super::cache::Pin;
 use super::cpu::CpuMetered;
 use super::host::{new_store, Host, Limits, MemoryLimitExceeded};
-use super::log_pipe::LogDrain;
 use super::outbound::OutboundPolicy;
+use super::workload::{next_signal, LogDrains};
 use crate::runtime::{Exit, Signal, Usage, Workload};
-
-/// How long buffered output may take to reach the log reader after the guest ended.
-pub(crate) const LOG_FLUSH_GRACE: Duration = Duration::from_secs(5);
 
 /// Exit code of a guest that trapped: what a process killed by SIGABRT reports (as the wasmtime CLI does).
 const TRAP_EXIT_CODE: u32 = 128 + libc::SIGABRT as u32;
@@ -30,7 +26,7 @@ pub struct CliWorkload {
     pub(crate) memory_limit: Option<u64>,
     pub(crate) outbound: OutboundPolicy,
     pub(crate) usage: Arc<Usage>,
-    pub(crate) logs: Vec<LogDrain>,
+    pub(crate) logs: LogDrains,
     /// Keeps the component's node-cache entries from eviction while the container lives.
     pub(crate) cache_pin: Pin,
 }
@@ -63,24 +59,8 @@ impl CliWorkload {
         };
         // Dropping the store closes the guest's stdio; then the buffered output reaches the log.
         drop(store);
-        for log in logs {
-            log.finish(LOG_FLUSH_GRACE).await;
-        }
+        logs.finish().await;
         exit
-    }
-}
-
-/// Waits for a terminating signal. wasi:cli has no signal delivery, so any such signal ends the
-/// instance at its next yield point (a host call or an epoch tick).
-pub(crate) async fn next_signal(signals: &mut watch::Receiver<Option<Signal>>) -> Signal {
-    loop {
-        if let Some(signal) = *signals.borrow_and_update() {
-            return signal;
-        }
-        if signals.changed().await.is_err() {
-            // The task side is gone: nobody can observe this instance any more.
-            return Signal::KILL;
-        }
     }
 }
 

@@ -17,7 +17,6 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use oci_spec::runtime::Spec;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinSet;
@@ -28,78 +27,39 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 
 use super::cache::Pin;
-use super::cli::{next_signal, LOG_FLUSH_GRACE};
 use super::cpu::CpuMetered;
 use super::host::{new_store, Host, Limits};
-use super::log_pipe::{LogDrain, LogPipe};
+use super::log_pipe::LogPipe;
 use super::netns::bind_listener;
 use super::outbound::OutboundPolicy;
-use super::wasi_ctx;
+use super::settings::HttpSettings;
+use super::wasi_ctx::WasiTemplate;
+use super::workload::{next_signal, LogDrains};
 use crate::metrics::{ContainerSeries, Registration};
 use crate::runtime::{Exit, LaunchError, Signal, Usage, Workload};
 
-/// Env var the operator renders with the port a wasi:http component serves on.
-pub const HTTP_PORT_ENV: &str = "WASMKUBE_HTTP_PORT";
-
 /// The export that makes a component a wasi:http server, any 0.2.x version.
 const INCOMING_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2.";
-
-/// Node-wide settings of wasi:http serving (node config keys `default_http_port` and `http_*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpSettings {
-    /// Port when the container's env does not name one.
-    pub default_port: u16,
-    /// Requests one container handles at once; more are answered 503 at once.
-    pub max_in_flight: usize,
-    /// Longest a request may run in the guest; then it is stopped and answered 504.
-    pub request_timeout: Duration,
-    /// Largest request body a guest receives; a larger declared one is answered 413.
-    pub max_request_body_bytes: u64,
-}
-
-impl Default for HttpSettings {
-    fn default() -> Self {
-        Self {
-            default_port: 8080,
-            max_in_flight: 100,
-            request_timeout: Duration::from_secs(60),
-            max_request_body_bytes: 16 * 1024 * 1024,
-        }
-    }
-}
 
 /// Whether the compiled component exports `wasi:http/incoming-handler` (read from its type).
 pub fn exports_incoming_handler(engine: &wasmtime::Engine, component: &wasmtime::component::Component) -> bool {
     component.component_type().exports(engine).any(|(name, _)| name.starts_with(INCOMING_HANDLER_EXPORT))
 }
 
-/// The port from the container's `WASMKUBE_HTTP_PORT`, else `default`.
-pub fn http_port(spec: &Spec, default: u16) -> Result<u16, LaunchError> {
-    match wasi_ctx::spec_env(spec, HTTP_PORT_ENV) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| LaunchError::cannot_run(format!("{HTTP_PORT_ENV}={v:?} is not a TCP port (1 to 65535)"))),
-    }
-}
-
 /// What one HTTP container is made of.
 pub struct HttpLaunch {
     /// The container id (for logs).
     pub id: String,
-    /// The container spec: every request's WASI context is built from it.
-    pub spec: Spec,
+    /// The port the container's env names, else the node's default.
+    pub port: u16,
+    /// Every request's WASI context comes from it.
+    pub wasi: WasiTemplate,
     /// The pod's network namespace, where the listener is bound.
     pub network_namespace: Option<PathBuf>,
-    /// The guest's stdout and stderr, shared by every request.
-    pub stdout: LogPipe,
-    /// See `stdout`.
+    /// The guest's stderr (also in `wasi`), where a failed request's cause is written.
     pub stderr: LogPipe,
-    /// Drains of `stdout` and `stderr`, finished when the container ends.
-    pub logs: Vec<LogDrain>,
+    /// Drains of the guest's stdout and stderr, finished when the container ends.
+    pub logs: LogDrains,
     /// The container's memory limit, applied to every instance.
     pub memory_limit: Option<u64>,
     /// Hosts the guest may call.
@@ -116,7 +76,7 @@ pub struct HttpLaunch {
 pub struct HttpWorkload {
     listener: std::net::TcpListener,
     server: Arc<Server>,
-    logs: Vec<LogDrain>,
+    logs: LogDrains,
     /// Set to true when the container ends: guests still running stop.
     kill: watch::Sender<bool>,
     _cache_pin: Pin,
@@ -127,8 +87,7 @@ impl HttpWorkload {
     /// Binds the listener in the pod's network namespace (so it is up before the task reports started;
     /// connections made before `start` wait in the backlog).
     pub fn bind(pre: ProxyPre<Host>, launch: HttpLaunch) -> Result<Self, LaunchError> {
-        let port = http_port(&launch.spec, launch.settings.default_port)?;
-        let addr = SocketAddr::from(([0, 0, 0, 0], port));
+        let addr = SocketAddr::from(([0, 0, 0, 0], launch.port));
         let listener = bind_listener(launch.network_namespace.as_deref(), addr)
             .map_err(|e| LaunchError::cannot_run(format!("the wasi:http component cannot listen: {e}")))?;
         tracing::info!(id = %launch.id, %addr, netns = ?launch.network_namespace, "wasi:http component listening");
@@ -136,8 +95,7 @@ impl HttpWorkload {
         let server = Arc::new(Server {
             id: launch.id,
             pre,
-            spec: launch.spec,
-            stdout: launch.stdout,
+            wasi: launch.wasi,
             stderr: launch.stderr,
             memory_limit: launch.memory_limit,
             outbound: launch.outbound,
@@ -165,8 +123,7 @@ impl Workload for HttpWorkload {
 struct Server {
     id: String,
     pre: ProxyPre<Host>,
-    spec: Spec,
-    stdout: LogPipe,
+    wasi: WasiTemplate,
     stderr: LogPipe,
     memory_limit: Option<u64>,
     outbound: OutboundPolicy,
@@ -196,9 +153,7 @@ impl HttpWorkload {
         // Whatever still runs in a guest now ends at its next yield point.
         kill.send_replace(true);
         drop(server);
-        for log in logs {
-            log.finish(LOG_FLUSH_GRACE).await;
-        }
+        logs.finish().await;
         exit
     }
 }
@@ -334,7 +289,7 @@ impl Server {
     }
 
     fn new_store(&self) -> Result<Store<Host>, LaunchError> {
-        let wasi = wasi_ctx::for_spec(&self.spec, self.stdout.clone(), self.stderr.clone())?;
+        let wasi = self.wasi.instantiate()?;
         let limits = Limits::new(self.memory_limit, self.usage.clone());
         Ok(new_store(self.pre.engine(), Host::new(wasi, limits, self.outbound.clone())))
     }
@@ -376,26 +331,4 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response<HyperOutgoingB
     *response.status_mut() = status;
     response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use oci_spec::runtime::{ProcessBuilder, SpecBuilder};
-
-    fn spec_with_env(env: &[&str]) -> Spec {
-        let process = ProcessBuilder::default().env(env.iter().map(|e| e.to_string()).collect::<Vec<_>>()).build();
-        SpecBuilder::default().process(process.unwrap()).build().unwrap()
-    }
-
-    #[test]
-    fn port_comes_from_the_env_else_the_node_default() {
-        assert_eq!(http_port(&spec_with_env(&["WASMKUBE_HTTP_PORT=9000"]), 8080).unwrap(), 9000);
-        assert_eq!(http_port(&spec_with_env(&["OTHER=1"]), 8080).unwrap(), 8080);
-        for bad in ["WASMKUBE_HTTP_PORT=0", "WASMKUBE_HTTP_PORT=70000", "WASMKUBE_HTTP_PORT=http"] {
-            let err = http_port(&spec_with_env(&[bad]), 8080).unwrap_err();
-            assert_eq!(err.exit_code, 126, "{bad}");
-            assert!(err.message.contains("WASMKUBE_HTTP_PORT"), "{}", err.message);
-        }
-    }
 }

@@ -11,8 +11,10 @@ mod log_pipe;
 mod netns;
 mod outbound;
 mod registry;
+mod settings;
 mod source;
 mod wasi_ctx;
+mod workload;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,15 +31,15 @@ use wasmtime_wasi_http::p2::bindings::ProxyPre;
 pub use cli::CliWorkload;
 pub use config::{build_engine, Allocator};
 pub use host::{Host, MemoryLimitExceeded};
-pub use http::{HttpSettings, HttpWorkload};
+pub use http::HttpWorkload;
 pub use log_pipe::{LogDrain, LogPipe};
-pub use registry::PULL_SECRETS_DIR;
-pub use wasi_ctx::spec_env;
+pub use settings::{EngineSettings, HttpSettings};
 
-use outbound::{OutboundPolicy, ALLOWED_OUTBOUND_HOSTS_ENV};
+use outbound::OutboundPolicy;
+use wasi_ctx::WasiTemplate;
+use wasmkube_contract::component::strip_oci_scheme;
 
-use crate::config::NodeConfig;
-use crate::metrics::{ContainerLabels, HttpMetrics};
+use crate::metrics::HttpMetrics;
 use crate::runtime::{Launch, LaunchError, Runtime, Usage, Workload};
 
 /// How often the epoch advances: the longest a busy guest runs before it yields or sees a kill.
@@ -67,7 +69,7 @@ pub struct NodeEngine {
 
 impl NodeEngine {
     /// Builds the engine and linker; fails at daemon start, not at a pod's start, when the host cannot.
-    pub fn new(node: &NodeConfig) -> anyhow::Result<Self> {
+    pub fn new(settings: EngineSettings) -> anyhow::Result<Self> {
         // oci-client's TLS needs a process-wide crypto provider; another one already installed is fine.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (engine, allocator) = config::build_engine()?;
@@ -81,10 +83,11 @@ impl NodeEngine {
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link wasi:http into the engine: {e:?}"))?;
 
-        let cache = cache::NodeCache::open(&node.cache_dir, node.cache_max_bytes, &engine)
-            .map_err(|e| anyhow::anyhow!("cannot use the cache directory {}: {e}", node.cache_dir.display()))?;
+        let EngineSettings { cache_dir, cache_max_bytes, insecure_registries, http } = settings;
+        let cache = cache::NodeCache::open(&cache_dir, cache_max_bytes, &engine)
+            .map_err(|e| anyhow::anyhow!("cannot use the cache directory {}: {e}", cache_dir.display()))?;
         let cache = Arc::new(cache);
-        let registry = registry::RegistrySource::new(node.insecure_registries.clone(), cache.clone());
+        let registry = registry::RegistrySource::new(insecure_registries, cache.clone());
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
         spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
@@ -96,7 +99,7 @@ impl NodeEngine {
             cache,
             registry,
             ticker_stop,
-            http: HttpSettings::default(),
+            http,
             metrics: Arc::default(),
         })
     }
@@ -104,12 +107,6 @@ impl NodeEngine {
     /// How the engine allocates instances.
     pub fn allocator(&self) -> Allocator {
         self.allocator
-    }
-
-    /// Serves wasi:http components with these node settings.
-    pub fn with_http(mut self, http: HttpSettings) -> Self {
-        self.http = http;
-        self
     }
 
     /// The request series of every wasi:http container this engine serves, for the metrics endpoint.
@@ -189,44 +186,37 @@ impl Drop for NodeEngine {
 #[async_trait]
 impl Runtime for NodeEngine {
     async fn prepare(&self, launch: Launch) -> Result<Box<dyn Workload>, LaunchError> {
-        let reference = launch
-            .spec
-            .process()
-            .as_ref()
-            .and_then(|p| p.args().as_ref())
-            .and_then(|a| a.first())
-            .cloned()
-            .ok_or_else(|| {
-                LaunchError::not_found("the container spec has no process.args: nothing names a component")
-            })?;
+        let Launch { id, spec, rootfs, stdio, bundle: _ } = launch;
+        let reference = spec.component.as_deref().ok_or_else(|| {
+            LaunchError::not_found("the container spec has no process.args: nothing names a component")
+        })?;
         // wasi:http components bind their listener inside this namespace.
-        if let Some(netns) = &launch.network_namespace {
-            tracing::info!(id = %launch.id, netns = %netns.display(), "component joins this network namespace");
+        if let Some(netns) = &spec.network_namespace {
+            tracing::info!(%id, netns = %netns.display(), "component joins this network namespace");
         }
-        let outbound = OutboundPolicy::parse(&launch.id, wasi_ctx::spec_env(&launch.spec, ALLOWED_OUTBOUND_HOSTS_ENV))
+        let outbound = OutboundPolicy::parse(&id, &spec.env.allowed_outbound_hosts)
             .map_err(|e| LaunchError::cannot_run(e.to_string()))?
-            .in_namespace(launch.network_namespace.as_deref())
+            .in_namespace(spec.network_namespace.as_deref())
             .map_err(|e| LaunchError::cannot_run(format!("outbound HTTP cannot be set up: {e}")))?;
         // The pin keeps the component's cache entries from eviction while the container lives.
-        let (bytes, cache_pin) = if reference.starts_with(wasmkube_oci::OCI_SCHEME) {
-            self.registry.fetch(&reference, &launch.spec).await?
+        let (bytes, cache_pin) = if strip_oci_scheme(reference).is_some() {
+            self.registry.fetch(reference, &spec.pull_secrets).await?
         } else {
-            let bytes = source::read(&reference, &launch.rootfs)?;
+            let bytes = source::read(reference, &rootfs)?;
             let pin = self.cache.pin(vec![bytes.digest.clone()]);
             (bytes, pin)
         };
         let prepared = self.prepared(bytes).await?;
 
-        let (stdout, stdout_drain) = LogPipe::new(launch.stdio.stdout);
-        let (stderr, stderr_drain) = LogPipe::new(launch.stdio.stderr);
-        let memory_limit = memory_limit(&launch.spec);
-        let logs = vec![stdout_drain, stderr_drain];
+        let (stdout, stderr, logs) = workload::open_logs(stdio);
+        let wasi = WasiTemplate::new(&spec, stdout, stderr.clone())?;
         match &*prepared {
             Prepared::Cli(pre) => Ok(Box::new(CliWorkload {
                 engine: self.engine.clone(),
                 pre: pre.clone(),
-                wasi: wasi_ctx::for_spec(&launch.spec, stdout, stderr)?,
-                memory_limit,
+                // A wasi:cli container is one instance.
+                wasi: wasi.instantiate()?,
+                memory_limit: spec.memory_limit,
                 outbound,
                 usage: Arc::new(Usage::default()),
                 logs,
@@ -235,14 +225,14 @@ impl Runtime for NodeEngine {
             Prepared::Http(pre) => Ok(Box::new(HttpWorkload::bind(
                 pre.clone(),
                 http::HttpLaunch {
-                    metrics: self.metrics.register(&launch.id, ContainerLabels::from_spec(&launch.id, &launch.spec)),
-                    id: launch.id,
-                    spec: launch.spec,
-                    network_namespace: launch.network_namespace,
-                    stdout,
+                    metrics: self.metrics.register(&id, spec.labels.clone()),
+                    id,
+                    port: spec.env.http_port.unwrap_or(self.http.default_port),
+                    wasi,
+                    network_namespace: spec.network_namespace,
                     stderr,
                     logs,
-                    memory_limit,
+                    memory_limit: spec.memory_limit,
                     outbound,
                     settings: self.http.clone(),
                     cache_pin,
@@ -250,12 +240,6 @@ impl Runtime for NodeEngine {
             )?)),
         }
     }
-}
-
-/// The container's memory limit from `linux.resources.memory.limit` (absent or ≤ 0: none).
-fn memory_limit(spec: &oci_spec::runtime::Spec) -> Option<u64> {
-    let limit = spec.linux().as_ref()?.resources().as_ref()?.memory().as_ref()?.limit()?;
-    u64::try_from(limit).ok().filter(|l| *l > 0)
 }
 
 /// Says what the bytes are when they are not a component, instead of a parser error.

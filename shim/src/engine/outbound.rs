@@ -8,12 +8,10 @@ use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
 use http_body_util::BodyExt;
+use wasmkube_contract::env::ALLOWED_OUTBOUND_HOSTS;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::netns::{BindError, NamespaceRuntime};
-
-/// Env var the operator renders with the allowlist (see `operator/src/render.rs`).
-pub const ALLOWED_OUTBOUND_HOSTS_ENV: &str = "WASMKUBE_ALLOWED_OUTBOUND_HOSTS";
 
 /// One allowlist entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,7 +26,7 @@ enum Rule {
 
 /// An entry of the allowlist that cannot be understood.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid {ALLOWED_OUTBOUND_HOSTS_ENV} entry {entry:?}: {why}")]
+#[error("invalid {ALLOWED_OUTBOUND_HOSTS} entry {entry:?}: {why}")]
 pub struct InvalidRule {
     entry: String,
     why: &'static str,
@@ -46,15 +44,9 @@ pub struct OutboundPolicy {
 }
 
 impl OutboundPolicy {
-    /// Parses the allowlist of `container` from the env var's value (`None`: no outbound HTTP).
-    pub fn parse(container: &str, value: Option<&str>) -> Result<Self, InvalidRule> {
-        let rules = value
-            .into_iter()
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(parse_rule)
-            .collect::<Result<Vec<_>, _>>()?;
+    /// Parses the allowlist entries of `container` (none: no outbound HTTP).
+    pub fn parse(container: &str, entries: &[String]) -> Result<Self, InvalidRule> {
+        let rules = entries.iter().map(|e| parse_rule(e)).collect::<Result<Vec<_>, _>>()?;
         Ok(Self { rules: Arc::new(rules), denied_logged: Arc::default(), container: container.into(), netns: None })
     }
 
@@ -188,13 +180,19 @@ impl WasiHttpHooks for OutboundPolicy {
 mod tests {
     use super::*;
 
+    /// The policy of an env value, split as `ContainerEnv` splits it.
+    fn parsed(value: &str) -> Result<OutboundPolicy, InvalidRule> {
+        let env = wasmkube_contract::env::ContainerEnv::from_vars([(ALLOWED_OUTBOUND_HOSTS, value)]).unwrap();
+        OutboundPolicy::parse("c", &env.allowed_outbound_hosts)
+    }
+
     fn policy(value: &str) -> OutboundPolicy {
-        OutboundPolicy::parse("c", Some(value)).unwrap()
+        parsed(value).unwrap()
     }
 
     #[test]
     fn nothing_is_allowed_without_the_variable() {
-        let none = OutboundPolicy::parse("c", None).unwrap();
+        let none = OutboundPolicy::parse("c", &[]).unwrap();
         assert!(!none.allows("example.com", 80));
     }
 
@@ -216,7 +214,8 @@ mod tests {
     #[test]
     fn malformed_entries_are_errors() {
         for bad in ["http://a.b", "a.b/path", "a*.b", "host:http", "*.", ":80", "::1", "[::1", "a b"] {
-            assert!(OutboundPolicy::parse("c", Some(bad)).is_err(), "{bad}");
+            let err = parsed(bad).err().unwrap();
+            assert!(err.to_string().starts_with("invalid WASMKUBE_ALLOWED_OUTBOUND_HOSTS entry"), "{err}");
         }
     }
 }

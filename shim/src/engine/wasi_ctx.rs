@@ -1,98 +1,126 @@
 //! What a guest sees of its container: args, env, stdio, and only the spec's volume mounts as preopens.
+//!
+//! A [`WasiTemplate`] is set up once per container; every instance (each wasi:http request, the one run of
+//! a wasi:cli component) gets its own `WasiCtx` from it.
 
-use std::path::Path;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use oci_spec::runtime::{Mount, Spec};
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
 use super::log_pipe::LogPipe;
 use crate::runtime::LaunchError;
+use crate::spec::ContainerSpec;
 
-/// Mount destinations that belong to the container's plumbing, not to the guest. `/var/run/wasmkube`
-/// holds what the operator mounts for the shim itself (registry credentials).
-const SYSTEM_MOUNTS: [&str; 4] = ["/proc", "/sys", "/dev", "/var/run/wasmkube"];
-/// Env vars the operator sets for the shim (HTTP port, outbound allowlist, the metrics labels `WASMKUBE_APP`
-/// and `WASMKUBE_NAMESPACE`); the guest never sees them.
-const SHIM_ENV_PREFIX: &str = "WASMKUBE_";
+/// A volume resolved to a directory that opened once.
+#[derive(Debug, Clone)]
+struct Preopen {
+    host: PathBuf,
+    guest: String,
+    perms: FsPerms,
+}
 
-/// Builds the WASI context of one instance from its container spec.
-pub fn for_spec(spec: &Spec, stdout: LogPipe, stderr: LogPipe) -> Result<WasiCtx, LaunchError> {
-    let mut b = WasiCtxBuilder::new();
-    b.stdout(stdout).stderr(stderr);
-    if let Some(process) = spec.process() {
-        if let Some(args) = process.args() {
-            b.args(args);
+/// The per-container part of every instance's WASI context, resolved and checked once.
+#[derive(Clone)]
+pub struct WasiTemplate {
+    inner: Arc<Template>,
+}
+
+struct Template {
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    preopens: Vec<Preopen>,
+    stdout: LogPipe,
+    stderr: LogPipe,
+}
+
+impl WasiTemplate {
+    /// Resolves the container's volumes: bind mounts whose source is a directory become preopens (files
+    /// such as `/etc/hosts` cannot be), and each must open now, so a bad volume fails the container at
+    /// create rather than each request.
+    pub fn new(spec: &ContainerSpec, stdout: LogPipe, stderr: LogPipe) -> Result<Self, LaunchError> {
+        let mut preopens = Vec::new();
+        for volume in spec.volumes.iter().filter(|v| v.host.is_dir()) {
+            let perms = if volume.read_only { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
+            let preopen = Preopen { host: volume.host.clone(), guest: volume.guest.clone(), perms };
+            // The builder's own open, so the error is the one an instance would meet.
+            preopen.add_to(&mut WasiCtxBuilder::new())?;
+            preopens.push(preopen);
         }
-        for entry in process.env().iter().flatten() {
-            // Entries without '=' are invalid in an OCI spec; a process would not see them either.
-            match entry.split_once('=') {
-                Some((k, _)) if k.starts_with(SHIM_ENV_PREFIX) => {}
-                Some((k, v)) => {
-                    b.env(k, v);
-                }
-                None => {}
-            }
-        }
+        let template = Template { args: spec.args.clone(), env: spec.guest_env.clone(), preopens, stdout, stderr };
+        Ok(Self { inner: Arc::new(template) })
     }
-    for mount in spec.mounts().iter().flatten().filter(|m| is_guest_volume(m)) {
-        let (Some(source), dest) = (mount.source(), mount.destination()) else { continue };
-        let perms = if is_read_only(mount) { FsPerms::ReadOnly } else { FsPerms::ReadWrite };
-        let guest = dest.to_string_lossy();
-        b.preopened_dir(source, guest.as_ref(), perms).map_err(|e| {
+
+    /// A fresh context for one instance.
+    ///
+    /// Per instance stays what wasmtime-wasi cannot share: a `WasiCtx` is not `Clone`, and its builder
+    /// takes preopens only as paths, so each instance opens its directories again (one `open` each, no
+    /// re-validation) and copies args and env into its own context.
+    pub fn instantiate(&self) -> Result<WasiCtx, LaunchError> {
+        let t = &*self.inner;
+        let mut b = WasiCtxBuilder::new();
+        b.stdout(t.stdout.clone()).stderr(t.stderr.clone()).args(&t.args).envs(&t.env);
+        for preopen in &t.preopens {
+            preopen.add_to(&mut b)?;
+        }
+        Ok(b.build())
+    }
+}
+
+impl Preopen {
+    fn add_to(&self, b: &mut WasiCtxBuilder) -> Result<(), LaunchError> {
+        b.preopened_dir(&self.host, &self.guest, self.perms).map_err(|e| {
             LaunchError::cannot_run(format!(
                 "volume mount {} (from {}) cannot be opened for the component: {e:#}",
-                guest,
-                source.display()
+                self.guest,
+                self.host.display()
             ))
         })?;
+        Ok(())
     }
-    Ok(b.build())
-}
-
-/// The value of env var `name` in the container spec (the operator's `WASMKUBE_*` settings for the shim).
-pub fn spec_env<'a>(spec: &'a Spec, name: &str) -> Option<&'a str> {
-    let env = spec.process().as_ref()?.env().as_ref()?;
-    env.iter().filter_map(|e| e.split_once('=')).find(|(k, _)| *k == name).map(|(_, v)| v)
-}
-
-/// A bind mount of a directory outside the system paths: a volume the guest may use.
-fn is_guest_volume(mount: &Mount) -> bool {
-    let dest = mount.destination();
-    let is_bind =
-        mount.typ().as_deref() == Some("bind") || mount.options().iter().flatten().any(|o| o == "bind" || o == "rbind");
-    let system = SYSTEM_MOUNTS.iter().any(|s| dest.starts_with(Path::new(s)));
-    let is_dir = mount.source().as_ref().is_some_and(|s| s.is_dir());
-    is_bind && !system && is_dir
-}
-
-fn is_read_only(mount: &Mount) -> bool {
-    mount.options().iter().flatten().any(|o| o == "ro")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::MountBuilder;
+    use crate::spec::GuestVolume;
 
-    fn bind(dest: &str, source: &Path, ro: bool) -> Mount {
-        let mut options = vec!["rbind".to_string()];
-        if ro {
-            options.push("ro".into());
-        }
-        MountBuilder::default().destination(dest).source(source).typ("bind").options(options).build().unwrap()
+    fn spec_with(volumes: Vec<GuestVolume>) -> ContainerSpec {
+        let oci: oci_spec::runtime::Spec = serde_json::from_str(r#"{"ociVersion": "1.0.2"}"#).unwrap();
+        ContainerSpec { volumes, ..ContainerSpec::from_oci("c", &oci).unwrap() }
     }
 
-    #[test]
-    fn only_directory_binds_outside_system_paths_become_preopens() {
+    fn volume(host: PathBuf, guest: &str) -> GuestVolume {
+        GuestVolume { host, guest: guest.into(), read_only: false }
+    }
+
+    #[tokio::test]
+    async fn only_directories_become_preopens_and_instances_reuse_them() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("hosts");
         std::fs::write(&file, "").unwrap();
-        assert!(is_guest_volume(&bind("/data", dir.path(), false)));
-        assert!(!is_guest_volume(&bind("/etc/hosts", &file, true)), "files cannot be preopens");
-        assert!(!is_guest_volume(&bind("/dev/shm", dir.path(), false)));
-        assert!(!is_guest_volume(&bind("/var/run/wasmkube/pull-secrets/reg", dir.path(), true)));
-        let proc = MountBuilder::default().destination("/proc").typ("proc").source("proc").build().unwrap();
-        assert!(!is_guest_volume(&proc));
-        assert!(is_read_only(&bind("/cfg", dir.path(), true)));
+        let (out, _d1) = LogPipe::new(None);
+        let (err, _d2) = LogPipe::new(None);
+        let spec = spec_with(vec![volume(dir.path().into(), "/data"), volume(file, "/etc/hosts")]);
+        let template = WasiTemplate::new(&spec, out, err).unwrap();
+        let guests: Vec<&str> = template.inner.preopens.iter().map(|p| p.guest.as_str()).collect();
+        assert_eq!(guests, ["/data"], "files cannot be preopens");
+        for _ in 0..3 {
+            template.instantiate().unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_gone_after_create_is_a_clear_error_for_the_instance() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).unwrap();
+        let (out, _d1) = LogPipe::new(None);
+        let (err, _d2) = LogPipe::new(None);
+        let template = WasiTemplate::new(&spec_with(vec![volume(data.clone(), "/data")]), out, err).unwrap();
+        std::fs::remove_dir(&data).unwrap();
+        let e = template.instantiate().err().unwrap();
+        assert_eq!(e.exit_code, 126);
+        assert!(e.message.starts_with("volume mount /data (from "), "{}", e.message);
     }
 }

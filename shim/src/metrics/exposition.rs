@@ -6,15 +6,15 @@
 
 use std::fmt::Write as _;
 
+use wasmkube_contract::metrics::{
+    LABEL_CONTAINER, LABEL_NAMESPACE, LABEL_POD, LABEL_WASMAPP, REQUESTS_IN_FLIGHT, REQUESTS_TOTAL,
+};
+
 use super::labels::ContainerLabels;
 use super::registry::Sample;
 
 /// The `Content-Type` of the rendered text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-/// Requests answered by a container, kubelet probes excluded.
-pub const REQUESTS_TOTAL: &str = "wasmkube_http_requests_total";
-/// Requests a container is handling now, kubelet probes excluded.
-pub const REQUESTS_IN_FLIGHT: &str = "wasmkube_http_requests_in_flight";
 
 /// One metric family: its name, type, help and where its value comes from.
 struct Family {
@@ -53,7 +53,12 @@ pub fn render(samples: &[Sample]) -> String {
 }
 
 fn label_set(l: &ContainerLabels) -> String {
-    let pairs = [("namespace", &l.namespace), ("wasmapp", &l.wasmapp), ("pod", &l.pod), ("container", &l.container)];
+    let pairs = [
+        (LABEL_NAMESPACE, &l.namespace),
+        (LABEL_WASMAPP, &l.wasmapp),
+        (LABEL_POD, &l.pod),
+        (LABEL_CONTAINER, &l.container),
+    ];
     let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
     format!("{{{}}}", inner.join(","))
 }

@@ -8,11 +8,6 @@ use tokio::io::AsyncWrite;
 
 use super::error::TaskError;
 
-/// Where Kubernetes expects the termination message unless the pod says otherwise.
-const DEFAULT_TERMINATION_LOG: &str = "/dev/termination-log";
-/// The CRI annotation carrying a pod's own terminationMessagePath, when the runtime passes it on.
-const TERMINATION_PATH_ANNOTATION: &str = "io.kubernetes.container.terminationMessagePath";
-
 /// Reads `config.json` of a bundle.
 pub fn read_spec(bundle: &Path) -> Result<Spec, TaskError> {
     let path = bundle.join("config.json");
@@ -20,13 +15,17 @@ pub fn read_spec(bundle: &Path) -> Result<Spec, TaskError> {
         .map_err(|e| TaskError::InvalidArgument(format!("cannot read the OCI spec {}: {e}", path.display())))
 }
 
-/// Mounts the rootfs containerd passed (if any) and returns the rootfs path.
-pub fn mount_rootfs(bundle: &Path, spec: &Spec, mounts: &[Mount]) -> Result<PathBuf, TaskError> {
+/// Mounts the rootfs containerd passed (if any) and returns the rootfs path; `root` is the spec's
+/// `root.path`.
+pub fn mount_rootfs(bundle: &Path, root: Option<&Path>, mounts: &[Mount]) -> Result<PathBuf, TaskError> {
     let target = bundle.join("rootfs");
     if mounts.is_empty() {
         // containerd passes no mounts when the rootfs is already in place (`ctr run --rootfs`).
-        let root = spec.root().as_ref().map(|r| r.path().clone()).unwrap_or_else(|| target.clone());
-        return Ok(if root.is_absolute() { root } else { bundle.join(root) });
+        return Ok(match root {
+            Some(root) if root.is_absolute() => root.to_path_buf(),
+            Some(root) => bundle.join(root),
+            None => target,
+        });
     }
     std::fs::create_dir_all(&target)
         .map_err(|e| TaskError::Internal(format!("cannot create {}: {e}", target.display())))?;
@@ -76,16 +75,6 @@ fn is_fifo(path: &str) -> bool {
 
 fn strip_file_scheme(path: &str) -> &str {
     path.strip_prefix("file://").unwrap_or(path)
-}
-
-/// The host file behind the container's termination-message path, when the spec mounts one.
-pub fn termination_log(spec: &Spec) -> Option<PathBuf> {
-    let wanted = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(TERMINATION_PATH_ANNOTATION).cloned())
-        .unwrap_or_else(|| DEFAULT_TERMINATION_LOG.to_string());
-    spec.mounts().iter().flatten().find(|m| m.destination() == Path::new(&wanted)).and_then(|m| m.source().clone())
 }
 
 /// Tells the user why a container ended: on its stderr (so `kubectl logs` and `ctr` show it) and in its
@@ -140,21 +129,6 @@ impl ExitReporter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use oci_spec::runtime::{MountBuilder, SpecBuilder};
-
-    #[test]
-    fn termination_log_is_the_host_side_of_the_mount() {
-        let mount = MountBuilder::default()
-            .destination("/dev/termination-log")
-            .source("/var/lib/kubelet/pods/x/containers/app/abc")
-            .typ("bind")
-            .build()
-            .unwrap();
-        let spec = SpecBuilder::default().mounts(vec![mount]).build().unwrap();
-        assert_eq!(termination_log(&spec), Some(PathBuf::from("/var/lib/kubelet/pods/x/containers/app/abc")));
-        let bare = SpecBuilder::default().mounts(vec![]).build().unwrap();
-        assert_eq!(termination_log(&bare), None);
-    }
 
     #[test]
     fn exit_reason_reaches_stderr_file_and_termination_log() {

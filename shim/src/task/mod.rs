@@ -7,9 +7,11 @@ mod container;
 mod error;
 mod events;
 mod stats;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
@@ -32,7 +34,8 @@ pub use container::{Container, ExitRecord, StdioPaths};
 pub use error::TaskError;
 pub use events::{ContainerdEvents, EventSink, TaskEvent};
 
-use crate::runtime::{self, Exit, Launch, Runtime, Signal, Stdio};
+use crate::runtime::{Exit, Launch, Runtime, Signal, Stdio};
+use crate::spec::ContainerSpec;
 
 /// The Task service: a table of containers, a runtime to prepare them, a sink for their events.
 pub struct TaskService<R: Runtime> {
@@ -127,14 +130,18 @@ impl<R: Runtime> Inner<R> {
             ));
         }
         let bundle = PathBuf::from(&req.bundle);
-        let spec = bundle::read_spec(&bundle)?;
-        let rootfs = bundle::mount_rootfs(&bundle, &spec, &req.rootfs)?;
+        let spec = ContainerSpec::from_oci(&req.id, &bundle::read_spec(&bundle)?);
         let stdio = Stdio { stdout: bundle::open_output(&req.stdout)?, stderr: bundle::open_output(&req.stderr)? };
-        let reporter = bundle::ExitReporter::open(&req.stderr, bundle::termination_log(&spec))?;
-
-        let network_namespace = runtime::network_namespace(&spec).map(Path::to_path_buf);
-        let launch = Launch { id: req.id.clone(), bundle: bundle.clone(), spec, rootfs, stdio, network_namespace };
-        let prepared = self.runtime.prepare(launch).await;
+        let (reporter, prepared) = match spec {
+            Ok(spec) => {
+                let reporter = bundle::ExitReporter::open(&req.stderr, spec.termination_log.clone())?;
+                let rootfs = bundle::mount_rootfs(&bundle, spec.root.as_deref(), &req.rootfs)?;
+                let launch = Launch { id: req.id.clone(), bundle: bundle.clone(), spec, rootfs, stdio };
+                (reporter, self.runtime.prepare(launch).await)
+            }
+            // Reported as the container's exit at start, as a component that cannot run is.
+            Err(invalid) => (bundle::ExitReporter::open(&req.stderr, invalid.termination_log)?, Err(invalid.error)),
+        };
         if let Err(e) = &prepared {
             tracing::warn!(id = %req.id, error = %e, "container cannot start; it will end with this message");
         }

@@ -1,0 +1,52 @@
+//! The node settings the engine runs with; the daemon maps its configuration file onto them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Node-wide settings of the engine (design: node configuration).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// Node cache of blobs and precompiled code.
+    pub cache_dir: PathBuf,
+    /// Size bound of the cache in bytes.
+    pub cache_max_bytes: u64,
+    /// Registries (`host:port`) that may be reached over plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// How wasi:http components are served.
+    pub http: HttpSettings,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from("/var/lib/wasmkube/cache"),
+            cache_max_bytes: 10 * 1024 * 1024 * 1024,
+            insecure_registries: Vec::new(),
+            http: HttpSettings::default(),
+        }
+    }
+}
+
+/// Node-wide settings of wasi:http serving (node config keys `default_http_port` and `http_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Port when the container's env does not name one.
+    pub default_port: u16,
+    /// Requests one container handles at once; more are answered 503 at once.
+    pub max_in_flight: usize,
+    /// Longest a request may run in the guest; then it is stopped and answered 504.
+    pub request_timeout: Duration,
+    /// Largest request body a guest receives; a larger declared one is answered 413.
+    pub max_request_body_bytes: u64,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self {
+            default_port: 8080,
+            max_in_flight: 100,
+            request_timeout: Duration::from_secs(60),
+            max_request_body_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
