@@ -1,4 +1,4 @@
-//! The node configuration file of the shim daemon (design: node configuration).
+//! The node configuration file of the shim daemon (docs/design.md; its keys in docs/shim.md).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,13 +7,13 @@ use serde::Deserialize;
 
 use crate::engine::{EngineSettings, HttpSettings};
 
-/// Environment variable naming the configuration file.
-pub const CONFIG_ENV: &str = "WASMKUBE_SHIM_CONFIG";
-/// Where the node installer writes the configuration.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/wasmkube/shim.toml";
+pub use wasmkube_contract::node::{SHIM_CONFIG_ENV as CONFIG_ENV, SHIM_CONFIG_PATH as DEFAULT_CONFIG_PATH};
 
-/// Where the node's metrics endpoint listens unless configured: every address of the host's network.
-pub const DEFAULT_METRICS_ADDRESS: &str = "0.0.0.0:9464";
+/// Where the node's metrics endpoint listens unless configured: every address of the host's network, on the
+/// port the operator scrapes.
+fn default_metrics_address() -> String {
+    format!("0.0.0.0:{}", wasmkube_contract::node::NODE_METRICS_PORT)
+}
 
 /// Settings of the node daemon; every key is optional.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -53,7 +53,7 @@ impl Default for NodeConfig {
             http_max_in_flight_requests: http.max_in_flight,
             http_request_timeout_seconds: http.request_timeout.as_secs(),
             http_max_request_body_bytes: http.max_request_body_bytes,
-            metrics_address: DEFAULT_METRICS_ADDRESS.into(),
+            metrics_address: default_metrics_address(),
         }
     }
 }

@@ -214,6 +214,26 @@ fn components_are_pulled_by_tag_and_digest_cached_verified_and_retried() -> Resu
     component_image_at("plain", hello, "/app.wasm").write_dir(&layout)?;
     registry.skopeo_copy_layout(&layout, "apps/plain:v1")?;
     assert_ran(&node.run("foreign", &format!("oci://{host}/apps/plain:v1"), vec![])?, "skopeo-pushed image");
+
+    // A tag this node resolved starts from the cache while its registry is down, and says so in the log.
+    registry.stop();
+    let run = node.run("tag-offline", &tag, vec![])?;
+    assert_ran(&run, "tag with registry stopped");
+    let warning = run.stderr.first().map(String::as_str).unwrap_or_default();
+    assert!(warning.starts_with("wasmkube: warning: registry") && warning.contains("cannot be reached"), "{warning}");
+    assert!(warning.contains(&manifest), "the log names the digest that runs: {warning}");
+
+    // A registry that answers is always asked: the tag moved, and the next pod runs what it names now.
+    registry.restart()?;
+    let (moved, _) = push(&tag, std::fs::read(guests::guest_wasm("probe")?)?, RegistryAuth::Anonymous)?;
+    let run = node.run("tag-moved", &tag, vec![])?;
+    assert_eq!(run.status.exit_code, 0, "{:?} {:?}", run.status, run.stderr);
+    assert!(run.stdout.first().is_some_and(|l| l.starts_with("env: ")), "the new component ran: {:?}", run.stdout);
+    assert!(run.stderr.iter().all(|l| !l.contains("warning")), "{:?}", run.stderr);
+    registry.stop();
+    let run = node.run("tag-moved-offline", &tag, vec![])?;
+    assert!(run.stdout.first().is_some_and(|l| l.starts_with("env: ")), "{:?}", run.stdout);
+    assert!(run.stderr.first().is_some_and(|l| l.contains(&moved)), "the newest digest: {:?}", run.stderr);
     Ok(())
 }
 

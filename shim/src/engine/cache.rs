@@ -4,6 +4,7 @@
 //! <cache_dir>/blobs/sha256/<hex>                       manifest, config or layer bytes
 //! <cache_dir>/compiled/<hex>-<engine hash>.cwasm       Engine::precompile_component output
 //! <cache_dir>/compiled/<hex>-<engine hash>.cwasm.sha256  sha256 of that file, written after it
+//! <cache_dir>/tags/<sha256 of REGISTRY/REPO:TAG>       that key and the manifest digest it last resolved to
 //! <cache_dir>/tmp/                                     files being written (then renamed into place)
 //! ```
 //!
@@ -60,7 +61,7 @@ impl Drop for Pin {
 impl NodeCache {
     /// Opens (creating) the cache at `root` for code compiled by `engine`.
     pub fn open(root: &Path, max_bytes: u64, engine: &Engine) -> std::io::Result<Self> {
-        for dir in ["blobs/sha256", "compiled", "tmp"] {
+        for dir in ["blobs/sha256", "compiled", "tags", "tmp"] {
             std::fs::create_dir_all(root.join(dir))?;
         }
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -244,6 +245,29 @@ impl BlobStore for NodeCache {
         verify_digest(digest, &bytes)?;
         self.write_blob(digest, &bytes)?;
         Ok(bytes)
+    }
+
+    fn tag_digest(&self, key: &str) -> Option<String> {
+        let text = std::fs::read_to_string(self.tag_path(key)).ok()?;
+        // The file names its key: a hash collision or a damaged file is a miss, not another tag's digest.
+        let (stored_key, digest) = text.trim_end().split_once('\n')?;
+        (stored_key == key && self.blob_path(digest).is_some()).then(|| digest.to_string())
+    }
+
+    fn remember_tag(&self, key: &str, digest: &str) {
+        if self.tag_digest(key).as_deref() == Some(digest) {
+            return;
+        }
+        if let Err(e) = self.write_atomically(&self.tag_path(key), format!("{key}\n{digest}\n").as_bytes()) {
+            tracing::warn!(tag = key, error = %e, "cannot remember what the tag resolved to");
+        }
+    }
+}
+
+impl NodeCache {
+    fn tag_path(&self, key: &str) -> PathBuf {
+        let hex = sha256_digest(key.as_bytes());
+        self.root.join("tags").join(hex.trim_start_matches("sha256:"))
     }
 }
 

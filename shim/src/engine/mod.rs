@@ -206,9 +206,15 @@ impl Runtime for NodeEngine {
             let pin = self.cache.pin(vec![bytes.digest.clone()]);
             (bytes, pin)
         };
+        let notice = bytes.notice.clone();
         let prepared = self.prepared(bytes).await?;
 
         let (stdout, stderr, logs) = workload::open_logs(stdio);
+        if let Some(notice) = notice {
+            // Before the guest's own output, so `kubectl logs` shows why an old digest may be running.
+            let mut log = stderr.clone();
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut log, format!("{notice}\n").as_bytes()).await;
+        }
         let wasi = WasiTemplate::new(&spec, stdout, stderr.clone())?;
         match &*prepared {
             Prepared::Cli(pre) => Ok(Box::new(CliWorkload {

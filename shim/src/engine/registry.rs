@@ -47,7 +47,11 @@ impl RegistrySource {
         );
         let digest = wasmkube_oci::sha256_digest(&pulled.wasm);
         let pin = self.cache.pin(vec![pulled.manifest_digest, pulled.layer.digest, digest.clone()]);
-        Ok((ComponentBytes { digest, bytes: pulled.wasm, origin: reference.to_string() }, pin))
+        if let Some(why) = &pulled.fallback {
+            tracing::warn!(component = %reference, reason = %why, "registry unreachable; tag started from the node cache");
+        }
+        let notice = pulled.fallback.map(|why| format!("wasmkube: warning: {why}"));
+        Ok((ComponentBytes { digest, bytes: pulled.wasm, origin: reference.to_string(), notice }, pin))
     }
 }
 

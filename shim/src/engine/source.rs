@@ -17,6 +17,8 @@ pub struct ComponentBytes {
     pub bytes: Vec<u8>,
     /// Where it came from, for messages.
     pub origin: String,
+    /// Something the container's log should say before the component runs (a tag started from the cache).
+    pub notice: Option<String>,
 }
 
 /// Reads the component named by `reference` for a container whose root filesystem is `rootfs`.
@@ -26,7 +28,7 @@ pub fn read(reference: &str, rootfs: &Path) -> Result<ComponentBytes, LaunchErro
         LaunchError::not_found(format!("component {reference}: cannot read it from the container image: {e}"))
     })?;
     let digest = format!("sha256:{}", hex::encode(Sha256::digest(&bytes)));
-    Ok(ComponentBytes { digest, bytes, origin: reference.to_string() })
+    Ok(ComponentBytes { digest, bytes, origin: reference.to_string(), notice: None })
 }
 
 /// Joins `reference` to `rootfs`, refusing paths (or symlinks) that lead outside it.
