@@ -59,7 +59,7 @@ fn handlers() -> [Handler; 2] {
             name: "wasmkube",
             handler: WASMKUBE_HANDLER,
             container: ContainerSpec { name: "sleeper".into(), image: SLEEPER_IMAGE.into(), ..Default::default() },
-            shim_binary: "containerd-shim-wasmkube-v1",
+            shim_binary: wasmkube_harness::paths::SHIM_BINARY,
         },
         Handler {
             name: "runc",
