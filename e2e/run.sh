@@ -13,6 +13,9 @@
 #   - scale to zero and back: a request at zero replicas by ClusterIP, by Service name and with an
 #     ingress-style Host gets 200; the wake-up latency of each is printed; the app is not scaled down
 #     while it serves;
+#   - only the API server and the HPA read request metrics: the APIService has our caBundle and no
+#     insecureSkipTLSVerify; the metrics API, reached directly, refuses no credentials, a forged front-proxy
+#     header and an unprivileged token; the node metrics endpoint refuses a scrape without the operator's token;
 #   - `helm uninstall` leaves every node as it was: no label, no RuntimeClass, no runtime in containerd's config,
 #     no shim binary, no shim.toml (read on each node through a hostPath pod); when the chart was not installed
 #     before the run, containerd's config is byte for byte what it was.
@@ -259,6 +262,34 @@ for how in cluster-ip service-name ingress-host; do
     done
     [ "$(k get wasmapp "$IDLE" -o jsonpath='{.status.readyReplicas}')" -ge 1 ] || fail "$IDLE scaled down while serving"
 done
+
+# --- Who may read request metrics (docs/security.md) ---
+api_service=v1beta1.external.metrics.k8s.io
+[ "$(kubectl get apiservice "$api_service" -o jsonpath='{.status.conditions[?(@.type=="Available")].status}')" = "True" ] ||
+    fail "APIService $api_service is not Available: $(kubectl get apiservice "$api_service" -o jsonpath='{.status.conditions}')"
+[ -n "$(kubectl get apiservice "$api_service" -o jsonpath='{.spec.caBundle}')" ] || fail "APIService $api_service has no caBundle"
+[ "$(kubectl get apiservice "$api_service" -o jsonpath='{.spec.insecureSkipTLSVerify}')" != "true" ] ||
+    fail "APIService $api_service skips TLS verification"
+rate_path="/apis/external.metrics.k8s.io/v1beta1/namespaces/$NS/wasmkube_http_requests_per_second?labelSelector=wasmkube.dev%2Fapp%3D$IDLE"
+kubectl get --raw "$rate_path" | grep -q '"ExternalMetricValueList"' || fail "the metrics API does not answer through the API server"
+echo "e2e: APIService $api_service is Available with a caBundle and answers through the API server"
+# Straight to an operator pod, past the API server: nobody, a forged front-proxy header, an unprivileged token.
+op_ip="$(kubectl -n "$NAMESPACE" get pods -l app.kubernetes.io/name=wasmkube-operator -o jsonpath='{.items[0].status.podIP}')"
+k create serviceaccount e2e-nobody >/dev/null
+nobody_token="$(k create token e2e-nobody)"
+direct() { k exec e2e-client -- curl -sk -o /dev/null -w '%{http_code}' --max-time 10 "$@" "https://$op_ip:6443$rate_path"; }
+[ "$(direct)" = "401" ] || fail "the metrics API answered a request without credentials"
+[ "$(direct -H "X-Remote-User: system:admin" -H "X-Remote-Group: system:masters")" = "401" ] ||
+    fail "the metrics API took a forged X-Remote-User"
+[ "$(direct -H "Authorization: Bearer $nobody_token")" = "403" ] || fail "the metrics API let an unprivileged ServiceAccount read"
+echo "e2e: the metrics API refuses nobody (401), a forged X-Remote-User (401) and an unprivileged token (403)"
+# The node endpoint: only with the operator's token.
+node_ip="$(kubectl get nodes -o jsonpath='{.items[0].status.addresses[?(@.type=="InternalIP")].address}')"
+node_token="$(kubectl -n "$NAMESPACE" get secret "$RELEASE-node-metrics-token" -o jsonpath='{.data.token}' | base64 -d)"
+scrape() { k exec e2e-client -- curl -s -o /dev/null -w '%{http_code}' --max-time 10 "$@" "http://$node_ip:9464/metrics"; }
+[ "$(scrape)" = "401" ] || fail "the node metrics endpoint answered a scrape without the token"
+[ "$(scrape -H "Authorization: Bearer $node_token")" = "200" ] || fail "the node metrics endpoint refused the operator's token"
+echo "e2e: the node metrics endpoint serves only scrapes with the operator's token"
 
 # --- helm uninstall leaves the nodes as they were ---
 k delete pod e2e-client --wait=false

@@ -6,3 +6,8 @@ pub const SHIM_CONFIG_PATH: &str = "/etc/wasmkube/shim.toml";
 pub const SHIM_CONFIG_ENV: &str = "WASMKUBE_SHIM_CONFIG";
 /// Port of the shim daemon's metrics endpoint on every node, which the operator scrapes.
 pub const NODE_METRICS_PORT: u16 = 9464;
+/// The node file holding the bearer token the metrics endpoint asks for: the installer writes it from the
+/// operator's Secret, shim.toml names it in `metrics_token_file`.
+pub const METRICS_TOKEN_PATH: &str = "/etc/wasmkube/metrics-token";
+/// The key of the token in that Secret (the operator fills it, the installer reads it).
+pub const METRICS_TOKEN_KEY: &str = "token";

@@ -4,6 +4,7 @@
 pub mod cmd;
 pub mod containerd;
 pub mod cri;
+pub mod dns;
 pub mod error;
 pub mod guests;
 pub mod http;

@@ -100,7 +100,8 @@ pub fn uninstall(opts: &Options) -> Result<Report, InstallError> {
     tracing::info!(?layout, "containerd layout");
     let config_changed = remove_from_config(host, &layout, &mut report)?;
     report.restarted = restart_if_needed(opts, &layout, config_changed)?;
-    for path in [host.path(opts.bin_dir.join(SHIM_BINARY)), host.path(SHIM_CONFIG)] {
+    let token = host.path(wasmkube_contract::node::METRICS_TOKEN_PATH);
+    for path in [host.path(opts.bin_dir.join(SHIM_BINARY)), host.path(SHIM_CONFIG), token] {
         if files::remove_optional(&path)? {
             report.changed.push(path);
         }

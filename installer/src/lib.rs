@@ -6,6 +6,7 @@ pub mod files;
 pub mod install;
 pub mod label;
 pub mod layout;
+pub mod metrics_token;
 pub mod restart;
 pub mod rollout;
 

@@ -7,11 +7,12 @@ use std::process::{Command, ExitCode};
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use wasmkube_contract::node::METRICS_TOKEN_PATH;
 use wasmkube_node_installer::config::ConfigVersion;
 use wasmkube_node_installer::install::{IMAGE_SHIM_PATH, SHIM_BINARY};
 use wasmkube_node_installer::layout::Host;
 use wasmkube_node_installer::restart::RestartMode;
-use wasmkube_node_installer::{install, label, rollout, uninstall, InstallError, Options};
+use wasmkube_node_installer::{install, label, metrics_token, rollout, uninstall, InstallError, Options};
 
 #[derive(Parser, Debug)]
 #[command(name = "wasmkube-node-installer", version, about = "Installs the wasmkube containerd shim on a node")]
@@ -38,6 +39,13 @@ enum Cmd {
         /// After installing, wait for SIGTERM (the DaemonSet's container stays running).
         #[arg(long)]
         stay: bool,
+        /// Secret (in POD_NAMESPACE) whose token the node's metrics endpoint asks scrapes for; while staying,
+        /// the installer keeps it copied to the node (docs/security.md).
+        #[arg(long, env = "WASMKUBE_METRICS_TOKEN_SECRET", requires = "stay")]
+        metrics_token_secret: Option<String>,
+        /// The installer's namespace, where that Secret is.
+        #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+        namespace: String,
     },
     /// Undo `install`: runtime entry, drop-ins, shim, its config, the node label.
     Uninstall {
@@ -152,7 +160,7 @@ async fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Cmd::Install { common, shim_source, shim_config, config_version, stay } => {
+        Cmd::Install { common, shim_source, shim_config, config_version, stay, metrics_token_secret, namespace } => {
             anyhow::ensure!(
                 shim_source.file_name().is_some_and(|n| n == SHIM_BINARY),
                 "--shim-source {} must be named {SHIM_BINARY}",
@@ -164,6 +172,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(changed = ?report.changed, restarted = report.restarted, "installed");
             if let Some(node) = &common.node_name {
                 label::set_label(kube::Client::try_default().await?, node, true).await?;
+            }
+            if let Some(secret) = metrics_token_secret {
+                let client = kube::Client::try_default().await?;
+                let file = host.path(METRICS_TOKEN_PATH);
+                tokio::spawn(async move { metrics_token::keep_synced(client, namespace, secret, &file).await });
             }
             if stay {
                 stay_until_sigterm().await?;

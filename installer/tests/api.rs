@@ -13,7 +13,7 @@ use kube::client::Body;
 use kube::Client;
 use rbac::Permissions;
 use serde_json::{json, Value};
-use wasmkube_node_installer::{label, rollout};
+use wasmkube_node_installer::{label, metrics_token, rollout};
 
 type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -147,4 +147,35 @@ fn each_service_account_gets_only_what_its_job_needs() {
     let elsewhere = "/apis/apps/v1/namespaces/default/daemonsets/wasmkube-node-installer";
     assert!(hook.check("GET", elsewhere, "", None, false).is_err());
     assert!(hook.check("GET", "/apis/apps/v1/namespaces/wasmkube-system/daemonsets", "", None, false).is_err());
+}
+
+const TOKEN_SECRET: &str = "wasmkube-node-metrics-token";
+const TOKEN_PATH: &str = "/api/v1/namespaces/wasmkube-system/secrets/wasmkube-node-metrics-token";
+
+fn token_secret(data: Option<Value>) -> Value {
+    let mut secret = json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {"name": TOKEN_SECRET, "namespace": rbac::CHART_NAMESPACE, "resourceVersion": "1"}});
+    if let Some(data) = data {
+        secret["data"] = data;
+    }
+    secret
+}
+
+#[tokio::test]
+async fn the_node_metrics_token_is_read_from_the_operators_secret() {
+    let get_token = |reply| Step { method: "GET", path: TOKEN_PATH, content_type: None, body: None, reply };
+    // Empty as the chart creates it (the server omits `data`), then filled by the operator ("abc" in base64).
+    let steps = vec![get_token(token_secret(None)), get_token(token_secret(Some(json!({"token": "YWJj"}))))];
+    let (client, handle) = mock();
+    let server = tokio::spawn(verify(handle, steps, rbac::service_account(rbac::INSTALLER)));
+    let ns = rbac::CHART_NAMESPACE;
+    assert_eq!(metrics_token::read(client.clone(), ns, TOKEN_SECRET).await.unwrap(), None);
+    assert_eq!(metrics_token::read(client, ns, TOKEN_SECRET).await.unwrap().as_deref(), Some("abc"));
+    server.await.unwrap();
+
+    // The installer may read that Secret and no other.
+    let installer = rbac::service_account(rbac::INSTALLER);
+    let other = "/api/v1/namespaces/wasmkube-system/secrets/wasmkube-metrics-api-tls";
+    assert!(installer.check("GET", other, "", None, false).is_err());
+    assert!(installer.check("PUT", TOKEN_PATH, "", None, false).is_err());
 }

@@ -15,5 +15,6 @@ pub mod net;
 pub mod render;
 pub mod resolve;
 pub mod runtime;
+pub mod secrets;
 pub mod server;
 pub mod status;

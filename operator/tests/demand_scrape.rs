@@ -10,6 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::watch;
 
+use wasmkube_operator::demand::node_token::BearerToken;
 use wasmkube_operator::demand::{scrape_once, AppKey, Demand, DemandSettings, Targets, TargetsError};
 
 /// A loopback `/metrics` whose text the test replaces between scrapes.
@@ -144,4 +145,27 @@ async fn run_scrapes_every_interval_until_shutdown() {
     }
     stop.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn scrapes_carry_the_node_token() {
+    // A node endpoint that, like the shim's with a token file, serves only scrapes with its token.
+    let app = Router::new().route(
+        "/metrics",
+        get(|headers: axum::http::HeaderMap| async move {
+            match headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+                Some("Bearer node-secret") => (axum::http::StatusCode::OK, node_text("hello-1", 10, 1)),
+                _ => (axum::http::StatusCode::UNAUTHORIZED, String::new()),
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let targets = FixedTargets(vec![format!("http://{addr}/metrics")]);
+    let demand = Demand::default();
+
+    assert_eq!(scrape_once(&targets, &demand, &settings()).await, 0, "no token, no metrics");
+    let with_token = DemandSettings { node_token: Some(BearerToken::new("node-secret")), ..settings() };
+    assert_eq!(scrape_once(&targets, &demand, &with_token).await, 1);
 }

@@ -38,6 +38,9 @@ pub struct NodeConfig {
     pub http_max_request_body_bytes: u64,
     /// `host:port` of the node's metrics endpoint (`GET /metrics`); empty disables it.
     pub metrics_address: String,
+    /// File holding the bearer token the metrics endpoint asks every scrape for (the chart's installer
+    /// writes it); empty: the endpoint asks for none.
+    pub metrics_token_file: PathBuf,
 }
 
 impl Default for NodeConfig {
@@ -54,6 +57,7 @@ impl Default for NodeConfig {
             http_request_timeout_seconds: http.request_timeout.as_secs(),
             http_max_request_body_bytes: http.max_request_body_bytes,
             metrics_address: default_metrics_address(),
+            metrics_token_file: PathBuf::new(),
         }
     }
 }
@@ -105,6 +109,11 @@ impl NodeConfig {
     /// The metrics endpoint's address, `None` when disabled (an empty `metrics_address`).
     pub fn metrics_address(&self) -> Option<&str> {
         Some(self.metrics_address.trim()).filter(|a| !a.is_empty())
+    }
+
+    /// The metrics endpoint's token file, `None` when no token is asked for.
+    pub fn metrics_token_file(&self) -> Option<&Path> {
+        Some(self.metrics_token_file.as_path()).filter(|p| !p.as_os_str().is_empty())
     }
 }
 

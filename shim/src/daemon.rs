@@ -126,7 +126,8 @@ impl Shim for WasmkubeShim {
         // Metrics never stop workloads: an address that cannot be bound is only a warning.
         match config.metrics_address() {
             Some(address) => {
-                crate::metrics::spawn_endpoint(address, runtime.engine().http_metrics()).await;
+                let token_file = config.metrics_token_file().map(Path::to_path_buf);
+                crate::metrics::spawn_endpoint(address, runtime.engine().http_metrics(), token_file).await;
             }
             None => tracing::info!("metrics endpoint disabled (metrics_address is empty)"),
         }

@@ -68,6 +68,28 @@ pub struct ContainerSpec {
     pub labels: ContainerLabels,
     /// The host file behind the container's termination-message path, when the spec mounts one.
     pub termination_log: Option<PathBuf>,
+    /// The pod's name-resolution files, as the container runtime mounts them for a process.
+    pub name_files: NameFiles,
+}
+
+/// The host files a pod's processes see as `/etc/resolv.conf` and `/etc/hosts` (CRI writes them from the
+/// pod's `dnsConfig`/`dnsPolicy`; the kubelet adds `hostAliases`). Outbound HTTP resolves names with them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameFiles {
+    pub resolv_conf: Option<PathBuf>,
+    pub hosts: Option<PathBuf>,
+}
+
+/// Where a process reads its resolver configuration and static host names.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// See [`RESOLV_CONF`].
+pub const HOSTS: &str = "/etc/hosts";
+
+impl NameFiles {
+    /// Whether the spec mounts neither file (the daemon's own resolver settings apply).
+    pub fn is_empty(&self) -> bool {
+        self.resolv_conf.is_none() && self.hosts.is_none()
+    }
 }
 
 /// A spec the shim cannot run: the container ends with `error` when started.
@@ -110,8 +132,17 @@ impl ContainerSpec {
             volumes: mounts.iter().filter_map(guest_volume).collect(),
             pull_secrets: pull_secret_files(mounts),
             termination_log,
+            name_files: NameFiles {
+                resolv_conf: mounted_file(mounts, RESOLV_CONF),
+                hosts: mounted_file(mounts, HOSTS),
+            },
         })
     }
+}
+
+/// The host file bind-mounted at `destination`.
+fn mounted_file(mounts: &[Mount], destination: &str) -> Option<PathBuf> {
+    mounts.iter().rev().find(|m| m.destination() == Path::new(destination)).and_then(|m| m.source().clone())
 }
 
 fn network_namespace(spec: &Spec) -> Option<PathBuf> {
@@ -139,7 +170,9 @@ fn guest_volume(mount: &Mount) -> Option<GuestVolume> {
     let dest = mount.destination();
     let options = mount.options().as_deref().unwrap_or_default();
     let is_bind = mount.typ().as_deref() == Some("bind") || options.iter().any(|o| o == "bind" || o == "rbind");
-    let system = SYSTEM_MOUNTS.iter().any(|s| dest.starts_with(Path::new(s)));
+    let system = SYSTEM_MOUNTS.iter().any(|s| dest.starts_with(Path::new(s)))
+        || dest == Path::new(RESOLV_CONF)
+        || dest == Path::new(HOSTS);
     if !is_bind || system {
         return None;
     }
@@ -207,6 +240,7 @@ mod tests {
             pull_secrets: vec![],
             labels: ContainerLabels { container: "c1".into(), ..Default::default() },
             termination_log: None,
+            name_files: NameFiles::default(),
         };
         assert_eq!(spec, want);
     }
@@ -288,14 +322,17 @@ mod tests {
             bind("/data", "/host/data", &[]),
             bind("/cfg", "/host/cfg", &["ro"]),
             { "destination": "/etc/hosts", "source": "/host/hosts", "options": ["bind", "ro"] },
+            bind("/etc/resolv.conf", "/host/resolv.conf", &["ro"]),
             { "destination": "/tmp", "type": "tmpfs", "source": "tmpfs" },
         ]}));
-        let want = [("/host/data", "/data", false), ("/host/cfg", "/cfg", true), ("/host/hosts", "/etc/hosts", true)];
+        let want = [("/host/data", "/data", false), ("/host/cfg", "/cfg", true)];
         let want: Vec<GuestVolume> = want
             .iter()
             .map(|(h, g, ro)| GuestVolume { host: h.into(), guest: g.to_string(), read_only: *ro })
             .collect();
         assert_eq!(spec.volumes, want);
+        let name_files = NameFiles { resolv_conf: Some("/host/resolv.conf".into()), hosts: Some("/host/hosts".into()) };
+        assert_eq!(spec.name_files, name_files, "the pod's name files are for resolving, not for the guest");
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! wasi:http components through CRI with CNI networking, as the kubelet and a Service would reach them:
 //! the pod IP from `PodSandboxStatus`, the port the operator renders (or the node default).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
-use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
+use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, DnsConfig, Pod};
+use wasmkube_harness::dns::DnsServer;
 use wasmkube_harness::http::{self, FixedServer};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
 use wasmkube_harness::packages::{self, Package};
@@ -288,5 +290,53 @@ fn the_node_endpoint_counts_each_containers_requests_but_not_kubelet_probes() ->
     wait_until("the removed container's series are gone", Duration::from_secs(10), || {
         scrape(metrics).is_ok_and(|t| !t.contains(r#"pod="metrics-a""#))
     })?;
+    Ok(())
+}
+
+#[test]
+fn outbound_names_resolve_with_the_pods_dns_settings_from_inside_its_namespace() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (ctrd, cri) = http_node("10.88.44.0/24")?;
+    let backend = FixedServer::start("0.0.0.0:0".parse()?, "from the backend")?;
+    // As the kubelet configures a pod with `dnsPolicy: ClusterFirst`: the cluster's nameserver, the pod's
+    // namespace first among the search domains, ndots 5.
+    let nameserver = std::net::Ipv4Addr::new(10, 88, 44, 1);
+    let dns = DnsConfig {
+        servers: vec![nameserver.to_string()],
+        searches: vec!["apps.svc.cluster.local".into(), "svc.cluster.local".into()],
+        options: vec!["ndots:5".into()],
+    };
+    let pod = cri.run_pod_sandbox_with_dns("resolver", WASMKUBE_HANDLER, Some(dns))?;
+    // The bridge, and so the nameserver's address on it, exists once the pod has its network.
+    let records = HashMap::from([("backend.apps.svc.cluster.local".to_string(), nameserver)]);
+    let server = DnsServer::start(SocketAddr::new(nameserver.into(), 53), records)?;
+    let port = backend.addr().port();
+    let env = vec![("WASMKUBE_ALLOWED_OUTBOUND_HOSTS".to_string(), format!("backend:{port}"))];
+    let spec = ContainerSpec { name: "web".into(), image: HELLO_HTTP.into(), env, ..Default::default() };
+    let id = cri.create_container(&pod, &spec)?;
+    cri.start_container(&id)?;
+    cri.wait_container_state(&id, ContainerState::Running, TIMEOUT)?;
+    let addr = SocketAddr::new(cri.pod_ip(&pod)?, PORT);
+
+    // A short name, as code in a cluster calls a Service of its own namespace.
+    let r = get(addr, &format!("/fetch?url=http://backend:{port}/"))?;
+    assert_eq!((r.status, r.body.as_str()), (200, "status 200"), "{r:?}, queries {:?}", server.queries());
+    assert_eq!(backend.served(), 1);
+    let asked: Vec<_> = server.queries().into_iter().filter(|q| q.name == "backend.apps.svc.cluster.local").collect();
+    assert!(!asked.is_empty(), "the pod's search domain was applied: {:?}", server.queries());
+    assert!(
+        asked.iter().all(|q| q.from.ip() == addr.ip()),
+        "the look-up left from the pod's IP, inside its network namespace: {asked:?}"
+    );
+
+    // Nothing of the pod's resolver settings reaches the daemon's own mount namespace.
+    for pid in ctrd.shim_daemons() {
+        let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))?;
+        ensure!(!mounts.contains(" /etc/resolv.conf "), "the daemon's namespace has a resolv.conf mount: {mounts}");
+    }
+    cri.stop_pod_sandbox(&pod.id)?;
+    cri.remove_pod_sandbox(&pod.id)?;
     Ok(())
 }

@@ -13,6 +13,7 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::error::{Error, IoContext, Result};
 pub use log::{parse_cri_log, CriLogLine};
+pub use proto::DnsConfig;
 use proto::*;
 
 /// `ContainerState` values of CRI.
@@ -157,6 +158,11 @@ impl CriClient {
 
     /// RunPodSandbox of pod `name` under runtime `handler`; its logs go to `<log root>/<name>`.
     pub fn run_pod_sandbox(&self, name: &str, handler: &str) -> Result<Pod> {
+        self.run_pod_sandbox_with_dns(name, handler, None)
+    }
+
+    /// The same with the pod's resolver settings, as the kubelet passes a pod's `dnsPolicy`/`dnsConfig`.
+    pub fn run_pod_sandbox_with_dns(&self, name: &str, handler: &str, dns_config: Option<DnsConfig>) -> Result<Pod> {
         let log_directory = self.log_root.join(name);
         std::fs::create_dir_all(&log_directory).ctx(|| format!("creating {}", log_directory.display()))?;
         let config = PodSandboxConfig {
@@ -168,6 +174,7 @@ impl CriClient {
             }),
             hostname: name.into(),
             log_directory: log_directory.to_string_lossy().into_owned(),
+            dns_config,
             labels: HashMap::from([("app".to_string(), name.to_string())]),
             annotations: HashMap::new(),
         };

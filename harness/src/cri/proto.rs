@@ -37,12 +37,29 @@ pub struct PodSandboxConfig {
     /// Host directory the pod's container logs go under.
     #[prost(string, tag = "3")]
     pub log_directory: String,
+    /// The pod's resolver settings (CRI writes them into the resolv.conf its containers get).
+    #[prost(message, optional, tag = "4")]
+    pub dns_config: Option<DnsConfig>,
     /// Labels.
     #[prost(map = "string, string", tag = "6")]
     pub labels: HashMap<String, String>,
     /// Annotations.
     #[prost(map = "string, string", tag = "7")]
     pub annotations: HashMap<String, String>,
+}
+
+/// `DNSConfig`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct DnsConfig {
+    /// Nameserver addresses.
+    #[prost(string, repeated, tag = "1")]
+    pub servers: Vec<String>,
+    /// Search domains.
+    #[prost(string, repeated, tag = "2")]
+    pub searches: Vec<String>,
+    /// resolv.conf options, e.g. `ndots:5`.
+    #[prost(string, repeated, tag = "3")]
+    pub options: Vec<String>,
 }
 
 /// `PodSandboxMetadata`.

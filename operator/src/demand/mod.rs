@@ -2,6 +2,7 @@
 //! samples, and compute per app the request rate and in-flight requests the HPA scales on.
 
 pub mod kube_targets;
+pub mod node_token;
 pub mod parse;
 pub mod scrape;
 pub mod store;
@@ -31,6 +32,8 @@ pub struct DemandSettings {
     pub operator_metrics_port: u16,
     /// Name of the Service whose EndpointSlices list the activator (operator) pods.
     pub activator_service: String,
+    /// Sent with every scrape: the nodes' endpoints serve only scrapes that carry it.
+    pub node_token: Option<node_token::BearerToken>,
 }
 
 impl Default for DemandSettings {
@@ -43,6 +46,7 @@ impl Default for DemandSettings {
             node_metrics_port: NODE_METRICS_PORT,
             operator_metrics_port: 8080,
             activator_service: "wasmkube-activator".to_string(),
+            node_token: None,
         }
     }
 }

@@ -115,9 +115,11 @@ pub async fn scrape_once(targets: &dyn Targets, demand: &Demand, settings: &Dema
     };
     demand.set_pod_starts(targets.pod_starts());
     let timeout = settings.scrape_timeout;
+    let authorization = settings.node_token.as_ref().map(|t| t.header_value());
+    let authorization = authorization.as_deref();
     futures::stream::iter(urls)
         .map(|url| async move {
-            let result = fetch(&url, timeout).await;
+            let result = fetch(&url, timeout, authorization).await;
             (url, result)
         })
         .buffer_unordered(settings.scrape_concurrency.max(1))
@@ -137,15 +139,16 @@ pub async fn scrape_once(targets: &dyn Targets, demand: &Demand, settings: &Dema
         .await
 }
 
-/// GET `url` (plain HTTP/1.1) and return the body as text, all within `timeout`.
-pub async fn fetch(url: &str, timeout: Duration) -> Result<String, ScrapeError> {
-    match tokio::time::timeout(timeout, fetch_inner(url)).await {
+/// GET `url` (plain HTTP/1.1) with `authorization` when given and return the body as text, all within
+/// `timeout`.
+pub async fn fetch(url: &str, timeout: Duration, authorization: Option<&str>) -> Result<String, ScrapeError> {
+    match tokio::time::timeout(timeout, fetch_inner(url, authorization)).await {
         Ok(result) => result,
         Err(_) => Err(ScrapeError::Timeout { url: url.to_string(), timeout }),
     }
 }
 
-async fn fetch_inner(url: &str) -> Result<String, ScrapeError> {
+async fn fetch_inner(url: &str, authorization: Option<&str>) -> Result<String, ScrapeError> {
     let bad_url = |reason: &str| ScrapeError::Url { url: url.to_string(), reason: reason.to_string() };
     let http_err = |e: Box<dyn std::error::Error + Send + Sync>| ScrapeError::Http { url: url.to_string(), source: e };
     let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| bad_url(&e.to_string()))?;
@@ -161,11 +164,13 @@ async fn fetch_inner(url: &str) -> Result<String, ScrapeError> {
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| http_err(e.into()))?;
     let connection = tokio::spawn(connection);
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    let request = http::Request::get(path)
+    let mut request = http::Request::get(path)
         .header(http::header::HOST, authority.as_str())
-        .header(http::header::ACCEPT, "text/plain; version=0.0.4")
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| http_err(e.into()))?;
+        .header(http::header::ACCEPT, "text/plain; version=0.0.4");
+    if let Some(authorization) = authorization {
+        request = request.header(http::header::AUTHORIZATION, authorization);
+    }
+    let request = request.body(Empty::<Bytes>::new()).map_err(|e| http_err(e.into()))?;
     let response = sender.send_request(request).await.map_err(|e| http_err(e.into()));
     let result = match response {
         Ok(response) if response.status() != http::StatusCode::OK => {

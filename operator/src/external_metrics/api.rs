@@ -19,6 +19,8 @@ pub const GROUP: &str = "external.metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
 /// `group/version`.
 pub const GROUP_VERSION: &str = "external.metrics.k8s.io/v1beta1";
+/// The APIService that registers this API with the aggregator (`VERSION.GROUP`).
+pub const API_SERVICE: &str = "v1beta1.external.metrics.k8s.io";
 // Why from the contract: the HPA the operator renders and the API that answers it must name the same metrics.
 pub use wasmkube_contract::labels::APP_METRIC_LABEL as APP_LABEL;
 pub use wasmkube_contract::metrics::{
@@ -191,7 +193,12 @@ fn bad_request(message: String) -> Response {
 
 /// A `metav1.Status` failure, the shape the API server's clients expect.
 fn status(code: StatusCode, reason: &str, message: String) -> Response {
-    let body = json!({
+    failure(code, reason, message, None)
+}
+
+/// A `metav1.Status` failure with `details` when given.
+pub(crate) fn failure(code: StatusCode, reason: &str, message: String, details: Option<Value>) -> Response {
+    let mut body = json!({
         "kind": "Status",
         "apiVersion": "v1",
         "metadata": {},
@@ -200,6 +207,9 @@ fn status(code: StatusCode, reason: &str, message: String) -> Response {
         "reason": reason,
         "code": code.as_u16(),
     });
+    if let Some(details) = details {
+        body["details"] = details;
+    }
     (code, Json(body)).into_response()
 }
 

@@ -77,12 +77,20 @@ pub struct RunArgs {
     /// Service (in POD_NAMESPACE) whose endpoints are the activator pods; empty: no activator.
     #[arg(long, env = "WASMKUBE_ACTIVATOR_SERVICE", default_value = "wasmkube-activator", global = true)]
     pub activator_service: String,
-    /// Address of the external metrics API (HTTPS, self-signed); empty: not served.
+    /// Address of the external metrics API (HTTPS); empty: not served.
     #[arg(long, env = "WASMKUBE_METRICS_API_ADDR", default_value = "0.0.0.0:6443", global = true)]
     pub metrics_api_addr: String,
+    /// Service (in POD_NAMESPACE) in front of the external metrics API: its DNS names go into the serving
+    /// certificate, which is kept in Secret `SERVICE-tls`.
+    #[arg(long, env = "WASMKUBE_METRICS_API_SERVICE", default_value = "wasmkube-metrics-api", global = true)]
+    pub metrics_api_service: String,
     /// Port of the shims' node metrics endpoint (their `metrics_address`).
     #[arg(long, env = "WASMKUBE_NODE_METRICS_PORT", default_value_t = NODE_METRICS_PORT, global = true)]
     pub node_metrics_port: u16,
+    /// Secret (in POD_NAMESPACE) holding the token the nodes' metrics endpoints ask for; the operator makes the
+    /// token when the Secret has none. Unset or empty: scrapes carry no token.
+    #[arg(long, env = "WASMKUBE_NODE_METRICS_TOKEN_SECRET", global = true)]
+    pub node_metrics_token_secret: Option<String>,
     /// Address the activator listens on (idle apps' Services send their requests there).
     #[arg(long, env = "WASMKUBE_ACTIVATOR_ADDR", default_value = activator::DEFAULT_ADDR, global = true)]
     pub activator_addr: SocketAddr,

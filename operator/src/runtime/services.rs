@@ -9,8 +9,8 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::activator::{self, ActivatorMetrics};
-use crate::demand::{self, Demand, KubeTargets, Targets};
-use crate::external_metrics::{self, service_dns_names, ServingCert};
+use crate::demand::{self, node_token, Demand, KubeTargets, Targets};
+use crate::external_metrics;
 use crate::resolve::{OciResolver, Resolver, ResolverSetupError};
 use crate::server::{router, Health};
 
@@ -40,26 +40,23 @@ pub async fn start_demand(
     operator_namespace: &str,
     stop: &watch::Receiver<bool>,
 ) -> anyhow::Result<Arc<Demand>> {
-    let demand_settings = settings.demand();
+    let mut demand_settings = settings.demand();
+    if let Some(secret) = &settings.node_metrics_token_secret {
+        let secrets = kube::Api::namespaced(client.clone(), operator_namespace);
+        let token = node_token::ensure(&secrets, secret).await.context("the node metrics token")?;
+        demand_settings.node_token = Some(token);
+    }
     let demand = Arc::new(Demand::new(demand_settings.window));
     let targets: Arc<dyn Targets> =
         Arc::new(KubeTargets::new(client.clone(), settings.namespace.as_deref(), operator_namespace, &demand_settings));
     tokio::spawn(demand::run(targets, demand.clone(), demand_settings, stopped(stop)));
 
-    let Some(addr) = settings.metrics_api_addr else {
-        return Ok(demand);
-    };
-    let names = service_dns_names("wasmkube-metrics-api", operator_namespace, &settings.cluster_domain);
-    let cert = ServingCert::self_signed(&names).context("making the metrics API's certificate")?;
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
-    tracing::info!(%addr, "serving external.metrics.k8s.io");
-    let shutdown = stopped(stop);
-    let served = demand.clone();
-    tokio::spawn(async move {
-        if let Err(e) = external_metrics::serve(listener, &cert, served, shutdown).await {
-            tracing::error!(error = %e, "external metrics API failed");
-        }
-    });
+    if let Some(api) = &settings.metrics_api {
+        let (domain, served) = (&settings.cluster_domain, demand.clone());
+        external_metrics::setup::start(client.clone(), api, operator_namespace, domain, served, stopped(stop))
+            .await
+            .context("starting the external metrics API")?;
+    }
     Ok(demand)
 }
 

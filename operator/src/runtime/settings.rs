@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::activator::ActivatorSettings;
 use crate::controller::{ActivatorService, Config};
 use crate::demand::DemandSettings;
+use crate::external_metrics::setup::MetricsApiSettings;
 use crate::leader::LeaseConfig;
 use crate::render::{ActivatorPorts, RenderConfig};
 
@@ -31,10 +32,12 @@ pub struct Settings {
     pub resolve: Option<ResolveSettings>,
     /// Service in front of the activator pods; `None`: no activator.
     pub activator_service: Option<String>,
-    /// Address of the external metrics API; `None`: not served.
-    pub metrics_api_addr: Option<SocketAddr>,
+    /// The external metrics API; `None`: not served.
+    pub metrics_api: Option<MetricsApiSettings>,
     /// Port of the shims' node metrics endpoint.
     pub node_metrics_port: u16,
+    /// Secret of the node metrics token; `None`: scrapes carry no token.
+    pub node_metrics_token_secret: Option<String>,
     /// Address of the activator's main port.
     pub activator_addr: SocketAddr,
     /// Limits of the activator.
@@ -86,7 +89,7 @@ const LEASE_RETRY_PERIOD: Duration = Duration::from_secs(2);
 impl Settings {
     /// Check the flags and give them their types; the error names the flag.
     pub fn from_args(args: RunArgs) -> anyhow::Result<Self> {
-        let metrics_api_addr = if args.metrics_api_addr.is_empty() {
+        let metrics_api = if args.metrics_api_addr.is_empty() {
             None
         } else {
             let addr = args.metrics_api_addr.parse().map_err(|e| {
@@ -96,7 +99,11 @@ impl Settings {
                     args.metrics_api_addr
                 )
             })?;
-            Some(addr)
+            anyhow::ensure!(
+                !args.metrics_api_service.is_empty(),
+                "--metrics-api-service (WASMKUBE_METRICS_API_SERVICE) is empty; the metrics API needs its Service's name"
+            );
+            Some(MetricsApiSettings { addr, service: args.metrics_api_service })
         };
         check_activator_ports(args.activator_ports, args.activator_addr.port(), args.http_addr.port())?;
         Ok(Self {
@@ -111,8 +118,9 @@ impl Settings {
                 ca_file: args.registry_ca_file,
             }),
             activator_service: Some(args.activator_service).filter(|s| !s.is_empty()),
-            metrics_api_addr,
+            metrics_api,
             node_metrics_port: args.node_metrics_port,
+            node_metrics_token_secret: args.node_metrics_token_secret.filter(|s| !s.is_empty()),
             activator_addr: args.activator_addr,
             activator: ActivatorSettings {
                 hold_timeout: Duration::from_secs(args.activator_hold_timeout_seconds),
@@ -209,7 +217,10 @@ mod tests {
         assert_eq!(s.lease_name.as_deref(), Some("wasmkube-operator"));
         assert_eq!(s.resolve, Some(ResolveSettings { insecure_registries: vec![], ca_file: None }));
         assert_eq!(s.activator_service.as_deref(), Some("wasmkube-activator"));
-        assert_eq!(s.metrics_api_addr, Some("0.0.0.0:6443".parse()?));
+        assert_eq!(
+            s.metrics_api,
+            Some(MetricsApiSettings { addr: "0.0.0.0:6443".parse()?, service: "wasmkube-metrics-api".into() })
+        );
         assert_eq!(s.node_metrics_port, 9464);
         assert_eq!(s.activator_addr, "0.0.0.0:8090".parse::<SocketAddr>()?);
         assert_eq!(s.activator.hold_timeout, Duration::from_secs(60));
@@ -239,7 +250,7 @@ mod tests {
         let resolve = s.resolve.as_ref().ok_or_else(|| anyhow::anyhow!("resolution is on"))?;
         assert_eq!(resolve.insecure_registries, ["a:5000", "b:5000", "c:5000"]);
         assert_eq!(resolve.ca_file, Some(PathBuf::from("/etc/ca.pem")));
-        assert_eq!(s.metrics_api_addr, Some("127.0.0.1:7443".parse()?));
+        assert_eq!(s.metrics_api.as_ref().map(|m| m.addr), Some("127.0.0.1:7443".parse()?));
         assert_eq!(s.activator.hold_timeout, Duration::from_secs(5));
         assert_eq!(s.activator.max_held_per_app, 3);
         assert_eq!(s.activator_ports, ActivatorPorts { first: 40000, last: 40009 });
@@ -249,7 +260,7 @@ mod tests {
     #[test]
     fn empty_values_turn_parts_off() -> anyhow::Result<()> {
         let s = settings(&["--metrics-api-addr=", "--activator-service=", "--resolve-digests=false"])?;
-        assert_eq!(s.metrics_api_addr, None);
+        assert_eq!(s.metrics_api, None);
         assert_eq!(s.activator_service, None);
         assert_eq!(s.controller(&pod()).activator, None);
         assert_eq!(s.demand().activator_service, "");

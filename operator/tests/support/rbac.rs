@@ -196,6 +196,27 @@ fn rule_allows(rule: &PolicyRule, a: &Attributes) -> bool {
         && (rule.resource_names.is_empty() || rule.resource_names.contains(&a.name))
 }
 
+/// Roles every cluster has that the chart binds (plugin/pkg/auth/authorizer/rbac/bootstrappolicy/policy.go:
+/// `system:auth-delegator`; namespace_policy.go: `extension-apiserver-authentication-reader` in kube-system).
+fn bootstrap_role(kind: &str, name: &str, namespace: Option<&str>) -> Option<Vec<PolicyRule>> {
+    let rule = |group: &str, resource: &str, names: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: vec![group.to_string()],
+        resources: vec![resource.to_string()],
+        resource_names: names.iter().map(|n| n.to_string()).collect(),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+    };
+    match (kind, name, namespace) {
+        ("ClusterRole", "system:auth-delegator", None) => Some(vec![
+            rule("authentication.k8s.io", "tokenreviews", &[], &["create"]),
+            rule("authorization.k8s.io", "subjectaccessreviews", &[], &["create"]),
+        ]),
+        ("Role", "extension-apiserver-authentication-reader", Some("kube-system")) => {
+            Some(vec![rule("", "configmaps", &["extension-apiserver-authentication"], &["get", "list", "watch"])])
+        }
+        _ => None,
+    }
+}
+
 /// The permissions one ServiceAccount gets from the rendered chart.
 #[derive(Debug, Clone)]
 pub struct Permissions {
@@ -264,9 +285,9 @@ impl Permissions {
             objects
                 .iter()
                 .find(|o| o.kind == kind && o.metadata.name == name && o.metadata.namespace.as_deref() == ns)
+                .map(|o| o.rules.clone())
+                .or_else(|| bootstrap_role(kind, name, ns))
                 .unwrap_or_else(|| panic!("the chart binds {kind} {name}, which it does not render"))
-                .rules
-                .clone()
         };
         let mut rules = Vec::new();
         for binding in objects.iter().filter(|o| bound(o)) {

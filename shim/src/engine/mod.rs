@@ -196,7 +196,7 @@ impl Runtime for NodeEngine {
         }
         let outbound = OutboundPolicy::parse(&id, &spec.env.allowed_outbound_hosts)
             .map_err(|e| LaunchError::cannot_run(e.to_string()))?
-            .in_namespace(spec.network_namespace.as_deref())
+            .in_namespace(spec.network_namespace.as_deref(), &spec.name_files)
             .map_err(|e| LaunchError::cannot_run(format!("outbound HTTP cannot be set up: {e}")))?;
         // The pin keeps the component's cache entries from eviction while the container lives.
         let (bytes, cache_pin) = if strip_oci_scheme(reference).is_some() {

@@ -5,8 +5,11 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
+use nix::mount::{mount, MsFlags};
 use nix::sched::CloneFlags;
 use tokio::sync::mpsc;
+
+use crate::spec::{NameFiles, HOSTS, RESOLV_CONF};
 
 /// Why the listener could not be bound.
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +26,9 @@ pub enum BindError {
     /// The helper thread could not run.
     #[error("cannot start the thread that binds in the pod's network namespace: {0}")]
     Thread(String),
+    /// The pod's /etc/resolv.conf or /etc/hosts could not be put in place for name lookups.
+    #[error("cannot resolve names with the pod's {file}: {reason}")]
+    NameFiles { file: &'static str, reason: String },
 }
 
 /// Binds a non-blocking TCP listener on `addr`, inside the network namespace at `netns` when given
@@ -45,21 +51,26 @@ pub fn bind_listener(netns: Option<&Path>, addr: SocketAddr) -> Result<TcpListen
 /// A thread inside a network namespace driving a small tokio runtime: the sockets its tasks create
 /// (connections, DNS look-ups on its blocking threads, which inherit the namespace) belong to that
 /// namespace. Their I/O may be polled from any thread. The thread ends when every handle is dropped.
+///
+/// With the pod's name files, the thread also has a mount namespace of its own in which they are
+/// `/etc/resolv.conf` and `/etc/hosts`: the C library's resolver (musl reads both at every look-up) then
+/// uses the pod's nameservers, search domains and `ndots`, as a process in the pod would.
 #[derive(Clone)]
 pub struct NamespaceRuntime {
     jobs: mpsc::UnboundedSender<BoxFuture<'static, ()>>,
 }
 
 impl NamespaceRuntime {
-    /// Starts the thread in the namespace at `netns`.
-    pub fn start(netns: &Path) -> Result<Self, BindError> {
+    /// Starts the thread in the namespace at `netns`, resolving names with `name_files`.
+    pub fn start(netns: &Path, name_files: &NameFiles) -> Result<Self, BindError> {
         let (jobs, mut queue) = mpsc::unbounded_channel::<BoxFuture<'static, ()>>();
         let (ready_tx, ready) = std::sync::mpsc::channel();
         let path = netns.to_path_buf();
+        let name_files = name_files.clone();
         std::thread::Builder::new()
             .name("wasmkube-netns-out".into())
             .spawn(move || {
-                let runtime = enter(&path).and_then(|()| {
+                let runtime = enter(&path).and_then(|()| use_name_files(&name_files)).and_then(|()| {
                     tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -96,6 +107,27 @@ fn enter(path: &Path) -> Result<(), BindError> {
     nix::sched::setns(file, CloneFlags::CLONE_NEWNET).map_err(|e| err(e.to_string()))
 }
 
+/// Puts `files` at `/etc/resolv.conf` and `/etc/hosts` for this thread and the threads it starts, in a
+/// mount namespace of their own (nothing of it reaches the host's).
+fn use_name_files(files: &NameFiles) -> Result<(), BindError> {
+    if files.is_empty() {
+        return Ok(());
+    }
+    let failed = |file, e: nix::Error| BindError::NameFiles { file, reason: e.desc().to_string() };
+    nix::sched::unshare(CloneFlags::CLONE_NEWNS).map_err(|e| failed("mount namespace", e))?;
+    // Private first: a bind mount in a namespace that shares propagation with the host's would show there.
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| failed("mount namespace", e))?;
+    for (source, target) in [(&files.resolv_conf, RESOLV_CONF), (&files.hosts, HOSTS)] {
+        if let Some(source) = source {
+            mount(Some(source.as_path()), target, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| {
+                BindError::NameFiles { file: target, reason: format!("{}: {}", source.display(), e.desc()) }
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn bind(addr: SocketAddr) -> Result<TcpListener, BindError> {
     let listener = TcpListener::bind(addr).map_err(|source| BindError::Bind { addr, source })?;
     // tokio takes the socket over; it must not block.
@@ -120,13 +152,13 @@ mod tests {
             return;
         }
         let own = std::fs::read_link("/proc/thread-self/ns/net").unwrap();
-        let rt = NamespaceRuntime::start(Path::new("/proc/self/ns/net")).unwrap();
+        let rt = NamespaceRuntime::start(Path::new("/proc/self/ns/net"), &NameFiles::default()).unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel();
         assert!(rt.spawn(Box::pin(async move {
             let _ = tx.send(std::fs::read_link("/proc/thread-self/ns/net").unwrap());
         })));
         assert_eq!(rx.await.unwrap(), own);
-        assert!(NamespaceRuntime::start(Path::new("/nonexistent/ns/net")).is_err());
+        assert!(NamespaceRuntime::start(Path::new("/nonexistent/ns/net"), &NameFiles::default()).is_err());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use wasmkube_contract::env::ALLOWED_OUTBOUND_HOSTS;
 use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::netns::{BindError, NamespaceRuntime};
+use crate::spec::NameFiles;
 
 /// One allowlist entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,11 +51,11 @@ impl OutboundPolicy {
         Ok(Self { rules: Arc::new(rules), denied_logged: Arc::default(), container: container.into(), netns: None })
     }
 
-    /// Sends allowed requests from the network namespace at `netns` (a thread there is started only when
-    /// something is allowed at all).
-    pub fn in_namespace(mut self, netns: Option<&std::path::Path>) -> Result<Self, BindError> {
+    /// Sends allowed requests from the network namespace at `netns`, resolving their hosts with the pod's
+    /// `name_files` (a thread there is started only when something is allowed at all).
+    pub fn in_namespace(mut self, netns: Option<&std::path::Path>, name_files: &NameFiles) -> Result<Self, BindError> {
         if let (Some(path), false) = (netns, self.rules.is_empty()) {
-            self.netns = Some(NamespaceRuntime::start(path)?);
+            self.netns = Some(NamespaceRuntime::start(path, name_files)?);
         }
         Ok(self)
     }

@@ -1,9 +1,13 @@
 //! The node's metrics endpoint: `GET /metrics` over HTTP/1.1 on the daemon's (host) network.
 //!
 //! It never stops workloads: an address that cannot be bound is logged and the daemon goes on without it.
+//! With a token file (the chart's nodes have one), every scrape must carry `Authorization: Bearer TOKEN`:
+//! the endpoint listens on the host's network, where no NetworkPolicy applies, so the token is what keeps
+//! it to the operator (docs/security.md). The file is read at each scrape, so a new token needs no restart.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,9 +23,14 @@ use super::registry::HttpMetrics;
 /// The one path served.
 const METRICS_PATH: &str = "/metrics";
 
-/// Binds `address` (`host:port`) and serves `metrics` there on the current tokio runtime, returning
-/// the bound address; `None` (after a warning) when it cannot be bound.
-pub async fn spawn_endpoint(address: &str, metrics: Arc<HttpMetrics>) -> Option<SocketAddr> {
+/// Binds `address` (`host:port`) and serves `metrics` there on the current tokio runtime, to scrapes that
+/// carry the token in `token_file` when one is given; returns the bound address, `None` (after a warning)
+/// when it cannot be bound.
+pub async fn spawn_endpoint(
+    address: &str,
+    metrics: Arc<HttpMetrics>,
+    token_file: Option<PathBuf>,
+) -> Option<SocketAddr> {
     let listener = match tokio::net::TcpListener::bind(address).await {
         Ok(listener) => listener,
         Err(e) => {
@@ -49,10 +58,19 @@ pub async fn spawn_endpoint(address: &str, metrics: Arc<HttpMetrics>) -> Option<
                 }
             };
             let metrics = metrics.clone();
+            let token_file = token_file.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let response = respond(req.method(), req.uri().path(), &metrics);
-                    async move { Ok::<_, Infallible>(response) }
+                    let (metrics, token_file) = (metrics.clone(), token_file.clone());
+                    async move {
+                        let refused = match &token_file {
+                            Some(file) => check_token(req.headers(), file).await.err(),
+                            None => None,
+                        };
+                        Ok::<_, Infallible>(
+                            refused.unwrap_or_else(|| respond(req.method(), req.uri().path(), &metrics)),
+                        )
+                    }
                 });
                 if let Err(e) = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
                     tracing::debug!(%peer, error = %e, "metrics connection ended with an error");
@@ -61,6 +79,37 @@ pub async fn spawn_endpoint(address: &str, metrics: Arc<HttpMetrics>) -> Option<
         }
     });
     Some(bound)
+}
+
+/// `Ok` when `headers` carry the token in `file`; else the 401 to answer. A missing or empty file refuses
+/// every scrape (the installer has not written the token yet).
+async fn check_token(headers: &http::HeaderMap, file: &std::path::Path) -> Result<(), Response<Full<Bytes>>> {
+    let expected = match tokio::fs::read_to_string(file).await {
+        Ok(text) if !text.trim().is_empty() => text.trim().to_string(),
+        Ok(_) | Err(_) => return Err(unauthorized("this node has no metrics token yet\n")),
+    };
+    let given = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        Some(given) if same_secret(given.as_bytes(), expected.as_bytes()) => Ok(()),
+        _ => Err(unauthorized("a bearer token is required\n")),
+    }
+}
+
+/// Equality that takes as long wherever the first difference is.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorized(body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    response.headers_mut().insert(http::header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+    response.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("text/plain"));
+    response
 }
 
 /// The answer to `method path`: the exposition text for `GET /metrics`, 404 for other paths.
@@ -102,7 +151,7 @@ mod tests {
         let labels = ContainerLabels { container: "web".into(), ..Default::default() };
         let registration = metrics.register("c1", labels);
         let _counted = registration.series().begin(&http::HeaderMap::new());
-        let addr = spawn_endpoint("127.0.0.1:0", metrics.clone()).await.expect("loopback binds");
+        let addr = spawn_endpoint("127.0.0.1:0", metrics.clone(), None).await.expect("loopback binds");
 
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
         stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
@@ -120,8 +169,42 @@ mod tests {
     async fn an_address_in_use_is_a_warning_not_an_error() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = taken.local_addr().unwrap().to_string();
-        assert_eq!(spawn_endpoint(&address, Arc::default()).await, None);
-        assert_eq!(spawn_endpoint("not an address", Arc::default()).await, None);
+        assert_eq!(spawn_endpoint(&address, Arc::default(), None).await, None);
+        assert_eq!(spawn_endpoint("not an address", Arc::default(), None).await, None);
+    }
+
+    async fn scrape(addr: SocketAddr, authorization: Option<&str>) -> String {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let header = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
+        let request = format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{header}Connection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        text
+    }
+
+    #[tokio::test]
+    async fn with_a_token_file_only_scrapes_with_that_token_are_served() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("metrics-token");
+        let addr = spawn_endpoint("127.0.0.1:0", Arc::default(), Some(file.clone())).await.expect("loopback binds");
+
+        let before = scrape(addr, Some("Bearer s3cret")).await;
+        assert!(before.starts_with("HTTP/1.1 401") && before.contains("no metrics token yet"), "{before}");
+
+        std::fs::write(&file, "s3cret\n").unwrap();
+        for refused in [None, Some("Bearer wrong!"), Some("Bearer s3cre"), Some("Basic s3cret"), Some("s3cret")] {
+            let text = scrape(addr, refused).await;
+            assert!(text.starts_with("HTTP/1.1 401"), "{refused:?}: {text}");
+            assert!(text.to_ascii_lowercase().contains("www-authenticate: bearer"), "{text}");
+            assert!(!text.contains("wasmkube_http"), "{text}");
+        }
+        assert!(scrape(addr, Some("Bearer s3cret")).await.starts_with("HTTP/1.1 200"));
+
+        // A new token is used at the next scrape.
+        std::fs::write(&file, "rotated").unwrap();
+        assert!(scrape(addr, Some("Bearer s3cret")).await.starts_with("HTTP/1.1 401"));
+        assert!(scrape(addr, Some("Bearer rotated")).await.starts_with("HTTP/1.1 200"));
     }
 
     #[tokio::test]
