@@ -17,7 +17,7 @@
 #     insecureSkipTLSVerify; the metrics API, reached directly, refuses no credentials, a forged front-proxy
 #     header and an unprivileged token; the node metrics endpoint refuses a scrape without the operator's token;
 #   - `helm uninstall` leaves every node as it was: no label, no RuntimeClass, no runtime in containerd's config,
-#     no shim binary, no shim.toml (read on each node through a hostPath pod); when the chart was not installed
+#     no shim binary, no shim.toml, no metrics token (read on each node through a hostPath pod); when the chart was not installed
 #     before the run, containerd's config is byte for byte what it was.
 #
 # Variables (defaults fit kind-up.sh; `make e2e` takes those of a running `make local-up` cluster):
@@ -49,7 +49,7 @@ echo "e2e: registry $REGISTRY, tag $TAG, namespace $NS"
 trap 'kubectl delete namespace "$NS" "$CHECK_NS" --wait=false >/dev/null 2>&1 || true' EXIT
 
 # --- Each node's wasmkube state, read through a hostPath pod (works on any cluster, kind's nodes included) ---
-# Prints one line per node: "NODE config=SHA256 runtime=N backup=yes|no shim=yes|no shim-toml=yes|no".
+# Prints one line per node: "NODE config=SHA256 runtime=N backup=yes|no shim=yes|no shim-toml=yes|no token=yes|no".
 node_state() {
     local node cfg_dir cfg
     cfg_dir="$(dirname "$NODE_CONTAINERD_CONFIG")"
@@ -75,7 +75,7 @@ spec:
           has() { if [ -e "\$1" ]; then echo yes; else echo no; fi; }
           echo "config=\$(sha256sum /node/config/$cfg | cut -c1-12) runtime=\$(grep -c 'runtimes.wasmkube\]' /node/config/$cfg)" \
             "backup=\$(has /node/config/$cfg.wasmkube-backup) shim=\$(has /node/bin/containerd-shim-wasmkube-v1)" \
-            "shim-toml=\$(has /node/etc/wasmkube/shim.toml)"
+            "shim-toml=\$(has /node/etc/wasmkube/shim.toml) token=\$(has /node/etc/wasmkube/metrics-token)"
       volumeMounts:
         - {name: config, mountPath: /node/config, readOnly: true}
         - {name: bin, mountPath: /node/bin, readOnly: true}
@@ -300,11 +300,11 @@ kubectl get runtimeclass wasmkube >/dev/null 2>&1 && fail "RuntimeClass wasmkube
 after="$(node_state)"
 echo "e2e: nodes after helm uninstall:"
 printf '    %s\n' "$after"
-echo "$after" | grep -v ' runtime=0 backup=no shim=no shim-toml=no$' && fail "helm uninstall left wasmkube on a node"
+echo "$after" | grep -v ' runtime=0 backup=no shim=no shim-toml=no token=no$' && fail "helm uninstall left wasmkube on a node"
 if [ -n "$before" ]; then
     [ "$(echo "$before" | cut -d' ' -f1-2)" = "$(echo "$after" | cut -d' ' -f1-2)" ] || fail "containerd's config differs from before the install"
     echo "e2e: containerd's config on every node is byte for byte as before the install"
 fi
-echo "e2e: helm uninstall left no label, RuntimeClass, runtime, shim or shim.toml"
+echo "e2e: helm uninstall left no label, RuntimeClass, runtime, shim, shim.toml or metrics token"
 
 echo "e2e: passed"

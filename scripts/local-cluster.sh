@@ -599,7 +599,7 @@ down() {
         echo "    $S was not made by this script: left as it is"
     fi
     rm -rf "$CONTAINERD_CONFIG_DIR"
-    rm -f /etc/wasmkube/shim.toml /etc/wasmkube/restart-pending
+    rm -f /etc/wasmkube/shim.toml /etc/wasmkube/metrics-token /etc/wasmkube/restart-pending
     rmdir /etc/wasmkube 2>/dev/null || true
     log "local cluster removed"
 }
