@@ -299,6 +299,19 @@ fn component_references_are_normalised() {
 }
 
 #[test]
+fn components_the_shim_cannot_pull_are_invalid() {
+    // Found by the fuzz target wasmapp_render (fuzz/regressions/wasmapp_render/): oci-client reads `MyOrg/app` as
+    // the Docker Hub repository `MyOrg/app`, and the pods would run `oci://docker.io/MyOrg/app:1`.
+    let upper = DIGEST.replace('c', "C");
+    let sha512 = format!("sha512:{}", "a".repeat(128));
+    for component in ["MyOrg/app:1", &format!("ghcr.io/org/app@{upper}"), &format!("ghcr.io/org/app@{sha512}")] {
+        let err = unresolved_component(component).unwrap_err();
+        assert_eq!(err.category(), "InvalidComponent", "{component}");
+    }
+    assert!(unresolved_component("MyRegistry.example/org/app:1").is_ok(), "a registry host may have capitals");
+}
+
+#[test]
 fn render_needs_the_object_keys() {
     let mut a = app(json!({"component": "x"}));
     a.metadata.uid = None;
