@@ -22,8 +22,15 @@ export LOCAL_CLUSTER_DIR ?= $(CARGO_TARGET_DIR)/local-cluster
 # What only `make local-up` needs (not CI): etcd, certificates, the node's bridge.
 LOCAL_PACKAGES := etcd-server openssl iproute2
 LOCAL_BINARIES := /usr/bin/etcd /usr/bin/openssl /usr/sbin/ip
+# Fuzzing (docs/security.md, "Fuzzing"): cargo fuzz needs a nightly toolchain; seconds per target for `make fuzz`
+# and for the short run `make test` makes.
+FUZZ_TOOLCHAIN ?= nightly
+CARGO_FUZZ_VERSION := 0.13.2
+FUZZ_SECONDS ?= 60
+FUZZ_CHECK_SECONDS ?= 10
+export FUZZ_TOOLCHAIN
 
-.PHONY: all deps build guests crds tools deploy chart-check script-check test fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down local-up local-deps local-check local-down clean
+.PHONY: all deps fuzz-deps build guests crds tools deploy chart-check script-check test fuzz fuzz-check fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down local-up local-deps local-check local-down clean
 
 all: build
 
@@ -42,6 +49,11 @@ deps:
 	@for t in wasm32-wasip2 $(HOST_TARGET); do rustup target list --installed | grep -qx $$t || rustup target add $$t; done
 	@rustup component list --installed | grep -q '^clippy' || rustup component add clippy rustfmt
 	@python3 -c 'import ensurepip, pip, venv' 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv python3-pip >/dev/null; }
+
+## fuzz-deps: the nightly toolchain and cargo-fuzz (pinned), for the fuzz targets in fuzz/ (idempotent).
+fuzz-deps:
+	@rustup toolchain list | grep -q '^$(FUZZ_TOOLCHAIN)' || rustup toolchain install $(FUZZ_TOOLCHAIN) --profile minimal
+	@cargo fuzz --version 2>/dev/null | grep -qx 'cargo-fuzz $(CARGO_FUZZ_VERSION)' || cargo install cargo-fuzz --locked --version $(CARGO_FUZZ_VERSION)
 
 ## guests: the example components, built once for wasm32-wasip2.
 guests: deps
@@ -74,18 +86,31 @@ script-check: deps
 fmt:
 	$(CARGO) fmt --all
 	$(CARGO) fmt --all --manifest-path examples/Cargo.toml
+	$(CARGO) fmt --all --manifest-path fuzz/Cargo.toml
 
 fmt-check:
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --all --check --manifest-path examples/Cargo.toml
+	$(CARGO) fmt --all --check --manifest-path fuzz/Cargo.toml
 
 lint: deps
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## test: every test — formatting, lints, generated files fresh (operator/tests/crd.rs), unit tests,
-## operator reconciles against a scripted API server, node tests against a real private containerd.
-test: deps fmt-check script-check lint guests chart-check
+## test: every test — formatting, lints, generated files fresh (operator/tests/crd.rs), every fuzz target for
+## FUZZ_CHECK_SECONDS, unit tests (the fuzz corpus and regression inputs replayed among them), operator reconciles
+## against a scripted API server, node tests against a real private containerd.
+test: deps fmt-check script-check lint fuzz-check guests chart-check
 	$(CARGO) test --workspace --no-fail-fast
+
+## fuzz: every fuzz target for FUZZ_SECONDS (default 60) each, from fuzz/corpus and fuzz/regressions; a failing
+## input is left in $(CARGO_TARGET_DIR)/fuzz/artifacts/<target>/.
+fuzz: fuzz-deps
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+## fuzz-check: the short fuzz run of `make test`: every target for FUZZ_CHECK_SECONDS (default 10), from a build
+## that is quicker to make and slower to run (fuzz/Cargo.toml, profile dev).
+fuzz-check: fuzz-deps
+	scripts/fuzz.sh --quick $(FUZZ_CHECK_SECONDS)
 
 ## demo: the node path: local registry, `wasmkube push`, a CRI pod through our shim, curl of its pod IP.
 demo: deps guests

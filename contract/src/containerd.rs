@@ -3,7 +3,7 @@
 //! text: our entry added or removed, everything else (comments, order, other runtimes) kept byte for
 //! byte. Pure functions, no I/O.
 
-use toml_edit::{Array, DocumentMut, Item, Table, TableLike, Value};
+use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use crate::runtime::{HANDLER as RUNTIME_NAME, PASSED_ANNOTATIONS, RUNTIME_TYPE};
 /// First line of the comment above the runtime table we add.
@@ -128,19 +128,13 @@ pub fn add_runtime(text: &str, empty_doc_version: ConfigVersion) -> Result<Strin
 fn ensure_runtime(doc: &mut DocumentMut, version: ConfigVersion) -> Result<bool, ConfigError> {
     let path = version.runtime_path();
     let mut t: &mut dyn TableLike = doc.as_table_mut();
+    let mut in_inline = false;
     let mut walked = String::new();
     for (i, key) in path.iter().enumerate() {
         walked = if walked.is_empty() { key.to_string() } else { format!("{walked}.{key}") };
         let last = i == path.len() - 1;
-        let item = t.entry(key).or_insert_with(|| {
-            let mut table = Table::new();
-            if last {
-                table.decor_mut().set_prefix(format!("\n{MARKER}\n"));
-            } else {
-                table.set_implicit(true);
-            }
-            Item::Table(table)
-        });
+        let item = t.entry(key).or_insert_with(|| new_table(in_inline, last));
+        in_inline = item.is_inline_table();
         t = item.as_table_like_mut().ok_or_else(|| ConfigError::NotATable(walked.clone()))?;
     }
     let mut changed = false;
@@ -162,6 +156,25 @@ fn ensure_runtime(doc: &mut DocumentMut, version: ConfigVersion) -> Result<bool,
         }
     }
     Ok(changed)
+}
+
+/// A table on our runtime's path: under a `[header]` table an implicit one (our runtime's with the marker);
+/// inside an inline table, which can hold only values, an inline one (dotted on the way, which remove prunes).
+fn new_table(in_inline: bool, last: bool) -> Item {
+    if in_inline {
+        // Why not a `Table`: toml_edit drops one put into an inline table, so the entry would vanish unwritten
+        // (found by the fuzz target containerd_config).
+        let mut table = InlineTable::new();
+        table.set_dotted(!last);
+        return Item::Value(Value::InlineTable(table));
+    }
+    let mut table = Table::new();
+    if last {
+        table.decor_mut().set_prefix(format!("\n{MARKER}\n"));
+    } else {
+        table.set_implicit(true);
+    }
+    Item::Table(table)
 }
 
 /// Removes our runtime entry (and the empty tables that only held it); other text is kept.
@@ -190,7 +203,7 @@ fn remove_at(t: &mut dyn TableLike, path: &[&str]) -> bool {
             let removed = remove_at(child, rest);
             let prune = t.get(first).is_some_and(|item| match item {
                 Item::Table(table) => table.is_empty() && (table.is_implicit() || table.is_dotted()),
-                Item::Value(Value::InlineTable(inline)) => inline.is_empty(),
+                Item::Value(Value::InlineTable(inline)) => inline.is_empty() && inline.is_dotted(),
                 _ => false,
             });
             if removed && prune {
@@ -295,6 +308,24 @@ mod tests {
         let text = "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.wasmkube]\n  runtime_type = \"io.containerd.wasmkube.v1\"\n  container_annotations = [\"a.b/c\"]\n";
         let out = add_runtime(text, ConfigVersion::V2).unwrap();
         assert!(out.contains(r#"["a.b/c", "io.kubernetes.container.terminationMessagePath"]"#), "{out}");
+    }
+
+    #[test]
+    fn inline_tables_on_the_path_get_the_runtime_inline() {
+        // Found by the fuzz target containerd_config (fuzz/regressions/containerd_config/inline-*.toml): the
+        // runtime was dropped from the written text, and the install reported success.
+        for text in [
+            "plugins = { cri = { containerd = { runtimes = {} } } }\n",
+            "version = 2\nplugins = {}\n",
+            "version = 2\n[plugins]\n\"io.containerd.grpc.v1.cri\" = { containerd = { runtimes = { runc = { runtime_type = \"x\" } } } }\n",
+        ] {
+            let added = add_runtime(text, ConfigVersion::V2).unwrap();
+            let doc = parse(&added).unwrap();
+            let version = version_of(&doc).unwrap().unwrap();
+            assert!(has_runtime(&doc, version), "{added}");
+            assert_eq!(add_runtime(&added, ConfigVersion::V2).unwrap(), added, "a second add changes nothing");
+            assert_eq!(remove_runtime(&added).unwrap(), text, "remove restores {text:?}");
+        }
     }
 
     #[test]

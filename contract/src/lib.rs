@@ -9,6 +9,8 @@ pub mod component;
 #[cfg(feature = "containerd-config")]
 pub mod containerd;
 pub mod env;
+#[cfg(feature = "fuzzing")]
+pub mod fuzz;
 pub mod labels;
 pub mod metrics;
 pub mod node;

@@ -1,5 +1,11 @@
 //! What the node installer puts on a node for the shim, and where the operator finds the shim's endpoint.
 
+#[cfg(feature = "node-config")]
+pub mod config;
+
+#[cfg(feature = "node-config")]
+pub use config::{NodeConfig, NodeConfigError};
+
 /// The shim daemon's node config file, written by the installer from the chart's values.
 pub const SHIM_CONFIG_PATH: &str = "/etc/wasmkube/shim.toml";
 /// Environment variable naming another node config file (containerd passes its environment to shims).

@@ -6,6 +6,8 @@
 
 pub mod auth;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod manifest;
 pub mod media;
 pub mod pull;

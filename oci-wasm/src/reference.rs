@@ -16,8 +16,11 @@ pub fn parse_oci_ref(reference: &str) -> Result<Reference, Error> {
     }
     let parsed: Reference = bare.parse().map_err(|e| invalid(format!("{e}")))?;
     if let Some(digest) = parsed.digest() {
-        if !digest.starts_with("sha256:") || digest.len() != "sha256:".len() + 64 {
-            return Err(invalid(format!("digest {digest} is not sha256:<64 hex digits>")));
+        // Lowercase only, as the OCI image spec writes sha256 digests: an uppercase one could never equal the
+        // digest of the bytes, and the pull would fail later with a mismatch that hides the cause.
+        let hex = digest.strip_prefix("sha256:").unwrap_or_default();
+        if hex.len() != 64 || !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid(format!("digest {digest} is not sha256:<64 lowercase hex digits>")));
         }
     }
     Ok(parsed)
@@ -39,5 +42,14 @@ mod tests {
     fn registry_must_be_explicit_and_digests_complete() {
         assert!(parse_oci_ref("oci://hello:v1").is_err());
         assert!(parse_oci_ref("oci://ghcr.io/a/b@sha256:abc").is_err());
+        assert!(parse_oci_ref(&format!("oci://ghcr.io/a/b@sha512:{}", "a".repeat(128))).is_err());
+    }
+
+    #[test]
+    fn an_uppercase_digest_is_refused_at_once() {
+        // Found by the fuzz target oci_reference (fuzz/regressions/oci_reference/uppercase-digest).
+        let upper = format!("oci://ghcr.io/a/b@sha256:{}A", "a".repeat(63));
+        let err = parse_oci_ref(&upper).unwrap_err().to_string();
+        assert!(err.contains("lowercase"), "{err}");
     }
 }

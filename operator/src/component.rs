@@ -20,11 +20,26 @@ impl ResolvedComponent {
     }
 }
 
-/// Parse `spec.component` into an OCI reference.
+/// Parse `spec.component` into an OCI reference the shim can pull.
 pub fn parse_component(component: &str) -> Result<oci_client::Reference, Error> {
-    component
-        .parse::<oci_client::Reference>()
-        .map_err(|source| Error::InvalidComponent { reference: component.to_string(), source })
+    use oci_client::ParseError;
+
+    let invalid = |source| Error::InvalidComponent { reference: component.to_string(), source };
+    let reference = component.parse::<oci_client::Reference>().map_err(invalid)?;
+    // Why: oci-client takes a first segment without `.`, `:` or `localhost` (`MyOrg/app`) for a Docker Hub
+    // repository even with capitals, which no registry has; the pods would name `docker.io/MyOrg/app`, which
+    // nothing parses (found by the fuzz target wasmapp_render).
+    if reference.repository().bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(invalid(ParseError::NameContainsUppercase));
+    }
+    // Why: the shim verifies sha256 digests only, as the lowercase hex it computes.
+    if let Some(digest) = reference.digest() {
+        let hex = digest.strip_prefix("sha256:").ok_or_else(|| invalid(ParseError::DigestUnsupported))?;
+        if !hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            return Err(invalid(ParseError::DigestInvalidFormat));
+        }
+    }
+    Ok(reference)
 }
 
 /// The reference the pods run when no registry was asked: digest refs are pinned as written, tags stay tags.

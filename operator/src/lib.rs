@@ -8,6 +8,8 @@ pub mod crd;
 pub mod demand;
 pub mod error;
 pub mod external_metrics;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod labels;
 pub mod leader;
 pub mod metrics;

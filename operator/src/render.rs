@@ -105,8 +105,9 @@ pub fn container_env(app: &WasmApp) -> ContainerEnv {
     ContainerEnv {
         app: Some(app.name_any()),
         namespace: Some(app.namespace().unwrap_or_default()),
-        // The CRD bounds the port to 1..=65535; anything else is left to the shim's default.
-        http_port: app.spec.http.as_ref().and_then(|http| u16::try_from(http.port).ok()),
+        // The CRD bounds the port to 1..=65535; anything else is left to the shim's default (0 included, which the
+        // shim would refuse: found by the fuzz target wasmapp_render).
+        http_port: app.spec.http.as_ref().and_then(|http| u16::try_from(http.port).ok()).filter(|port| *port > 0),
         allowed_outbound_hosts: app.spec.allowed_outbound_hosts.clone(),
     }
 }

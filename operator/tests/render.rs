@@ -7,8 +7,9 @@ use wasmkube_operator::component::{unresolved_component, ResolvedComponent};
 use wasmkube_operator::crd::WasmApp;
 use wasmkube_operator::labels::selector_string;
 use wasmkube_operator::render::{
-    activator_endpoints, allocate_activator_port, desired_replicas, render_activator_slice, render_deployment,
-    render_hpa, render_service, service_url, ActivatorEndpoints, ActivatorPorts, PortsExhausted, RenderConfig,
+    activator_endpoints, allocate_activator_port, container_env, desired_replicas, render_activator_slice,
+    render_deployment, render_hpa, render_service, service_url, ActivatorEndpoints, ActivatorPorts, PortsExhausted,
+    RenderConfig,
 };
 
 const DIGEST: &str = "sha256:2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae";
@@ -296,6 +297,29 @@ fn component_references_are_normalised() {
     assert_eq!(c.digest.as_deref(), Some(DIGEST));
     let err = unresolved_component("oci://x").unwrap_err();
     assert_eq!(err.category(), "InvalidComponent");
+}
+
+#[test]
+fn a_port_out_of_range_is_left_to_the_shims_default() {
+    // Found by the fuzz target wasmapp_render (fuzz/regressions/wasmapp_render/): port 0 was rendered, and the
+    // shim refuses WASMKUBE_HTTP_PORT=0, so the container could not start.
+    for port in [0, -1, 65536] {
+        let env = container_env(&app(json!({"component": "x", "http": {"port": port}})));
+        assert_eq!(env.http_port, None, "port {port}");
+    }
+}
+
+#[test]
+fn components_the_shim_cannot_pull_are_invalid() {
+    // Found by the fuzz target wasmapp_render (fuzz/regressions/wasmapp_render/): oci-client reads `MyOrg/app` as
+    // the Docker Hub repository `MyOrg/app`, and the pods would run `oci://docker.io/MyOrg/app:1`.
+    let upper = DIGEST.replace('c', "C");
+    let sha512 = format!("sha512:{}", "a".repeat(128));
+    for component in ["MyOrg/app:1", &format!("ghcr.io/org/app@{upper}"), &format!("ghcr.io/org/app@{sha512}")] {
+        let err = unresolved_component(component).unwrap_err();
+        assert_eq!(err.category(), "InvalidComponent", "{component}");
+    }
+    assert!(unresolved_component("MyRegistry.example/org/app:1").is_ok(), "a registry host may have capitals");
 }
 
 #[test]

@@ -16,7 +16,6 @@ use containerd_shim::publisher::RemotePublisher;
 use containerd_shim::{Config, Error, Flags, StartOpts};
 use nix::fcntl::{Flock, FlockArg};
 
-use crate::config::NodeConfig;
 use crate::engine::NodeEngine;
 use crate::pod::NodeRuntime;
 use crate::runc::RuncSandboxes;
@@ -109,8 +108,8 @@ impl Shim for WasmkubeShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
-        let (config, runtime) = match NodeConfig::load().map_err(anyhow::Error::from).and_then(|cfg| {
-            let engine = NodeEngine::new(cfg.engine_settings())?;
+        let (config, runtime) = match crate::config::load().map_err(anyhow::Error::from).and_then(|cfg| {
+            let engine = NodeEngine::new(crate::config::engine_settings(&cfg))?;
             // The daemon runs in its home directory; runc's state for the sandboxes lives there too.
             let sandboxes = RuncSandboxes::new(std::env::current_dir()?.join("runc"))?;
             Ok((cfg, NodeRuntime::new(engine, sandboxes)))
@@ -122,7 +121,7 @@ impl Shim for WasmkubeShim {
                 std::process::exit(1);
             }
         };
-        let _ = self.idle_exit.set(Duration::from_secs(config.idle_exit_seconds));
+        let _ = self.idle_exit.set(config.idle_exit());
         // Metrics never stop workloads: an address that cannot be bound is only a warning.
         match config.metrics_address() {
             Some(address) => {

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use wasmkube_shim::config::NodeConfig;
+use wasmkube_shim::config;
 
 /// The `shim.toml` block of the node installer's ConfigMap in the rendered manifests.
 fn chart_shim_toml() -> String {
@@ -25,7 +25,7 @@ fn the_charts_node_config_loads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shim.toml");
     std::fs::write(&path, chart_shim_toml()).unwrap();
-    let config = NodeConfig::load_from(&path).unwrap();
+    let config = config::load_from(&path).unwrap();
     assert_eq!(config.metrics_address(), Some("0.0.0.0:9464"));
-    assert_eq!(config.engine_settings().http.default_port, 8080);
+    assert_eq!(config::engine_settings(&config).http.default_port, 8080);
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use wasmkube_contract::node::NodeConfig;
+
 /// Node-wide settings of the engine (design: node configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineSettings {
@@ -18,12 +20,8 @@ pub struct EngineSettings {
 
 impl Default for EngineSettings {
     fn default() -> Self {
-        Self {
-            cache_dir: PathBuf::from("/var/lib/wasmkube/cache"),
-            cache_max_bytes: 10 * 1024 * 1024 * 1024,
-            insecure_registries: Vec::new(),
-            http: HttpSettings::default(),
-        }
+        // The file's defaults are the engine's: one place (the contract) says what an absent key means.
+        crate::config::engine_settings(&NodeConfig::default())
     }
 }
 
@@ -42,11 +40,6 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self {
-            default_port: 8080,
-            max_in_flight: 100,
-            request_timeout: Duration::from_secs(60),
-            max_request_body_bytes: 16 * 1024 * 1024,
-        }
+        EngineSettings::default().http
     }
 }
