@@ -170,11 +170,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let host = opts.host.clone();
             let report = install(&opts, || host_containerd_version(&host))?;
             tracing::info!(changed = ?report.changed, restarted = report.restarted, "installed");
-            if let Some(node) = &common.node_name {
-                label::set_label(kube::Client::try_default().await?, node, true).await?;
+            // One client for the label and the token, and none when neither is asked for (a plain node run).
+            let client = match (&common.node_name, &metrics_token_secret) {
+                (None, None) => None,
+                _ => Some(kube::Client::try_default().await?),
+            };
+            if let (Some(node), Some(client)) = (&common.node_name, &client) {
+                label::set_label(client.clone(), node, true).await?;
             }
-            if let Some(secret) = metrics_token_secret {
-                let client = kube::Client::try_default().await?;
+            if let (Some(secret), Some(client)) = (metrics_token_secret, client) {
                 let file = host.path(METRICS_TOKEN_PATH);
                 tokio::spawn(async move { metrics_token::keep_synced(client, namespace, secret, &file).await });
             }
