@@ -1,15 +1,18 @@
 //! Pods through CRI, as the kubelet starts them: `pod-start` (RunPodSandbox → container running) and
 //! `pod-memory` (RSS and PSS of the shim processes with N pods running), each for the wasmkube handler
-//! against runc pods running busybox `sleep` as the reference.
+//! (sandbox held by the daemon), the wasmkube handler with a pause process as its sandbox (what every
+//! wasmkube pod had before, and what a pod gets with the sandbox-process annotation) and runc pods running
+//! busybox `sleep` as the reference.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
+use wasmkube_contract::runtime::SANDBOX_PROCESS_ANNOTATION;
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, RUNC_HANDLER, WASMKUBE_HANDLER};
-use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
+use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod, PodOptions};
 use wasmkube_harness::images::{self, BUSYBOX_IMAGE, PAUSE_IMAGE};
 use wasmkube_harness::{guests, procs, ContainerdOpts, PrivateContainerd};
 
@@ -17,8 +20,9 @@ use crate::report::{self, NodeArgs};
 use crate::stats::Summary;
 
 const SLEEPER_IMAGE: &str = "docker.io/wasmkube/sleeper:bench";
-/// Room for 2 × 100 pods and the ones being torn down.
-const SUBNET: &str = "10.90.0.0/22";
+/// Room for 1,000 pods and the ones being torn down (a Linux bridge takes at most 1,024 ports, so the
+/// handlers' pods are never up at the same time).
+const SUBNET: &str = "10.90.0.0/20";
 const STATE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Options of `pod-start`.
@@ -35,7 +39,7 @@ pub struct StartArgs {
 #[derive(Debug, clap::Args)]
 pub struct MemoryArgs {
     /// Pod counts to measure, comma-separated.
-    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 10, 100])]
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 100, 1000])]
     pub pods: Vec<usize>,
     /// How long the pods idle before memory is read.
     #[arg(long, default_value_t = 3)]
@@ -48,22 +52,34 @@ pub struct MemoryArgs {
 struct Handler {
     name: &'static str,
     handler: &'static str,
+    /// The pods' annotations.
+    pod_annotations: HashMap<String, String>,
     container: ContainerSpec,
     /// `argv[0]` suffix of its shim processes.
     shim_binary: &'static str,
 }
 
-fn handlers() -> [Handler; 2] {
+fn handlers() -> [Handler; 3] {
+    let sleeper = ContainerSpec { name: "sleeper".into(), image: SLEEPER_IMAGE.into(), ..Default::default() };
     [
         Handler {
             name: "wasmkube",
             handler: WASMKUBE_HANDLER,
-            container: ContainerSpec { name: "sleeper".into(), image: SLEEPER_IMAGE.into(), ..Default::default() },
+            pod_annotations: HashMap::new(),
+            container: sleeper.clone(),
+            shim_binary: wasmkube_harness::paths::SHIM_BINARY,
+        },
+        Handler {
+            name: "wasmkube-pause",
+            handler: WASMKUBE_HANDLER,
+            pod_annotations: HashMap::from([(SANDBOX_PROCESS_ANNOTATION.to_string(), "true".to_string())]),
+            container: sleeper,
             shim_binary: wasmkube_harness::paths::SHIM_BINARY,
         },
         Handler {
             name: "runc",
             handler: RUNC_HANDLER,
+            pod_annotations: HashMap::new(),
             container: ContainerSpec {
                 name: "sleep".into(),
                 image: BUSYBOX_IMAGE.into(),
@@ -109,7 +125,8 @@ struct PodStart {
 /// RunPodSandbox, then CreateContainer + StartContainer; returns the pod and how long each part took.
 fn start_pod(cri: &CriClient, h: &Handler, name: &str) -> Result<(Pod, PodStart)> {
     let t0 = Instant::now();
-    let pod = cri.run_pod_sandbox(name, h.handler)?;
+    let options = PodOptions { annotations: h.pod_annotations.clone(), ..Default::default() };
+    let pod = cri.run_pod_sandbox_with(name, h.handler, options)?;
     let t1 = Instant::now();
     let id = cri.create_container(&pod, &h.container)?;
     cri.start_container(&id)?;
@@ -149,30 +166,37 @@ pub fn start(args: StartArgs) -> Result<()> {
     }
 
     let mut per_handler = serde_json::Map::new();
-    println!("{:<10} {:>14} {:>16} {:>12}", "handler", "sandbox ms", "container ms", "total ms");
+    println!("{:<15} {:>14} {:>16} {:>12}", "handler", "sandbox ms", "container ms", "total ms");
     for (h, (sandbox, container)) in handlers.iter().zip(&samples) {
         let total: Vec<f64> = sandbox.iter().zip(container).map(|(a, b)| a + b).collect();
         let (s, c, t) = (summary(sandbox)?, summary(container)?, summary(&total)?);
-        println!("{:<10} {:>14.1} {:>16.1} {:>12.1}", h.name, s.median_ms, c.median_ms, t.median_ms);
+        println!("{:<15} {:>14.1} {:>16.1} {:>12.1}", h.name, s.median_ms, c.median_ms, t.median_ms);
         per_handler.insert(h.name.into(), json!({ "sandbox": s, "container": c, "total": t }));
     }
     let median = |name: &str, part: &str| per_handler[name][part]["median_ms"].as_f64();
-    let ratio_total = median("wasmkube", "total").zip(median("runc", "total")).map(|(w, r)| w / r);
-    let ratio_container = median("wasmkube", "container").zip(median("runc", "container")).map(|(w, r)| w / r);
-    if let (Some(total), Some(container)) = (ratio_total, ratio_container) {
-        println!("ratio wasmkube/runc (median): total {total:.2}, container part {container:.2}");
+    let mut ratios = serde_json::Map::new();
+    for h in handlers.iter().filter(|h| h.handler != RUNC_HANDLER) {
+        let ratio = |part| median(h.name, part).zip(median("runc", part)).map(|(w, r)| w / r);
+        let (total, sandbox, container) = (ratio("total"), ratio("sandbox"), ratio("container"));
+        if let (Some(total), Some(sandbox), Some(container)) = (total, sandbox, container) {
+            println!(
+                "ratio {}/runc (median): total {total:.2}, sandbox {sandbox:.2}, container {container:.2}",
+                h.name
+            );
+        }
+        ratios.insert(h.name.into(), json!({ "total": total, "sandbox": sandbox, "container": container }));
     }
 
     let result = json!({
         "name": "pod-start",
         "description": "CRI RunPodSandbox (sandbox) then CreateContainer + StartContainer (container) until \
                         StartContainer returns with the container running; component cached, one warm-up pod \
-                        per handler, handlers interleaved; runc runs busybox sleep",
+                        per handler, handlers interleaved; runc runs busybox sleep; wasmkube-pause is the wasmkube handler \
+                        with the sandbox-process annotation (a pause process under runc as the sandbox)",
         "runs": args.runs,
         "handlers": per_handler,
-        "ratio_total": ratio_total,
-        "ratio_container": ratio_container,
-        "ratio_definition": "median(wasmkube) / median(runc)",
+        "ratios": ratios,
+        "ratio_definition": "median(handler) / median(runc), per part",
         "environment": report::environment(&ctrd, &shim)?,
     });
     write(&args.node, "pod-start", &result)
@@ -239,8 +263,8 @@ pub fn memory(args: MemoryArgs) -> Result<()> {
     let handlers = handlers();
     let mut rows = Vec::new();
     println!(
-        "{:<10} {:>5} {:>7} {:>12} {:>12} {:>16} {:>16}",
-        "handler", "pods", "shims", "shim RSS MiB", "shim PSS MiB", "+workload RSS", "+workload PSS"
+        "{:<15} {:>5} {:>9} {:>12} {:>12} {:>13} {:>13}",
+        "handler", "pods", "processes", "shim RSS MiB", "shim PSS MiB", "all RSS MiB", "all PSS MiB"
     );
     for &n in &args.pods {
         for h in &handlers {
@@ -250,16 +274,19 @@ pub fn memory(args: MemoryArgs) -> Result<()> {
             }
             std::thread::sleep(Duration::from_secs(args.settle_seconds));
             let (shim_mem, workload, sandbox) = measure_memory(&ctrd, h);
+            let mut all = shim_mem;
+            all += workload;
+            all += sandbox;
             let mib = |kib: u64| kib as f64 / 1024.0;
             println!(
-                "{:<10} {:>5} {:>7} {:>12.1} {:>12.1} {:>16.1} {:>16.1}",
+                "{:<15} {:>5} {:>9} {:>12.1} {:>12.1} {:>13.1} {:>13.1}",
                 h.name,
                 n,
-                shim_mem.processes,
+                all.processes,
                 mib(shim_mem.rss_kib),
                 mib(shim_mem.pss_kib),
-                mib(shim_mem.rss_kib + workload.rss_kib),
-                mib(shim_mem.pss_kib + workload.pss_kib)
+                mib(all.rss_kib),
+                mib(all.pss_kib)
             );
             rows.push(
                 json!({ "handler": h.name, "pods": n, "shim": shim_mem, "workload": workload, "sandbox": sandbox }),
@@ -270,17 +297,19 @@ pub fn memory(args: MemoryArgs) -> Result<()> {
     }
     let per_extra = per_extra_pod(&rows, &handlers);
     for (name, v) in &per_extra {
-        println!("{name}: {:.2} MiB RSS, {:.2} MiB PSS per extra pod (shim + workload)", v.0, v.1);
+        println!("{name}: {:.3} MiB RSS, {:.3} MiB PSS per extra pod (shim + workload + sandbox)", v.0, v.1);
     }
     let result = json!({
         "name": "pod-memory",
         "description": "N pods running at once through CRI (wasmkube: examples/sleeper; runc: busybox sleep); \
                         RSS and PSS from /proc/PID/smaps_rollup of the shim processes, of the workload processes \
-                        below them (none for wasmkube: instances live in the daemon) and of the pause processes",
+                        below them (none for wasmkube: instances live in the daemon) and of the pause processes \
+                        (none for wasmkube's held sandboxes); wasmkube-pause is the wasmkube handler with the \
+                        sandbox-process annotation",
         "settle_seconds": args.settle_seconds,
         "rows": rows,
         "per_extra_pod_mib": per_extra.iter().map(|(name, (rss, pss))| (name.to_string(), json!({ "rss": rss, "pss": pss }))).collect::<serde_json::Map<_, _>>(),
-        "per_extra_pod_definition": "(shim+workload at max N − at min N) / (max N − min N)",
+        "per_extra_pod_definition": "(shim+workload+sandbox at max N − at min N) / (max N − min N)",
         "environment": report::environment(&ctrd, &shim)?,
     });
     write(&args.node, "pod-memory", &result)
@@ -303,7 +332,7 @@ fn wait_for_no_workloads(ctrd: &PrivateContainerd, h: &Handler) -> Result<()> {
 /// MiB (RSS, PSS) each pod beyond the smallest count adds, per handler.
 fn per_extra_pod(rows: &[serde_json::Value], handlers: &[Handler]) -> Vec<(&'static str, (f64, f64))> {
     let total = |row: &serde_json::Value, what: &str| {
-        row["shim"][what].as_f64().unwrap_or(0.0) + row["workload"][what].as_f64().unwrap_or(0.0)
+        ["shim", "workload", "sandbox"].iter().map(|part| row[part][what].as_f64().unwrap_or(0.0)).sum::<f64>()
     };
     handlers
         .iter()

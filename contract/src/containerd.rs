@@ -5,7 +5,7 @@
 
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
-use crate::runtime::{HANDLER as RUNTIME_NAME, PASSED_ANNOTATIONS, RUNTIME_TYPE};
+use crate::runtime::{HANDLER as RUNTIME_NAME, PASSED_ANNOTATIONS, PASSED_POD_ANNOTATIONS, RUNTIME_TYPE};
 /// First line of the comment above the runtime table we add.
 const MARKER: &str = "# Added by wasmkube-node-installer; `wasmkube-node-installer uninstall` removes it.";
 
@@ -124,7 +124,7 @@ pub fn add_runtime(text: &str, empty_doc_version: ConfigVersion) -> Result<Strin
     }
 }
 
-/// Sets `runtime_type` and the annotation in our runtime's table, creating what is missing; true if changed.
+/// Sets `runtime_type` and the passed annotations in our runtime's table, creating what is missing; true if changed.
 fn ensure_runtime(doc: &mut DocumentMut, version: ConfigVersion) -> Result<bool, ConfigError> {
     let path = version.runtime_path();
     let mut t: &mut dyn TableLike = doc.as_table_mut();
@@ -142,16 +142,22 @@ fn ensure_runtime(doc: &mut DocumentMut, version: ConfigVersion) -> Result<bool,
         t.insert("runtime_type", toml_edit::value(RUNTIME_TYPE));
         changed = true;
     }
-    if t.get("container_annotations").is_none() {
-        t.insert("container_annotations", toml_edit::value(Array::new()));
+    changed |= ensure_listed(t, &walked, "container_annotations", &PASSED_ANNOTATIONS)?;
+    changed |= ensure_listed(t, &walked, "pod_annotations", &PASSED_POD_ANNOTATIONS)?;
+    Ok(changed)
+}
+
+/// Adds the `values` missing from the array `key` of table `t` (at `walked`), creating it; true if changed.
+fn ensure_listed(t: &mut dyn TableLike, walked: &str, key: &str, values: &[&str]) -> Result<bool, ConfigError> {
+    if t.get(key).is_none() {
+        t.insert(key, toml_edit::value(Array::new()));
     }
-    let array = t
-        .get_mut("container_annotations")
-        .and_then(Item::as_array_mut)
-        .ok_or_else(|| ConfigError::NotATable(format!("{walked}.container_annotations")))?;
-    for annotation in PASSED_ANNOTATIONS {
-        if !array.iter().any(|v| v.as_str() == Some(annotation)) {
-            array.push(annotation);
+    let array =
+        t.get_mut(key).and_then(Item::as_array_mut).ok_or_else(|| ConfigError::NotATable(format!("{walked}.{key}")))?;
+    let mut changed = false;
+    for value in values {
+        if !array.iter().any(|v| v.as_str() == Some(value)) {
+            array.push(*value);
             changed = true;
         }
     }
@@ -222,8 +228,9 @@ pub fn drop_in(version: ConfigVersion) -> Result<String, ConfigError> {
 /// The block appended to a k3s/rke2 `config.toml.tmpl` (a Go template, so not edited as TOML).
 pub fn template_block(version: ConfigVersion) -> String {
     let annotations: Array = PASSED_ANNOTATIONS.into_iter().collect();
+    let pod_annotations: Array = PASSED_POD_ANNOTATIONS.into_iter().collect();
     format!(
-        "{TEMPLATE_BEGIN}\n[{header}]\n  runtime_type = {runtime_type}\n  container_annotations = {annotations}\n{TEMPLATE_END}\n",
+        "{TEMPLATE_BEGIN}\n[{header}]\n  runtime_type = {runtime_type}\n  container_annotations = {annotations}\n  pod_annotations = {pod_annotations}\n{TEMPLATE_END}\n",
         header = version.runtime_header(),
         runtime_type = Value::from(RUNTIME_TYPE),
     )

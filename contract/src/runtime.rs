@@ -13,6 +13,8 @@ pub const CONTAINER_TYPE_ANNOTATION: &str = "io.kubernetes.cri.container-type";
 pub const SANDBOX_NAMESPACE_ANNOTATION: &str = "io.kubernetes.cri.sandbox-namespace";
 /// CRI annotation: the pod's name.
 pub const SANDBOX_NAME_ANNOTATION: &str = "io.kubernetes.cri.sandbox-name";
+/// CRI annotation: the id of the pod sandbox a container belongs to (on application containers).
+pub const SANDBOX_ID_ANNOTATION: &str = "io.kubernetes.cri.sandbox-id";
 /// CRI annotation: the container's name in its pod.
 pub const CONTAINER_NAME_ANNOTATION: &str = "io.kubernetes.cri.container-name";
 /// The pod's own `terminationMessagePath`. CRI copies it into the spec only when the runtime entry lists it
@@ -23,3 +25,10 @@ pub const DEFAULT_TERMINATION_MESSAGE_PATH: &str = "/dev/termination-log";
 
 /// Container annotations the runtime entry asks CRI to pass into the spec.
 pub const PASSED_ANNOTATIONS: [&str; 1] = [TERMINATION_MESSAGE_PATH_ANNOTATION];
+
+/// Pod annotation: `"true"` gives the pod a real pause process as its sandbox (docs/shim.md, "Pod sandboxes").
+/// Without it a wasm pod's sandbox is held by the node daemon, with no process of its own.
+pub const SANDBOX_PROCESS_ANNOTATION: &str = "wasmkube.dev/sandbox-process";
+
+/// Pod annotations the runtime entry asks CRI to pass into the sandbox's and the containers' specs.
+pub const PASSED_POD_ANNOTATIONS: [&str; 1] = [SANDBOX_PROCESS_ANNOTATION];

@@ -7,7 +7,8 @@
 //! - [`runtime`] is the seam between them, and [`spec`] what both use of a container's OCI spec;
 //! - [`daemon`] is the `start`/`delete` side of the shim binary (finding or starting the node daemon);
 //! - [`metrics`] counts every wasi:http container's requests for the node's metrics endpoint;
-//! - [`pod`] routes a pod's sandbox to [`runc`] and its components to the engine.
+//! - [`pod`] routes a pod's sandbox to the daemon's [`sandbox`] records (or to [`runc`] when the pod needs
+//!   a process) and its components to the engine.
 
 pub mod config;
 pub mod daemon;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod pod;
 pub mod runc;
 pub mod runtime;
+pub mod sandbox;
 pub mod spec;
 pub mod task;
 

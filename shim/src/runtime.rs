@@ -31,7 +31,7 @@ pub struct Launch {
     pub bundle: PathBuf,
     /// What the shim uses of the bundle's OCI spec, read once at create.
     pub spec: ContainerSpec,
-    /// The container's root filesystem, mounted.
+    /// The container's root filesystem, mounted when the spec uses it ([`ContainerSpec::uses_rootfs`]).
     pub rootfs: PathBuf,
     /// The container's stdio.
     pub stdio: Stdio,
@@ -117,6 +117,20 @@ impl Signal {
     pub const KILL: Signal = Signal(libc::SIGKILL as u32);
 }
 
+/// Waits for a terminating signal. Neither a component (wasi:cli has no signal delivery) nor a sandbox
+/// held by the daemon can catch one: any signal ends it (an instance at its next yield point).
+pub async fn next_signal(signals: &mut watch::Receiver<Option<Signal>>) -> Signal {
+    loop {
+        if let Some(signal) = *signals.borrow_and_update() {
+            return signal;
+        }
+        if signals.changed().await.is_err() {
+            // The task side is gone: nobody can observe this instance any more.
+            return Signal::KILL;
+        }
+    }
+}
+
 /// A prepared container, ready to start.
 pub trait Workload: Send {
     /// Runs the workload until it exits or a signal arrives on `signals`.
@@ -137,4 +151,19 @@ pub trait Workload: Send {
 pub trait Runtime: Send + Sync + 'static {
     /// Loads, compiles and links what the container runs: every error a user can cause surfaces here.
     async fn prepare(&self, launch: Launch) -> Result<Box<dyn Workload>, LaunchError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_signal_sent_before_waiting_is_seen_and_a_dropped_sender_is_a_kill() {
+        let (tx, mut rx) = watch::channel(None);
+        tx.send_replace(Some(Signal::TERM));
+        assert_eq!(next_signal(&mut rx).await, Signal::TERM);
+        let (tx, mut rx) = watch::channel(None);
+        drop(tx);
+        assert_eq!(next_signal(&mut rx).await, Signal::KILL);
+    }
 }

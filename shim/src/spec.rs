@@ -10,7 +10,8 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, Spec};
 use wasmkube_contract::component::{DOCKER_CONFIG_KEY, PULL_SECRETS_DIR, SHIM_MOUNTS_DIR};
 use wasmkube_contract::env::ContainerEnv;
 use wasmkube_contract::runtime::{
-    CONTAINER_TYPE_ANNOTATION, DEFAULT_TERMINATION_MESSAGE_PATH, TERMINATION_MESSAGE_PATH_ANNOTATION,
+    CONTAINER_TYPE_ANNOTATION, DEFAULT_TERMINATION_MESSAGE_PATH, SANDBOX_ID_ANNOTATION, SANDBOX_PROCESS_ANNOTATION,
+    TERMINATION_MESSAGE_PATH_ANNOTATION,
 };
 
 use crate::metrics::ContainerLabels;
@@ -24,9 +25,29 @@ const SYSTEM_MOUNTS: [&str; 4] = ["/proc", "/sys", "/dev", SHIM_MOUNTS_DIR];
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ContainerKind {
     /// A pod's sandbox (pause) container: it holds the pod's namespaces.
-    Sandbox,
+    Sandbox(SandboxHolder),
     /// An application container (of a pod, or started directly with `ctr`).
     App,
+}
+
+/// What holds a pod's sandbox (docs/shim.md, "Pod sandboxes").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SandboxHolder {
+    /// The daemon, with no process: containerd made the pod's network namespace already, and the pod's
+    /// components (instances in the daemon) need nothing else the pause process would hold.
+    Daemon,
+    /// A real pause process under runc, for the reason given.
+    Process(ProcessReason),
+}
+
+/// Why a sandbox needs a real process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessReason {
+    /// The pod asks for one with [`SANDBOX_PROCESS_ANNOTATION`] (e.g. for a non-wasm container).
+    Requested,
+    /// The spec asks the runtime to create the network namespace (containerd does so for pods with user
+    /// namespaces, and then takes the pod's namespace from the sandbox's pid).
+    NewNetworkNamespace,
 }
 
 /// A bind mount the guest may use as a preopened directory (whether its source is a directory is
@@ -46,6 +67,8 @@ pub struct GuestVolume {
 pub struct ContainerSpec {
     /// Sandbox or application, from CRI's container-type annotation.
     pub kind: ContainerKind,
+    /// The pod sandbox an application container belongs to (CRI's sandbox-id annotation).
+    pub sandbox_id: Option<String>,
     /// `root.path` (relative to the bundle unless absolute), when the spec names one.
     pub root: Option<PathBuf>,
     /// `process.args[0]`: the component reference (`oci://…` or a path in the rootfs).
@@ -102,6 +125,12 @@ pub struct InvalidSpec {
 }
 
 impl ContainerSpec {
+    /// Whether anything runs from the container's root filesystem; a sandbox held by the daemon runs
+    /// nothing, so its image is never mounted.
+    pub fn uses_rootfs(&self) -> bool {
+        self.kind != ContainerKind::Sandbox(SandboxHolder::Daemon)
+    }
+
     /// Reads what the shim needs of container `id`'s spec.
     pub fn from_oci(id: &str, spec: &Spec) -> Result<Self, InvalidSpec> {
         let termination_log = termination_log(spec);
@@ -115,12 +144,15 @@ impl ContainerSpec {
         let mounts = spec.mounts().as_deref().unwrap_or_default();
         let empty = HashMap::new();
         let annotations = spec.annotations().as_ref().unwrap_or(&empty);
+        let kind = match annotations.get(CONTAINER_TYPE_ANNOTATION).map(String::as_str) {
+            Some("sandbox") => ContainerKind::Sandbox(sandbox_holder(spec, annotations)),
+            // Containers without the annotation (`ctr run`) are applications.
+            _ => ContainerKind::App,
+        };
         Ok(Self {
-            kind: match annotations.get(CONTAINER_TYPE_ANNOTATION).map(String::as_str) {
-                Some("sandbox") => ContainerKind::Sandbox,
-                // Containers without the annotation (`ctr run`) are applications.
-                _ => ContainerKind::App,
-            },
+            kind,
+            // CRI sets it on the sandbox too; only an application's names another container.
+            sandbox_id: annotations.get(SANDBOX_ID_ANNOTATION).filter(|_| kind == ContainerKind::App).cloned(),
             root: spec.root().as_ref().map(|r| r.path().clone()),
             component: args.first().cloned(),
             args,
@@ -143,6 +175,25 @@ impl ContainerSpec {
 /// The host file bind-mounted at `destination`.
 fn mounted_file(mounts: &[Mount], destination: &str) -> Option<PathBuf> {
     mounts.iter().rev().find(|m| m.destination() == Path::new(destination)).and_then(|m| m.source().clone())
+}
+
+/// A sandbox is held by the daemon unless the pod asks for a process or only a process can give it its
+/// network namespace.
+fn sandbox_holder(spec: &Spec, annotations: &HashMap<String, String>) -> SandboxHolder {
+    if annotations.get(SANDBOX_PROCESS_ANNOTATION).is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
+        return SandboxHolder::Process(ProcessReason::Requested);
+    }
+    let network = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .and_then(|n| n.iter().find(|ns| ns.typ() == LinuxNamespaceType::Network));
+    match network {
+        // A new namespace without a path: the runtime would have to create it.
+        Some(ns) if ns.path().is_none() => SandboxHolder::Process(ProcessReason::NewNetworkNamespace),
+        // A path containerd pinned, or none at all (host network).
+        _ => SandboxHolder::Daemon,
+    }
 }
 
 fn network_namespace(spec: &Spec) -> Option<PathBuf> {
@@ -229,6 +280,7 @@ mod tests {
         let spec = parse(json!({}));
         let want = ContainerSpec {
             kind: ContainerKind::App,
+            sandbox_id: None,
             root: None,
             component: None,
             args: vec![],
@@ -248,13 +300,41 @@ mod tests {
     #[test]
     fn kind_comes_from_the_cri_annotation() {
         let table = [
-            (json!({ CONTAINER_TYPE_ANNOTATION: "sandbox" }), ContainerKind::Sandbox),
+            (json!({ CONTAINER_TYPE_ANNOTATION: "sandbox" }), ContainerKind::Sandbox(SandboxHolder::Daemon)),
             (json!({ CONTAINER_TYPE_ANNOTATION: "container" }), ContainerKind::App),
             (json!({}), ContainerKind::App),
         ];
         for (annotations, kind) in table {
             assert_eq!(parse(json!({ "annotations": annotations })).kind, kind, "{annotations}");
         }
+    }
+
+    #[test]
+    fn a_sandbox_is_held_by_the_daemon_unless_the_pod_asks_or_needs_a_new_network_namespace() {
+        let netns = |path: Option<&str>| match path {
+            Some(p) => json!({ "namespaces": [{ "type": "network", "path": p }, { "type": "ipc" }] }),
+            None => json!({ "namespaces": [{ "type": "network" }, { "type": "ipc" }] }),
+        };
+        let sandbox = json!({ CONTAINER_TYPE_ANNOTATION: "sandbox", SANDBOX_ID_ANNOTATION: "s1" });
+        let asking = json!({ CONTAINER_TYPE_ANNOTATION: "sandbox", SANDBOX_PROCESS_ANNOTATION: " True " });
+        let declining = json!({ CONTAINER_TYPE_ANNOTATION: "sandbox", SANDBOX_PROCESS_ANNOTATION: "false" });
+        let table = [
+            (sandbox.clone(), netns(Some("/var/run/netns/cni-1")), SandboxHolder::Daemon),
+            // Host network: no network namespace in the spec.
+            (sandbox.clone(), json!({ "namespaces": [{ "type": "ipc" }] }), SandboxHolder::Daemon),
+            (sandbox, netns(None), SandboxHolder::Process(ProcessReason::NewNetworkNamespace)),
+            (asking, netns(Some("/var/run/netns/cni-1")), SandboxHolder::Process(ProcessReason::Requested)),
+            (declining, netns(Some("/var/run/netns/cni-1")), SandboxHolder::Daemon),
+        ];
+        for (annotations, linux, holder) in table {
+            let spec = parse(json!({ "annotations": annotations, "linux": linux }));
+            assert_eq!(spec.kind, ContainerKind::Sandbox(holder), "{annotations} {linux}");
+            assert_eq!(spec.sandbox_id, None, "a sandbox belongs to no other sandbox");
+            assert_eq!(spec.uses_rootfs(), holder != SandboxHolder::Daemon);
+        }
+        let app =
+            parse(json!({ "annotations": { CONTAINER_TYPE_ANNOTATION: "container", SANDBOX_ID_ANNOTATION: "s1" } }));
+        assert_eq!((app.kind, app.sandbox_id.as_deref(), app.uses_rootfs()), (ContainerKind::App, Some("s1"), true));
     }
 
     #[test]

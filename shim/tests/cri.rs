@@ -6,9 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use wasmkube_contract::runtime::SANDBOX_PROCESS_ANNOTATION;
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
-use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient};
+use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, PodOptions};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
 use wasmkube_harness::{guests, procs, require_root, wait_until, ContainerdOpts, PrivateContainerd};
 use wasmkube_shim::daemon::DAEMON_ALLOCATOR_ENV;
@@ -49,6 +50,18 @@ fn sandbox_processes(ctrd: &PrivateContainerd) -> Vec<i32> {
         .collect()
 }
 
+/// Processes of the shim's tree that are not a daemon: a pod whose sandbox the daemon holds adds none.
+fn processes_beside_the_daemon(ctrd: &PrivateContainerd) -> Vec<i32> {
+    let daemons = ctrd.shim_daemons();
+    procs::with_descendants(&daemons, &procs::list()).into_iter().filter(|p| !daemons.contains(p)).collect()
+}
+
+/// A pod whose sandbox is a real pause process, as a pod with a non-wasm container asks for it.
+fn pod_with_pause_process(cri: &CriClient, name: &str) -> Result<wasmkube_harness::cri::Pod> {
+    let annotations = HashMap::from([(SANDBOX_PROCESS_ANNOTATION.to_string(), "true".to_string())]);
+    Ok(cri.run_pod_sandbox_with(name, WASMKUBE_HANDLER, PodOptions { annotations, ..Default::default() })?)
+}
+
 fn daemon_log(ctrd: &PrivateContainerd) -> String {
     std::fs::read_to_string(ctrd.dirs().state().join("wasmkube").join(CRI_NAMESPACE).join("daemon.log"))
         .unwrap_or_default()
@@ -65,11 +78,8 @@ fn hello_cli_runs_in_a_pod_and_its_output_reaches_the_cri_log() -> Result<()> {
     }
     let (ctrd, cri) = node("10.88.31.0/24")?;
     let pod = cri.run_pod_sandbox("hello-pod", WASMKUBE_HANDLER)?;
-    // `runc start` runs just after the task reports started.
-    wait_until("the sandbox is a real pause process under the daemon", Duration::from_secs(10), || {
-        sandbox_processes(&ctrd).len() == 1
-    })?;
-    let pause = sandbox_processes(&ctrd);
+    assert_eq!(ctrd.shim_daemons().len(), 1, "the sandbox is held by the daemon");
+    assert_eq!(processes_beside_the_daemon(&ctrd), Vec::<i32>::new(), "a wasm pod's sandbox has no process");
 
     let spec = ContainerSpec {
         args: vec!["one".into(), "two".into()],
@@ -94,6 +104,33 @@ fn hello_cli_runs_in_a_pod_and_its_output_reaches_the_cri_log() -> Result<()> {
         "{log:?}"
     );
     assert!(stream_lines(&log, "stderr").contains(&"hello-cli: this line goes to stderr"), "{log:?}");
+    // CRI names the sandbox's namespaces through its pid (the daemon's); the component joins the network
+    // namespace containerd pinned for the pod instead.
+    let daemon_log = daemon_log(&ctrd);
+    let joined = daemon_log.lines().find(|l| l.contains("component joins this network namespace"));
+    assert!(joined.is_some_and(|l| l.contains("/netns/cni-")), "{joined:?}");
+
+    cri.remove_pod(&pod)?;
+    assert_eq!(processes_beside_the_daemon(&ctrd), Vec::<i32>::new());
+    Ok(())
+}
+
+#[test]
+fn a_pod_that_asks_for_a_sandbox_process_gets_a_pause_process() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let (ctrd, cri) = node("10.88.37.0/24")?;
+    let pod = pod_with_pause_process(&cri, "pause-pod")?;
+    // `runc start` runs just after the task reports started.
+    wait_until("the sandbox is a real pause process under the daemon", Duration::from_secs(10), || {
+        sandbox_processes(&ctrd).len() == 1
+    })?;
+    let pause = sandbox_processes(&ctrd);
+    let id = cri.create_container(&pod, &container("hello", HELLO))?;
+    cri.start_container(&id)?;
+    let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
+    assert_eq!(status.exit_code, 0, "{status:?}");
     // CRI gives the pod's containers the sandbox's network namespace through its pid.
     let netns = format!("/proc/{}/ns/net", pause[0]);
     assert!(daemon_log(&ctrd).contains(&netns), "the component's spec names {netns}");
@@ -134,7 +171,7 @@ fn two_pods_of_two_sleepers_share_one_daemon_and_stop_with_143() -> Result<()> {
             "the daemon runs with {entry} unless the node sets {name}"
         );
     }
-    wait_until("one pause process per pod", Duration::from_secs(10), || sandbox_processes(&ctrd).len() == 2)?;
+    assert_eq!(processes_beside_the_daemon(&ctrd), Vec::<i32>::new(), "two pods, no process of their own");
 
     let first = &pods[0].1[0];
     cri.stop_container(first, 10)?;
@@ -149,7 +186,6 @@ fn two_pods_of_two_sleepers_share_one_daemon_and_stop_with_143() -> Result<()> {
     for (pod, _) in &pods {
         cri.remove_pod(pod)?;
     }
-    wait_until("the pause processes are gone", Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())?;
     Ok(())
 }
 
@@ -300,7 +336,6 @@ fn a_pod_survives_a_containerd_restart_and_can_be_stopped_after() -> Result<()> 
     let status = cri.wait_container_state(&id, ContainerState::Exited, STATE_TIMEOUT)?;
     assert_eq!(status.exit_code, 143, "{status:?}");
     cri.remove_pod(&pod)?;
-    wait_until("the pause process is gone", Duration::from_secs(10), || sandbox_processes(&ctrd).is_empty())?;
     Ok(())
 }
 
@@ -310,7 +345,8 @@ fn a_killed_daemon_reports_its_tasks_exited_and_the_next_pod_gets_a_new_one() ->
         return Ok(());
     }
     let (ctrd, cri) = node("10.88.36.0/24")?;
-    let pod = cri.run_pod_sandbox("doomed-pod", WASMKUBE_HANDLER)?;
+    // With a pause process: its cleanup after the daemon's death is what this test also checks.
+    let pod = pod_with_pause_process(&cri, "doomed-pod")?;
     let id = cri.create_container(&pod, &container("s", SLEEPER))?;
     cri.start_container(&id)?;
     cri.wait_container_state(&id, ContainerState::Running, STATE_TIMEOUT)?;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{ensure, Result};
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
-use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, DnsConfig, Pod};
+use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, DnsConfig, Pod, PodOptions};
 use wasmkube_harness::dns::DnsServer;
 use wasmkube_harness::http::{self, FixedServer};
 use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
@@ -308,7 +308,11 @@ fn outbound_names_resolve_with_the_pods_dns_settings_from_inside_its_namespace()
         searches: vec!["apps.svc.cluster.local".into(), "svc.cluster.local".into()],
         options: vec!["ndots:5".into()],
     };
-    let pod = cri.run_pod_sandbox_with_dns("resolver", WASMKUBE_HANDLER, Some(dns))?;
+    let pod = cri.run_pod_sandbox_with(
+        "resolver",
+        WASMKUBE_HANDLER,
+        PodOptions { dns_config: Some(dns), ..Default::default() },
+    )?;
     // The bridge, and so the nameserver's address on it, exists once the pod has its network.
     let records = HashMap::from([("backend.apps.svc.cluster.local".to_string(), nameserver)]);
     let server = DnsServer::start(SocketAddr::new(nameserver.into(), 53), records)?;

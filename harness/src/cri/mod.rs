@@ -71,6 +71,15 @@ impl Pod {
     }
 }
 
+/// What a test asks for in a pod besides its name.
+#[derive(Debug, Clone, Default)]
+pub struct PodOptions {
+    /// The pod's resolver settings, as the kubelet passes a pod's `dnsPolicy`/`dnsConfig`.
+    pub dns_config: Option<DnsConfig>,
+    /// The pod's annotations.
+    pub annotations: HashMap<String, String>,
+}
+
 /// What a test asks for in one container.
 #[derive(Debug, Clone, Default)]
 pub struct ContainerSpec {
@@ -158,11 +167,11 @@ impl CriClient {
 
     /// RunPodSandbox of pod `name` under runtime `handler`; its logs go to `<log root>/<name>`.
     pub fn run_pod_sandbox(&self, name: &str, handler: &str) -> Result<Pod> {
-        self.run_pod_sandbox_with_dns(name, handler, None)
+        self.run_pod_sandbox_with(name, handler, PodOptions::default())
     }
 
-    /// The same with the pod's resolver settings, as the kubelet passes a pod's `dnsPolicy`/`dnsConfig`.
-    pub fn run_pod_sandbox_with_dns(&self, name: &str, handler: &str, dns_config: Option<DnsConfig>) -> Result<Pod> {
+    /// The same with the pod settings in `options`.
+    pub fn run_pod_sandbox_with(&self, name: &str, handler: &str, options: PodOptions) -> Result<Pod> {
         let log_directory = self.log_root.join(name);
         std::fs::create_dir_all(&log_directory).ctx(|| format!("creating {}", log_directory.display()))?;
         let config = PodSandboxConfig {
@@ -174,9 +183,9 @@ impl CriClient {
             }),
             hostname: name.into(),
             log_directory: log_directory.to_string_lossy().into_owned(),
-            dns_config,
+            dns_config: options.dns_config,
             labels: HashMap::from([("app".to_string(), name.to_string())]),
-            annotations: HashMap::new(),
+            annotations: options.annotations,
         };
         let req = RunPodSandboxRequest { config: Some(config.clone()), runtime_handler: handler.into() };
         let resp: RunPodSandboxResponse = self.call(RUNTIME, "RunPodSandbox", req)?;

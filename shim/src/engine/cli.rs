@@ -12,8 +12,8 @@ use super::cache::Pin;
 use super::cpu::CpuMetered;
 use super::host::{new_store, Host, Limits, MemoryLimitExceeded};
 use super::outbound::OutboundPolicy;
-use super::workload::{next_signal, LogDrains};
-use crate::runtime::{Exit, Signal, Usage, Workload};
+use super::workload::LogDrains;
+use crate::runtime::{next_signal, Exit, Signal, Usage, Workload};
 
 /// Exit code of a guest that trapped: what a process killed by SIGABRT reports (as the wasmtime CLI does).
 const TRAP_EXIT_CODE: u32 = 128 + libc::SIGABRT as u32;

@@ -34,9 +34,9 @@ use super::netns::bind_listener;
 use super::outbound::OutboundPolicy;
 use super::settings::HttpSettings;
 use super::wasi_ctx::WasiTemplate;
-use super::workload::{next_signal, LogDrains};
+use super::workload::LogDrains;
 use crate::metrics::{ContainerSeries, Registration};
-use crate::runtime::{Exit, LaunchError, Signal, Usage, Workload};
+use crate::runtime::{next_signal, Exit, LaunchError, Signal, Usage, Workload};
 
 /// The export that makes a component a wasi:http server, any 0.2.x version.
 const INCOMING_HANDLER_EXPORT: &str = "wasi:http/incoming-handler@0.2.";

@@ -135,7 +135,11 @@ impl<R: Runtime> Inner<R> {
         let (reporter, prepared) = match spec {
             Ok(spec) => {
                 let reporter = bundle::ExitReporter::open(&req.stderr, spec.termination_log.clone())?;
-                let rootfs = bundle::mount_rootfs(&bundle, spec.root.as_deref(), &req.rootfs)?;
+                let rootfs = if spec.uses_rootfs() {
+                    bundle::mount_rootfs(&bundle, spec.root.as_deref(), &req.rootfs)?
+                } else {
+                    bundle.join("rootfs")
+                };
                 let launch = Launch { id: req.id.clone(), bundle: bundle.clone(), spec, rootfs, stdio };
                 (reporter, self.runtime.prepare(launch).await)
             }
