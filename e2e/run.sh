@@ -181,6 +181,54 @@ large_port="$(k get service e2e-large -o jsonpath='{.spec.ports[0].port}')"
 expect_200 "http://$large_ip:$large_port/" >/dev/null
 echo "e2e: the 20 MiB component e2e-large answers by ClusterIP"
 
+# --- No process per wasm pod (docs/shim.md, "Pod sandboxes"): the daemon holds the sandboxes itself ---
+# Prints "NODE daemons=N children=M": each node's wasmkube daemons and the processes they started (pause
+# processes of pods that asked for one, runc commands in flight), read from the node's /proc by a hostPID pod.
+daemon_children() {
+    local node
+    kubectl create namespace "$CHECK_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    for node in $(kubectl get nodes -l wasmkube.dev/runtime=ready -o jsonpath='{.items[*].metadata.name}'); do
+        kubectl -n "$CHECK_NS" delete pod node-procs --ignore-not-found --wait=true >/dev/null
+        kubectl -n "$CHECK_NS" apply -f - >/dev/null <<POD
+apiVersion: v1
+kind: Pod
+metadata: {name: node-procs}
+spec:
+  nodeName: $node
+  hostPID: true
+  restartPolicy: Never
+  tolerations: [{operator: Exists}]
+  containers:
+    - name: read
+      image: $CLIENT_IMAGE
+      command:
+        - sh
+        - -c
+        - |
+          daemons=" "; n=0
+          for p in /proc/[0-9]*; do
+            { tr '\\0' ' ' <"\$p/cmdline"; } 2>/dev/null | grep -q '^[^ ]*containerd-shim-wasmkube-v1 ' && { daemons="\$daemons\${p#/proc/} "; n=\$((n + 1)); }
+          done
+          children=0
+          for p in /proc/[0-9]*; do
+            ppid="\$(sed 's/^.*) [A-Za-z] \([0-9]*\) .*/\1/' "\$p/stat" 2>/dev/null)"
+            case "\$daemons" in *" \$ppid "*) children=\$((children + 1)) ;; esac
+          done
+          echo "daemons=\$n children=\$children"
+POD
+        kubectl -n "$CHECK_NS" wait pod/node-procs --for=jsonpath='{.status.phase}'=Succeeded --timeout 120s >/dev/null ||
+            fail "could not read the processes of node $node"
+        echo "$node $(kubectl -n "$CHECK_NS" logs node-procs)"
+    done
+    kubectl -n "$CHECK_NS" delete pod node-procs --wait=true >/dev/null
+}
+wasm_pods="$(k get pods -o jsonpath='{range .items[?(@.spec.runtimeClassName=="wasmkube")]}{.metadata.name}{"\n"}{end}' | grep -c .)"
+procs="$(daemon_children)"
+printf '    %s\n' "$procs"
+echo "$procs" | grep -q ' daemons=[1-9][0-9]* children=0$' || fail "$wasm_pods wasm pods run, but not without processes of their own: $procs"
+echo "$procs" | grep -vq ' children=0$' && fail "a node's wasmkube daemon has child processes: $procs"
+echo "e2e: $wasm_pods wasm pods run as instances in the node daemon, with no process of their own"
+
 # --- kubectl scale ---
 k scale wasmapp "$APP" --replicas=3
 k wait "wasmapp/$APP" --for=jsonpath='{.status.readyReplicas}'=3 --timeout 120s || fail "scale to 3"
