@@ -108,6 +108,7 @@ impl Shim for WasmkubeShim {
     }
 
     async fn create_task_service(&self, publisher: RemotePublisher) -> Self::T {
+        raise_open_files_limit();
         let (config, runtime) = match crate::config::load().map_err(anyhow::Error::from).and_then(|cfg| {
             let engine = NodeEngine::new(crate::config::engine_settings(&cfg))?;
             // The daemon runs in its home directory; runc's state for the sandboxes lives there too.
@@ -133,6 +134,24 @@ impl Shim for WasmkubeShim {
         tracing::info!(namespace = %self.namespace, pid = std::process::id(), "node daemon serving");
         let events = ContainerdEvents::new(publisher, self.namespace.clone());
         TaskService::new(runtime, Box::new(events), self.occupancy.clone())
+    }
+}
+
+/// Lifts the daemon's soft limit on open files to the hard limit. Every container holds its stdio FIFOs and
+/// every wasi:http container a listener, so a dense node (1,000 pods) needs thousands; containerd 2.x's unit
+/// leaves its children the soft default of 1,024 (Go raises only its own limit).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed by pointer.
+    let raised = unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max && {
+            let before = limit.rlim_cur;
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 && before < limit.rlim_cur
+        }
+    };
+    if raised {
+        tracing::info!(open_files = limit.rlim_cur, "open-files limit raised to the hard limit");
     }
 }
 
@@ -277,5 +296,20 @@ mod tests {
     fn unusual_bundles_fall_back_to_run_wasmkube() {
         let bundle = Path::new("/somewhere/else");
         assert_eq!(daemon_dir(bundle, "default", "unix:///run/containerd/s/ff"), Path::new("/run/wasmkube/ff"));
+    }
+
+    #[test]
+    fn the_daemon_lifts_its_open_files_limit_to_the_hard_limit() {
+        let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: as in raise_open_files_limit; the soft limit stays far above what the tests open.
+        unsafe {
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+            let hard = limit.rlim_max;
+            limit.rlim_cur = hard / 2;
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+            raise_open_files_limit();
+            assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+            assert_eq!(limit.rlim_cur, hard);
+        }
     }
 }

@@ -12,16 +12,16 @@ pub enum Allocator {
     OnDemand,
 }
 
-/// Bounds of the pool. A node runs at most ~110 pods (the kubelet's default), each container one
-/// component instance, plus in-flight wasi:http requests (one instance each); a Rust wasip2 component
-/// uses 1–4 core instances. Slots are virtual address space until used: 2,000 memories reserve
-/// about 8 TiB of the 128 TiB a 64-bit process has, and touch none of it.
-const COMPONENT_INSTANCES: u32 = 1_000;
-const CORE_INSTANCES: u32 = 4_000;
-const MEMORIES: u32 = 2_000;
-const TABLES: u32 = 4_000;
-/// Every running store needs a fiber stack (async host calls); 1,000 × 2 MiB, committed on touch.
-const STACKS: u32 = 1_000;
+/// Bounds of the pool. A dense node runs 1,000 pods (issue 16; the kubelet's default is 110), each
+/// container one component instance, plus in-flight wasi:http requests (one instance each); a Rust wasip2
+/// component uses 1–4 core instances. Slots are virtual address space until used: 8,000 memories reserve
+/// about 32 TiB of the 128 TiB a 64-bit process has, and touch none of it.
+const COMPONENT_INSTANCES: u32 = 4_000;
+const CORE_INSTANCES: u32 = 16_000;
+const MEMORIES: u32 = 8_000;
+const TABLES: u32 = 16_000;
+/// Every running store needs a fiber stack (async host calls); 4,000 × 2 MiB, committed on touch.
+const STACKS: u32 = 4_000;
 
 /// Settings shared by both allocators.
 fn base() -> Config {
