@@ -30,7 +30,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_CHECK_SECONDS ?= 10
 export FUZZ_TOOLCHAIN
 
-.PHONY: all deps fuzz-deps build guests crds tools deploy chart-check script-check test fuzz fuzz-check fmt fmt-check lint demo bench bench-http images kind-up e2e kind-down local-up local-deps local-check local-down clean
+.PHONY: all deps fuzz-deps build guests crds tools deploy chart-check script-check test fuzz fuzz-check fmt fmt-check lint demo bench bench-http bench-memory images kind-up e2e kind-down local-up local-deps local-check local-down clean
 
 all: build
 
@@ -125,6 +125,15 @@ bench: deps guests
 	$(RELEASE_DIR)/wasmkube-bench pod-memory --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
 	$(RELEASE_DIR)/wasmkube-bench oci-start --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
 	$(RELEASE_DIR)/wasmkube-bench wake --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
+	$(MAKE) bench-memory
+
+## bench-memory: N pods of a 13 MB JavaScript wasi:http component (componentize-js from npm, scripts/js-component.sh)
+## and the node daemon's memory after each batch of requests; bench/results/component-memory.json.
+bench-memory: deps guests
+	$(call apt_install,nodejs npm,/usr/bin/node /usr/bin/npm)
+	scripts/js-component.sh
+	$(CARGO) build --release -p wasmkube-shim -p wasmkube-bench
+	$(RELEASE_DIR)/wasmkube-bench component-memory --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
 
 ## bench-http: wrk against hello-http in a CRI pod (shim) and a reference wasmtime-wasi-http host; bench/results/http.json.
 bench-http: deps guests

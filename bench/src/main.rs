@@ -1,5 +1,6 @@
 //! `wasmkube-bench`: benchmarks of wasmkube against its references; results go to bench/results/.
 
+mod component_memory;
 mod ctr_run;
 mod hello_http;
 mod http;
@@ -32,6 +33,9 @@ enum Command {
     Http(http::Args),
     /// `ctr run --rm` of an `oci://` component: first start (pull + compile) against a cached start.
     OciStart(oci_start::Args),
+    /// Memory of N pods of a large wasi:http component (JavaScript) in the node daemon, and its growth with
+    /// requests served.
+    ComponentMemory(component_memory::Args),
     /// A request to an app at zero through the activator, which wakes it with a CRI pod: send to response.
     Wake(wake::Args),
 }
@@ -51,5 +55,6 @@ fn main() -> Result<()> {
         Command::Http(args) => http::run(args),
         Command::OciStart(args) => oci_start::run(args),
         Command::Wake(args) => wake::run(args),
+        Command::ComponentMemory(args) => component_memory::run(args),
     }
 }

@@ -202,12 +202,14 @@ pub fn start(args: StartArgs) -> Result<()> {
     write(&args.node, "pod-start", &result)
 }
 
-/// Memory of the processes that serve a handler's pods, in KiB.
+/// Memory of processes, in KiB.
 #[derive(Debug, Default, Clone, Copy, serde::Serialize)]
-struct Memory {
-    processes: usize,
-    rss_kib: u64,
-    pss_kib: u64,
+pub struct Memory {
+    pub processes: usize,
+    pub rss_kib: u64,
+    pub pss_kib: u64,
+    /// Anonymous memory (heap, instances' touched pages, compiled code): what file pages do not explain.
+    pub anon_kib: u64,
 }
 
 impl std::ops::AddAssign for Memory {
@@ -215,11 +217,12 @@ impl std::ops::AddAssign for Memory {
         self.processes += o.processes;
         self.rss_kib += o.rss_kib;
         self.pss_kib += o.pss_kib;
+        self.anon_kib += o.anon_kib;
     }
 }
 
-/// Rss and Pss of one process from /proc/PID/smaps_rollup; `None` when it is gone.
-fn memory_of(pid: i32) -> Option<Memory> {
+/// Rss, Pss and anonymous memory of one process from /proc/PID/smaps_rollup; `None` when it is gone.
+pub fn memory_of(pid: i32) -> Option<Memory> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
     let field = |name: &str| {
         text.lines()
@@ -227,7 +230,7 @@ fn memory_of(pid: i32) -> Option<Memory> {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse::<u64>().ok())
     };
-    Some(Memory { processes: 1, rss_kib: field("Rss:")?, pss_kib: field("Pss:")? })
+    Some(Memory { processes: 1, rss_kib: field("Rss:")?, pss_kib: field("Pss:")?, anon_kib: field("Anonymous:")? })
 }
 
 /// (shims, workload processes, sandboxes) of one handler on this containerd: the shim processes,
