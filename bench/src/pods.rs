@@ -199,7 +199,7 @@ pub fn start(args: StartArgs) -> Result<()> {
         "ratio_definition": "median(handler) / median(runc), per part",
         "environment": report::environment(&ctrd, &shim)?,
     });
-    write(&args.node, "pod-start", &result)
+    write(&args.node, &shim, "pod-start", &result)
 }
 
 /// Memory of processes, in KiB.
@@ -315,7 +315,7 @@ pub fn memory(args: MemoryArgs) -> Result<()> {
         "per_extra_pod_definition": "(shim+workload+sandbox at max N − at min N) / (max N − min N)",
         "environment": report::environment(&ctrd, &shim)?,
     });
-    write(&args.node, "pod-memory", &result)
+    write(&args.node, &shim, "pod-memory", &result)
 }
 
 /// Waits until the handler's pods are gone (runc's shims exit; our daemon may linger idle).
@@ -356,8 +356,8 @@ fn summary(samples: &[f64]) -> Result<Summary> {
     Summary::of(samples).context("no samples")
 }
 
-fn write(args: &NodeArgs, name: &str, result: &serde_json::Value) -> Result<()> {
-    let out = args.out_or(|| report::results_dir().join(format!("{name}.json")));
+fn write(args: &NodeArgs, shim: &std::path::Path, name: &str, result: &serde_json::Value) -> Result<()> {
+    let out = args.out_or(|| report::result_path(name, report::is_release_build(shim)));
     report::write_json(&out, result)?;
     println!("wrote {}", out.display());
     Ok(())

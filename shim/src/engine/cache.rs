@@ -143,10 +143,12 @@ impl NodeCache {
             remove_compiled(&path);
             return None;
         }
-        // SAFETY: the bytes are exactly what this cache wrote from `Engine::precompile_component` for an
-        // engine with the same compatibility hash (file name), checked against the checksum stored next
-        // to them; wasmtime still validates the header and engine settings on deserialize.
-        match unsafe { Component::deserialize(engine, &bytes) } {
+        drop(bytes);
+        // SAFETY: the file holds exactly what this cache wrote from `Engine::precompile_component` for an
+        // engine with the same compatibility hash (file name), checked against the checksum stored next to
+        // it; entries are only ever replaced whole (rename) or removed, never changed in place, so the mapping
+        // keeps what was checked. wasmtime still validates the header and engine settings.
+        match unsafe { Component::deserialize_file(engine, &path) } {
             Ok(component) => {
                 touch(&path);
                 Some(component)
@@ -159,17 +161,22 @@ impl NodeCache {
         }
     }
 
-    /// Stores precompiled code for `component_digest` (failures are logged: the cache is an optimisation).
-    pub fn store_compiled(&self, component_digest: &str, serialized: &[u8]) {
-        let Some(path) = self.compiled_path(component_digest) else { return };
+    /// Stores precompiled code for `component_digest` and returns its file; `None` when it could not be
+    /// stored (logged: the cache is an optimisation).
+    pub fn store_compiled(&self, component_digest: &str, serialized: &[u8]) -> Option<PathBuf> {
+        let path = self.compiled_path(component_digest)?;
         // The checksum goes last: a file without one is never loaded.
         let stored = self
             .write_atomically(&path, serialized)
             .and_then(|()| self.write_atomically(&checksum_path(&path), sha256_digest(serialized).as_bytes()));
-        if let Err(e) = stored {
-            tracing::warn!(error = %e, "cannot store precompiled component");
-        }
         self.evict_except(Some(component_digest));
+        match stored {
+            Ok(()) => Some(path),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot store precompiled component");
+                None
+            }
+        }
     }
 
     /// Removes least recently used entries that no task pins until the cache fits `cache_max_bytes`,

@@ -169,10 +169,17 @@ impl NodeEngine {
             .await
             .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compilation aborted: {e}")))?
             .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:?}")))?;
-        // SAFETY: these bytes were produced just now by `precompile_component` of this very engine.
-        let compiled = unsafe { Component::deserialize(&self.engine, &serialized) }
-            .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compiled code not loadable: {e:?}")))?;
-        self.cache.store_compiled(&digest, &serialized);
+        // Code mapped from the cache file is page cache the kernel can drop and share, not anonymous memory
+        // (wasmtime also maps linear-memory images straight from it): a 13 MB JavaScript component's code
+        // is tens of MiB (docs/shim.md, "Memory of large components").
+        let compiled = match self.cache.store_compiled(&digest, &serialized) {
+            // SAFETY: the file holds the bytes `precompile_component` of this very engine produced just now,
+            // and cache entries are never changed in place.
+            Some(path) => unsafe { Component::deserialize_file(&self.engine, &path) },
+            // SAFETY: these bytes were produced just now by `precompile_component` of this very engine.
+            None => unsafe { Component::deserialize(&self.engine, &serialized) },
+        }
+        .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compiled code not loadable: {e:?}")))?;
         Ok(compiled)
     }
 }
