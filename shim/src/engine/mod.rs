@@ -136,7 +136,11 @@ impl NodeEngine {
                 tracing::info!(component = %origin, "precompiled component loaded from the node cache");
                 compiled
             }
-            None => self.compile_and_store(component).await?,
+            None => {
+                let compiled = self.compile_and_store(component).await?;
+                release_freed_memory();
+                compiled
+            }
         };
         let pre = self
             .linker
@@ -252,6 +256,20 @@ impl Runtime for NodeEngine {
                 },
             )?)),
         }
+    }
+}
+
+/// Hands the memory a compilation freed back to the kernel at once. Compiling a large component peaks at
+/// hundreds of MiB on the compiler's threads (this one and rayon's pool, where wasmtime compiles functions
+/// in parallel), which then sit idle; mimalloc keeps a thread's freed pages until that thread allocates
+/// again (docs/shim.md, "Memory of large components").
+fn release_freed_memory() {
+    #[cfg(feature = "mimalloc")]
+    {
+        // SAFETY: mi_collect takes no pointers; with `force` it frees and purges what no allocation uses.
+        let collect = || unsafe { libmimalloc_sys::mi_collect(true) };
+        rayon::broadcast(|_| collect());
+        collect();
     }
 }
 
