@@ -179,7 +179,8 @@ async fn accept_until_stopped(
                 Ok((stream, peer)) => {
                     let server = server.clone();
                     let service = hyper::service::service_fn(move |req| server.clone().handle(peer, req));
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    // wasi:http has no upgrades (a guest cannot take over the connection), so hyper need not offer them.
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
                     connections.spawn(async move {
                         if let Err(e) = conn.await {
@@ -263,7 +264,7 @@ impl Server {
         };
         let (incoming, outparam) = match handles {
             Ok(handles) => handles,
-            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("invalid request: {e}\n"))),
+            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("invalid request: {e}\n")),
         };
 
         let pre = self.pre.clone();
