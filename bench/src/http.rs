@@ -110,7 +110,8 @@ pub fn run(args: Args) -> Result<()> {
         cri.remove_pod(pod)?;
     }
 
-    let summaries = targets.map(|(name, _)| (name, Summary::of(runs.iter().filter(|(n, _)| *n == name).map(|(_, r)| r))));
+    let summaries =
+        targets.map(|(name, _)| (name, Summary::of(runs.iter().filter(|(n, _)| *n == name).map(|(_, r)| r))));
     for (name, s) in &summaries {
         println!(
             "{name:<20} median {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms (medians of {} runs)",

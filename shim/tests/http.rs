@@ -112,7 +112,8 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
 
     // One pod names its port, the other gets the node default: both 8080, each on its own IP. Pod a asks for
     // the access log and for the guest's own line per request; pod b has neither, as by default.
-    let a_env = [(HTTP_PORT, PORT.to_string()), (HTTP_ACCESS_LOG, "true".into()), (LOG_REQUESTS.0, LOG_REQUESTS.1.into())];
+    let a_env =
+        [(HTTP_PORT, PORT.to_string()), (HTTP_ACCESS_LOG, "true".into()), (LOG_REQUESTS.0, LOG_REQUESTS.1.into())];
     let a = start_http_pod(&cri, "web-a", a_env.map(|(k, v)| (k.to_string(), v)).to_vec())?;
     let gw = gateway(a.addr.ip())?;
     let allowlist = format!("{gw}:{}", allowed.addr().port());

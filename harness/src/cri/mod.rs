@@ -320,7 +320,8 @@ impl CriClient {
             .and_then(|ns| ns["path"].as_str())
             .filter(|path| !path.is_empty())
             .map(PathBuf::from);
-        let from_pid = || info["pid"].as_u64().filter(|pid| *pid > 0).map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
+        let from_pid =
+            || info["pid"].as_u64().filter(|pid| *pid > 0).map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
         from_spec.or_else(from_pid).ok_or_else(|| fail(format!("pod {} names no network namespace", pod.id)))
     }
 

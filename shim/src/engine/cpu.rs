@@ -44,11 +44,8 @@ impl<F: Future> Future for CpuMetered<F> {
         let wall_before = Instant::now();
         let out = self.inner.as_mut().poll(cx);
         let wall = wall_before.elapsed();
-        let spent = if wall < EXACT_ABOVE {
-            wall.as_nanos() as u64
-        } else {
-            thread_cpu_nanos().saturating_sub(cpu_before)
-        };
+        let spent =
+            if wall < EXACT_ABOVE { wall.as_nanos() as u64 } else { thread_cpu_nanos().saturating_sub(cpu_before) };
         self.usage.cpu_nanos.fetch_add(spent, Ordering::Relaxed);
         out
     }
