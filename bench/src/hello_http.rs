@@ -34,11 +34,12 @@ pub fn node(shim: &Path, subnet: &str) -> Result<(PrivateContainerd, CriClient, 
     Ok((ctrd, cri, wasm))
 }
 
-/// RunPodSandbox + CreateContainer + StartContainer of hello-http under our handler, as the kubelet does;
-/// returns the pod and the address it serves on once its container runs (it may not answer yet).
-pub fn start_pod(cri: &CriClient, name: &str) -> Result<(Pod, SocketAddr)> {
+/// RunPodSandbox + CreateContainer + StartContainer of hello-http under our handler, as the kubelet does,
+/// with `env` in the container; returns the pod and the address it serves on once its container runs (it
+/// may not answer yet).
+pub fn start_pod(cri: &CriClient, name: &str, env: &[(String, String)]) -> Result<(Pod, SocketAddr)> {
     let pod = cri.run_pod_sandbox(name, WASMKUBE_HANDLER)?;
-    let spec = ContainerSpec { name: "web".into(), image: IMAGE.into(), ..Default::default() };
+    let spec = ContainerSpec { name: "web".into(), image: IMAGE.into(), env: env.to_vec(), ..Default::default() };
     let id = cri.create_container(&pod, &spec)?;
     cri.start_container(&id)?;
     cri.wait_container_state(&id, ContainerState::Running, Duration::from_secs(30))?;

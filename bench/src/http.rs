@@ -1,6 +1,8 @@
 //! `http`: `wrk` against hello-http served by the wasmkube shim in a CRI pod (through CNI, on the pod IP)
-//! and against the reference host (wasmtime-wasi-http's own recipe, same engine settings, same component,
-//! on 127.0.0.1). Rounds interleave the two so that drift hits both alike.
+//! and against the reference host (wasmtime-wasi-http's own recipe, same engine settings, allocator and
+//! component) listening in a second pod's network namespace, so both are reached over the same CNI bridge.
+//! A third target is the shim with its access log on, to show what a line per request costs. Rounds
+//! interleave the targets so that drift hits all alike.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -12,9 +14,14 @@ use serde_json::json;
 use wasmkube_harness::http;
 use wasmkube_harness::packages::{self, Package};
 
+use wasmkube_harness::containerd::WASMKUBE_HANDLER;
+use wasmkube_shim::daemon::DAEMON_ALLOCATOR_ENV;
+use wasmkube_shim::engine::bind_listener;
+
 use crate::hello_http;
 use crate::reference::ReferenceHost;
 use crate::report::{self, NodeArgs};
+use wasmkube_contract::env::HTTP_ACCESS_LOG;
 
 /// A pod subnet of its own, apart from the tests' 10.88.3x/4x ranges.
 const SUBNET: &str = "10.88.60.0/24";
@@ -63,13 +70,23 @@ pub fn run(args: Args) -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("http starts a private containerd with CNI and needs root");
     }
+    with_daemon_allocator_options()?;
     packages::ensure_installed(&[Package::Wrk])?;
     let shim = args.node.shim_binary()?;
     let (ctrd, cri, wasm) = hello_http::node(&shim, SUBNET)?;
-    let (pod, shim_addr) = hello_http::start_pod(&cri, "bench-http")?;
-    let reference = ReferenceHost::start(&wasm)?;
+    let (pod, shim_addr) = hello_http::start_pod(&cri, "bench-http", &[])?;
+    let access_log_env = [(HTTP_ACCESS_LOG.to_string(), "true".to_string())];
+    let (logging_pod, logging_addr) = hello_http::start_pod(&cri, "bench-http-log", &access_log_env)?;
+    // A pod with only its sandbox: its network namespace is where the reference host listens, so that wrk
+    // reaches both hosts through the same veth and bridge (loopback would spare the reference that path).
+    let reference_pod = cri.run_pod_sandbox("bench-http-reference", WASMKUBE_HANDLER)?;
+    let netns = cri.pod_network_namespace(&reference_pod)?;
+    let reference_addr = SocketAddr::new(cri.pod_ip(&reference_pod)?, hello_http::PORT);
+    let listener = bind_listener(Some(&netns), SocketAddr::from(([0, 0, 0, 0], hello_http::PORT)))
+        .with_context(|| format!("binding the reference host in {}", netns.display()))?;
+    let reference = ReferenceHost::start(&wasm, listener, reference_addr)?;
 
-    let targets = [("wasmkube", shim_addr), ("reference", reference.addr())];
+    let targets = [(WASMKUBE, shim_addr), (REFERENCE, reference.addr()), (WASMKUBE_ACCESS_LOG, logging_addr)];
     for (name, addr) in targets {
         let r = http::get(addr, "/", Duration::from_secs(10))?;
         if (r.status, r.body.as_str()) != (200, hello_http::GREETING) {
@@ -83,36 +100,57 @@ pub fn run(args: Args) -> Result<()> {
         for (name, addr) in targets {
             let r = wrk(addr, &args, args.duration)?;
             println!(
-                "round {round} {name:<9} {:>10.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
+                "round {round} {name:<20} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
                 r.requests_per_sec, r.p50_ms, r.p99_ms
             );
             runs.push((name, r));
         }
     }
-    cri.stop_pod_sandbox(&pod.id)?;
-    cri.remove_pod_sandbox(&pod.id)?;
+    for pod in [&pod, &logging_pod, &reference_pod] {
+        cri.remove_pod(pod)?;
+    }
 
-    let median_rps = |name: &str| median(runs.iter().filter(|(n, _)| *n == name).map(|(_, r)| r.requests_per_sec));
-    let (ours, theirs) = (median_rps("wasmkube"), median_rps("reference"));
-    let ratio = theirs.filter(|t| *t > 0.0).and_then(|t| Some(ours? / t));
+    let summaries =
+        targets.map(|(name, _)| (name, Summary::of(runs.iter().filter(|(n, _)| *n == name).map(|(_, r)| r))));
+    for (name, s) in &summaries {
+        println!(
+            "{name:<20} median {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms (medians of {} runs)",
+            s.median_requests_per_sec.unwrap_or(f64::NAN),
+            s.median_p50_ms.unwrap_or(f64::NAN),
+            s.median_p99_ms.unwrap_or(f64::NAN),
+            s.runs.len()
+        );
+    }
+    let rps = |name: &str| summaries.iter().find(|(n, _)| *n == name).and_then(|(_, s)| s.median_requests_per_sec);
+    let ratio_to_reference = |name: &str| rps(REFERENCE).filter(|t| *t > 0.0).and_then(|t| Some(rps(name)? / t));
+    let (ratio, ratio_access_log) = (ratio_to_reference(WASMKUBE), ratio_to_reference(WASMKUBE_ACCESS_LOG));
     match ratio {
         Some(r) => println!("ratio wasmkube/reference (median req/s): {r:.2}"),
         None => println!("ratio: not measured"),
     }
-    let per_target = |name: &str| runs.iter().filter(|(n, _)| *n == name).map(|(_, r)| r.clone()).collect::<Vec<_>>();
+    if let Some(r) = ratio_access_log {
+        println!("ratio wasmkube with access log/reference (median req/s): {r:.2}");
+    }
+    let summary = |name: &str| summaries.iter().find(|(n, _)| *n == name).map(|(_, s)| s);
     let result = json!({
         "name": "http",
-        "description": "wrk, fixed connections, GET / of hello-http; wasmkube = shim in a CRI pod on the pod IP (CNI bridge), \
-                        reference = wasmtime-wasi-http serve recipe with the shim's engine settings on 127.0.0.1; \
-                        rounds interleaved; the shim also writes one log line per request to the container log",
+        "description": "wrk, fixed connections, GET / of hello-http (which writes no line per request); \
+                        wasmkube = shim in a CRI pod on the pod IP (CNI bridge), access log off (the default); \
+                        reference = wasmtime-wasi-http serve recipe with the shim's engine settings and allocator, \
+                        listening in another pod's network namespace (same bridge); \
+                        wasmkube_access_log = the shim with WASMKUBE_HTTP_ACCESS_LOG=true (one line per request to the container log); \
+                        rounds interleaved",
         "duration_secs": args.duration,
         "connections": args.connections,
         "wrk_threads": args.threads,
         "rounds": args.rounds,
-        "wasmkube": { "median_requests_per_sec": ours, "runs": per_target("wasmkube") },
-        "reference": { "median_requests_per_sec": theirs, "runs": per_target("reference") },
+        "wasmkube": summary(WASMKUBE),
+        "reference": summary(REFERENCE),
+        "wasmkube_access_log": summary(WASMKUBE_ACCESS_LOG),
         "ratio": ratio,
-        "ratio_definition": "median req/s (wasmkube) / median req/s (reference)",
+        "ratio_access_log": ratio_access_log,
+        "ratio_definition": "median req/s (wasmkube, access log off) / median req/s (reference); \
+                             ratio_access_log: the same with the access log on",
         "shim": shim.display().to_string(),
         "containerd_version": ctrd.server_version()?,
         "date": report::now_rfc3339(),
@@ -123,6 +161,50 @@ pub fn run(args: Args) -> Result<()> {
     report::write_json(&out, &result)?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// The targets, as named in the output.
+const WASMKUBE: &str = "wasmkube";
+const REFERENCE: &str = "reference";
+const WASMKUBE_ACCESS_LOG: &str = "wasmkube_access_log";
+
+/// One target's runs and their medians.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    /// Median of the runs' requests per second.
+    pub median_requests_per_sec: Option<f64>,
+    /// Median of the runs' 50th percentile latencies, milliseconds.
+    pub median_p50_ms: Option<f64>,
+    /// Median of the runs' 99th percentile latencies, milliseconds.
+    pub median_p99_ms: Option<f64>,
+    /// Every run.
+    pub runs: Vec<WrkRun>,
+}
+
+impl Summary {
+    fn of<'a>(runs: impl Iterator<Item = &'a WrkRun>) -> Self {
+        let runs: Vec<WrkRun> = runs.cloned().collect();
+        Self {
+            median_requests_per_sec: median(runs.iter().map(|r| r.requests_per_sec)),
+            median_p50_ms: median(runs.iter().map(|r| r.p50_ms)),
+            median_p99_ms: median(runs.iter().map(|r| r.p99_ms)),
+            runs,
+        }
+    }
+}
+
+/// mimalloc reads its options from the environment once, before `main`: unless they are set, the bench runs
+/// itself again with the options the shim gives its daemon, so that the reference host allocates alike.
+fn with_daemon_allocator_options() -> Result<()> {
+    use std::os::unix::process::CommandExt;
+
+    let missing: Vec<_> = DAEMON_ALLOCATOR_ENV.iter().filter(|(name, _)| std::env::var_os(name).is_none()).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let exe = std::env::current_exe().context("finding the bench binary")?;
+    let err = Command::new(exe).args(std::env::args_os().skip(1)).envs(missing.iter().map(|(n, v)| (n, v))).exec();
+    Err(err).context("running the bench again with the daemon's allocator options")
 }
 
 fn median(values: impl Iterator<Item = f64>) -> Option<f64> {

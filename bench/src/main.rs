@@ -14,6 +14,11 @@ mod wake;
 use anyhow::Result;
 use clap::{Parser, Subcommand};
 
+// The shim's allocator, so that the in-process reference host of `http` (and the activator of `wake`)
+// allocate as the shim and the operator do.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "wasmkube-bench", about = "Benchmarks of wasmkube against its references")]
 struct Cli {

@@ -1,7 +1,8 @@
 //! The reference host: wasmtime-wasi-http's own serving recipe (as in `wasmtime serve`), with the engine
-//! settings the shim uses (`wasmkube_shim::engine::build_engine`: pooling allocator, epoch interruption ticking every 10 ms, a yield on every
-//! tick), serving a component on 127.0.0.1 with one store per request. It is what the shim is measured
-//! against: the same component and wasmtime, without containerd, CNI or the shim's policies.
+//! settings the shim uses (`wasmkube_shim::engine::build_engine`: pooling allocator, epoch interruption ticking
+//! every 10 ms, a yield on every tick), serving a component with one store per request on a listener the caller
+//! binds (the bench binds it in a pod's network namespace, as the shim's is). It is what the shim is measured
+//! against: the same component, wasmtime and allocator, without containerd or the shim's policies.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,8 +46,8 @@ pub struct ReferenceHost {
 }
 
 impl ReferenceHost {
-    /// Compiles `wasm` and serves it on an ephemeral port of 127.0.0.1.
-    pub fn start(wasm: &[u8]) -> Result<Self> {
+    /// Compiles `wasm` and serves it on `listener`, which `addr` reaches.
+    pub fn start(wasm: &[u8], listener: std::net::TcpListener, addr: SocketAddr) -> Result<Self> {
         // The shim's own engine settings (pooling allocator, epoch interruption).
         let (engine, _) = wasmkube_shim::engine::build_engine()?;
         let component = Component::new(&engine, wasm).map_err(|e| anyhow!("compiling the component: {e:?}"))?;
@@ -66,9 +67,7 @@ impl ReferenceHost {
             }
         });
 
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding the reference host")?;
-        listener.set_nonblocking(true)?;
-        let addr = listener.local_addr()?;
+        listener.set_nonblocking(true).context("making the reference host's listener non-blocking")?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
         std::thread::spawn(move || runtime.block_on(serve(listener, Arc::new(pre), stopped)));

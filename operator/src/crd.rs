@@ -220,11 +220,22 @@ pub struct HttpSpec {
     #[x_kube(validation = Rule::new("self.startsWith('/')").message("http.healthPath must start with /"))]
     #[validate(length(min = 1, max = 1024))]
     pub health_path: String,
+
+    /// One access-log line per request (client, method, path, status, time to the response head) in the
+    /// container log, written by the runtime. Off by default: request counts are in the node's metrics either
+    /// way, and a line per request costs throughput.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub access_log: bool,
 }
 
 impl Default for HttpSpec {
     fn default() -> Self {
-        Self { port: DEFAULT_HTTP_PORT, service_port: DEFAULT_SERVICE_PORT, health_path: default_health_path() }
+        Self {
+            port: DEFAULT_HTTP_PORT,
+            service_port: DEFAULT_SERVICE_PORT,
+            health_path: default_health_path(),
+            access_log: false,
+        }
     }
 }
 

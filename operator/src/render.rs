@@ -109,6 +109,7 @@ pub fn container_env(app: &WasmApp) -> ContainerEnv {
         // shim would refuse: found by the fuzz target wasmapp_render).
         http_port: app.spec.http.as_ref().and_then(|http| u16::try_from(http.port).ok()).filter(|port| *port > 0),
         allowed_outbound_hosts: app.spec.allowed_outbound_hosts.clone(),
+        http_access_log: app.spec.http.as_ref().is_some_and(|http| http.access_log),
     }
 }
 

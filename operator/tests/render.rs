@@ -131,6 +131,18 @@ fn http_app_gets_port_env_probe_service_and_url() {
 }
 
 #[test]
+fn the_access_log_is_rendered_only_when_asked_for() {
+    let access_log = |spec: serde_json::Value| {
+        let dep = deployment(spec);
+        let env = container(&dep)["env"].as_array().cloned().unwrap_or_default();
+        env.iter().find(|v| v["name"] == "WASMKUBE_HTTP_ACCESS_LOG").map(|v| v["value"].clone())
+    };
+    assert_eq!(access_log(json!({"component": "x", "http": {}})), None, "off by default");
+    assert_eq!(access_log(json!({"component": "x", "http": {"accessLog": false}})), None);
+    assert_eq!(access_log(json!({"component": "x", "http": {"accessLog": true}})), Some(json!("true")));
+}
+
+#[test]
 fn explicit_probes_replace_the_default() {
     let probe = json!({"tcpSocket": {"port": 8080}, "initialDelaySeconds": 2});
     let dep = deployment(json!({

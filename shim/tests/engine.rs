@@ -9,6 +9,7 @@ use anyhow::{Context as _, Result};
 use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::sync::watch;
+use wasmkube_contract::env::{HTTP_ACCESS_LOG, HTTP_PORT};
 use wasmkube_harness::guests;
 use wasmkube_shim::engine::{EngineSettings, NodeEngine};
 use wasmkube_shim::runtime::{Exit, Launch, LaunchError, Runtime, Signal, Stdio, Workload};
@@ -118,7 +119,7 @@ async fn an_http_component_serves_on_its_port_and_drains_on_sigterm() -> Result<
     // No network namespace in the spec: the listener is the daemon's, on a port free now.
     let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
     let env = format!("WASMKUBE_HTTP_PORT={port}");
-    let (prepared, stdout) = node.prepare("web", &["/hello-http.wasm"], &[&env]).await;
+    let (prepared, stdout) = node.prepare("web", &["/hello-http.wasm"], &[&env, "HELLO_HTTP_LOG_REQUESTS=true"]).await;
     let (signals, rx) = watch::channel(None);
     let serving = tokio::spawn(prepared?.start(rx));
 
@@ -130,7 +131,34 @@ async fn an_http_component_serves_on_its_port_and_drains_on_sigterm() -> Result<
     signals.send_replace(Some(Signal::TERM));
     let exit = tokio::time::timeout(Duration::from_secs(10), serving).await??;
     assert_eq!(exit, Exit::code(0), "SIGTERM drains and exits 0");
-    assert!(read_all(stdout).await.contains("hello-http: GET /"), "the guest's stdout reaches the log");
+    let log = read_all(stdout).await;
+    assert!(log.contains("hello-http: GET /"), "the guest's stdout reaches the log: {log:?}");
+    assert!(!log.contains("HTTP/1.1\" 200"), "no access log unless asked for: {log:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_access_log_writes_one_line_per_request_when_switched_on() -> Result<()> {
+    let node = Node::new()?;
+    node.install("/hello-http.wasm", &guest("hello_http")?)?;
+    let port = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+    let env = [format!("{HTTP_PORT}={port}"), format!("{HTTP_ACCESS_LOG}=true")];
+    let env: Vec<&str> = env.iter().map(String::as_str).collect();
+    let (prepared, stdout) = node.prepare("logged", &["/hello-http.wasm"], &env).await;
+    let (signals, rx) = watch::channel(None);
+    let serving = tokio::spawn(prepared?.start(rx));
+
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    for path in ["/", "/nowhere"] {
+        tokio::task::spawn_blocking(move || get(addr, path)).await??;
+    }
+    signals.send_replace(Some(Signal::TERM));
+    tokio::time::timeout(Duration::from_secs(10), serving).await??;
+    let log = read_all(stdout).await;
+    let lines: Vec<&str> = log.lines().collect();
+    assert_eq!(lines.len(), 2, "one line per request, and the guest printed nothing: {log:?}");
+    assert!(lines[0].starts_with("127.0.0.1:") && lines[0].contains(" \"GET / HTTP/1.1\" 200 "), "{log:?}");
+    assert!(lines[1].contains(" \"GET /nowhere HTTP/1.1\" 404 ") && lines[1].ends_with("ms"), "{log:?}");
     Ok(())
 }
 

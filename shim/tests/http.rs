@@ -6,6 +6,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
+use wasmkube_contract::env::{HTTP_ACCESS_LOG, HTTP_PORT};
 use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
 use wasmkube_harness::cri::log::stream_lines;
 use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, DnsConfig, Pod, PodOptions};
@@ -57,6 +58,9 @@ struct HttpPod {
     addr: SocketAddr,
 }
 
+/// hello-http prints a line per request only when asked: the tests see from it that a request is in the guest.
+const LOG_REQUESTS: (&str, &str) = ("HELLO_HTTP_LOG_REQUESTS", "true");
+
 fn start_http_pod(cri: &CriClient, name: &str, env: Vec<(String, String)>) -> Result<HttpPod> {
     let pod = cri.run_pod_sandbox(name, WASMKUBE_HANDLER)?;
     let spec = ContainerSpec { name: "web".into(), image: HELLO_HTTP.into(), env, ..Default::default() };
@@ -106,8 +110,11 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
     let allowed = FixedServer::start("0.0.0.0:0".parse()?, "from the allowed host")?;
     let forbidden = FixedServer::start("0.0.0.0:0".parse()?, "from a forbidden host")?;
 
-    // One pod names its port, the other gets the node default: both 8080, each on its own IP.
-    let a = start_http_pod(&cri, "web-a", vec![("WASMKUBE_HTTP_PORT".into(), PORT.to_string())])?;
+    // One pod names its port, the other gets the node default: both 8080, each on its own IP. Pod a asks for
+    // the access log and for the guest's own line per request; pod b has neither, as by default.
+    let a_env =
+        [(HTTP_PORT, PORT.to_string()), (HTTP_ACCESS_LOG, "true".into()), (LOG_REQUESTS.0, LOG_REQUESTS.1.into())];
+    let a = start_http_pod(&cri, "web-a", a_env.map(|(k, v)| (k.to_string(), v)).to_vec())?;
     let gw = gateway(a.addr.ip())?;
     let allowlist = format!("{gw}:{}", allowed.addr().port());
     let b = start_http_pod(&cri, "web-b", vec![("WASMKUBE_ALLOWED_OUTBOUND_HOSTS".into(), allowlist)])?;
@@ -161,6 +168,15 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
     let from: Vec<IpAddr> = allowed.peers().iter().map(SocketAddr::ip).collect();
     assert_eq!(from, [b.addr.ip()], "outbound requests leave from the pod's IP, inside its network namespace");
 
+    // The access log: one line per request where asked for; none by default (pod b served three requests).
+    wait_until("pod a's access log has its last request", Duration::from_secs(5), || {
+        stdout_of(&cri, &a.id).iter().any(|l| l.contains(" \"GET /fetch?url=") && l.contains(" 502 "))
+    })?;
+    let a_access: Vec<String> = stdout_of(&cri, &a.id).into_iter().filter(|l| l.contains(" HTTP/1.1\" ")).collect();
+    assert!(a_access.iter().any(|l| l.contains(" \"GET /trap HTTP/1.1\" 500 ")), "{a_access:?}");
+    assert!(a_access.iter().any(|l| l.contains(" \"POST /echo HTTP/1.1\" 413 ")), "{a_access:?}");
+    assert_eq!(stdout_of(&cri, &b.id), Vec::<String>::new(), "no access log and no guest lines by default");
+
     // Over the in-flight bound: 503 at once while the slow requests run; they still succeed.
     let addr = a.addr;
     let slow: Vec<_> =
@@ -196,8 +212,9 @@ fn sigterm_drains_requests_in_flight_and_sigkill_ends_at_once() -> Result<()> {
         return Ok(());
     }
     let (_ctrd, cri) = http_node("10.88.42.0/24")?;
-    let a = start_http_pod(&cri, "drain-a", Vec::new())?;
-    let b = start_http_pod(&cri, "kill-b", Vec::new())?;
+    let guest_log = || vec![(LOG_REQUESTS.0.to_string(), LOG_REQUESTS.1.to_string())];
+    let a = start_http_pod(&cri, "drain-a", guest_log())?;
+    let b = start_http_pod(&cri, "kill-b", guest_log())?;
 
     // StopContainer with a grace period: SIGTERM, and the slow request in flight still completes.
     let addr = a.addr;

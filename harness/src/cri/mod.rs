@@ -312,6 +312,28 @@ impl CriClient {
         })
     }
 
+    /// The network namespace of `pod`'s sandbox, from containerd's verbose PodSandboxStatus: the namespace
+    /// file its runtime spec names, else the sandbox process's `/proc/PID/ns/net`.
+    pub fn pod_network_namespace(&self, pod: &Pod) -> Result<PathBuf> {
+        let req = PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: true };
+        let resp: PodSandboxStatusResponse = self.call(RUNTIME, "PodSandboxStatus", req)?;
+        let fail = |reason: String| Error::Cri { call: "PodSandboxStatus".into(), reason };
+        let info = resp.info.get("info").ok_or_else(|| fail(format!("no verbose info for pod {}", pod.id)))?;
+        let info: serde_json::Value =
+            serde_json::from_str(info).map_err(|e| fail(format!("verbose info of pod {} is not JSON: {e}", pod.id)))?;
+        let namespaces = info.pointer("/runtimeSpec/linux/namespaces").and_then(|n| n.as_array());
+        let from_spec = namespaces
+            .into_iter()
+            .flatten()
+            .find(|ns| ns["type"] == "network")
+            .and_then(|ns| ns["path"].as_str())
+            .filter(|path| !path.is_empty())
+            .map(PathBuf::from);
+        let from_pid =
+            || info["pid"].as_u64().filter(|pid| *pid > 0).map(|pid| PathBuf::from(format!("/proc/{pid}/ns/net")));
+        from_spec.or_else(from_pid).ok_or_else(|| fail(format!("pod {} names no network namespace", pod.id)))
+    }
+
     /// StopPodSandbox then RemovePodSandbox, as the kubelet ends a pod.
     pub fn remove_pod(&self, pod: &Pod) -> Result<()> {
         self.stop_pod_sandbox(&pod.id)?;

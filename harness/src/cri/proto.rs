@@ -315,6 +315,9 @@ pub struct PodSandboxStatusResponse {
     /// The status.
     #[prost(message, optional, tag = "1")]
     pub status: Option<PodSandboxStatus>,
+    /// The runtime's extra info when asked for (`verbose`); containerd puts one JSON document under `info`.
+    #[prost(map = "string, string", tag = "2")]
+    pub info: HashMap<String, String>,
 }
 
 /// `PodSandboxStatus`.

@@ -7,13 +7,13 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -58,6 +58,8 @@ pub struct HttpLaunch {
     pub network_namespace: Option<PathBuf>,
     /// The guest's stderr (also in `wasi`), where a failed request's cause is written.
     pub stderr: LogPipe,
+    /// The container's stdout when it asked for an access log (`WASMKUBE_HTTP_ACCESS_LOG`), else `None`.
+    pub access_log: Option<LogPipe>,
     /// Drains of the guest's stdout and stderr, finished when the container ends.
     pub logs: LogDrains,
     /// The container's memory limit, applied to every instance.
@@ -97,6 +99,7 @@ impl HttpWorkload {
             pre,
             wasi: launch.wasi,
             stderr: launch.stderr,
+            access_log: launch.access_log,
             memory_limit: launch.memory_limit,
             outbound: launch.outbound,
             in_flight: Arc::new(Semaphore::new(launch.settings.max_in_flight)),
@@ -125,6 +128,8 @@ struct Server {
     pre: ProxyPre<Host>,
     wasi: WasiTemplate,
     stderr: LogPipe,
+    /// Where access-log lines go, when the container asked for them.
+    access_log: Option<LogPipe>,
     memory_limit: Option<u64>,
     outbound: OutboundPolicy,
     in_flight: Arc<Semaphore>,
@@ -173,8 +178,9 @@ async fn accept_until_stopped(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let server = server.clone();
-                    let service = hyper::service::service_fn(move |req| server.clone().handle(req));
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let service = hyper::service::service_fn(move |req| server.clone().handle(peer, req));
+                    // wasi:http has no upgrades (a guest cannot take over the connection), so hyper need not offer them.
+                    let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
                     let conn = graceful.watch(conn);
                     connections.spawn(async move {
                         if let Err(e) = conn.await {
@@ -222,21 +228,34 @@ async fn signal_after_term(signals: &mut watch::Receiver<Option<Signal>>) -> Sig
 }
 
 impl Server {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Result<Response<HyperOutgoingBody>, Infallible> {
-        let what = format!("{} {}", req.method(), req.uri());
+    async fn handle(
+        self: Arc<Self>,
+        peer: SocketAddr,
+        req: Request<Incoming>,
+    ) -> Result<Response<HyperOutgoingBody>, Infallible> {
+        let Some(log) = self.access_log.clone() else { return Ok(self.respond(req).await) };
+        let entry = AccessEntry::new(peer, &req);
+        let response = self.respond(req).await;
+        entry.write(log, response.status()).await;
+        Ok(response)
+    }
+
+    async fn respond(self: Arc<Self>, req: Request<Incoming>) -> Response<HyperOutgoingBody> {
+        // Kept to name the request should it fail; formatted only then.
+        let what = RequestLine { method: req.method().clone(), uri: req.uri().clone() };
         // Counted whatever the answer (503, 413 included); in flight until the guest ends, like its permit.
         let counted = self.series.begin(req.headers());
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            return Ok(plain(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight for this container\n"));
+            return plain(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight for this container\n");
         };
         let limit = self.settings.max_request_body_bytes;
         if declared_length(&req).is_some_and(|n| n > limit) {
-            return Ok(plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes\n")));
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes\n"));
         }
         let req = req.map(|body| limited(body, limit));
         let mut store = match self.new_store() {
             Ok(store) => store,
-            Err(e) => return Ok(self.failed(&what, &e.message).await),
+            Err(e) => return self.failed(&what, &e.message).await,
         };
         let (sender, receiver) = oneshot::channel();
         let handles = {
@@ -245,7 +264,7 @@ impl Server {
         };
         let (incoming, outparam) = match handles {
             Ok(handles) => handles,
-            Err(e) => return Ok(plain(StatusCode::BAD_REQUEST, format!("invalid request: {e}\n"))),
+            Err(e) => return plain(StatusCode::BAD_REQUEST, format!("invalid request: {e}\n")),
         };
 
         let pre = self.pre.clone();
@@ -270,7 +289,7 @@ impl Server {
             }
         });
 
-        let response = match receiver.await {
+        match receiver.await {
             Ok(Ok(response)) => response,
             Ok(Err(code)) => self.failed(&what, &format!("the component answered with error {code:?}")).await,
             // The guest ended without setting a response: find out why.
@@ -284,8 +303,7 @@ impl Server {
                 Ok(GuestEnd::Killed) => plain(StatusCode::SERVICE_UNAVAILABLE, "the container is stopping\n"),
                 Err(e) => self.failed(&what, &format!("the request task failed: {e}")).await,
             },
-        };
-        Ok(response)
+        }
     }
 
     fn new_store(&self) -> Result<Store<Host>, LaunchError> {
@@ -296,14 +314,52 @@ impl Server {
 
     /// A 500 whose cause goes to the container's stderr (so `kubectl logs` shows it) and the daemon log;
     /// the client only learns that the component failed.
-    async fn failed(&self, what: &str, why: &str) -> Response<HyperOutgoingBody> {
-        tracing::warn!(id = %self.id, request = what, "{why}");
+    async fn failed(&self, what: &RequestLine, why: &str) -> Response<HyperOutgoingBody> {
+        tracing::warn!(id = %self.id, request = %what, "{why}");
         let line = format!("wasmkube: {what}: {why}\n");
         let mut stderr = self.stderr.clone();
         if let Err(e) = stderr.write_all(line.as_bytes()).await {
             tracing::debug!(id = %self.id, error = %e, "container log closed");
         }
         plain(StatusCode::INTERNAL_SERVER_ERROR, "the component failed to handle the request\n")
+    }
+}
+
+/// Method and target of a request, to name it in a failure message.
+struct RequestLine {
+    method: Method,
+    uri: Uri,
+}
+
+impl std::fmt::Display for RequestLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.method, self.uri)
+    }
+}
+
+/// What an access-log line says of a request, taken when it arrives.
+struct AccessEntry {
+    peer: SocketAddr,
+    line: RequestLine,
+    version: Version,
+    started: Instant,
+}
+
+impl AccessEntry {
+    fn new(peer: SocketAddr, req: &Request<Incoming>) -> Self {
+        let line = RequestLine { method: req.method().clone(), uri: req.uri().clone() };
+        Self { peer, line, version: req.version(), started: Instant::now() }
+    }
+
+    /// One line in the container's stdout, when the response head is ready (a streamed body may go on):
+    /// `PEER "METHOD TARGET VERSION" STATUS MILLISECONDSms`. A full log buffer makes the request wait, as
+    /// it makes the guest's own output wait: a line is never dropped silently.
+    async fn write(self, mut log: LogPipe, status: StatusCode) {
+        let ms = self.started.elapsed().as_secs_f64() * 1000.0;
+        let line = format!("{} \"{} {:?}\" {} {ms:.3}ms\n", self.peer, self.line, self.version, status.as_u16());
+        if let Err(e) = log.write_all(line.as_bytes()).await {
+            tracing::debug!(error = %e, "container log closed; access-log line dropped");
+        }
     }
 }
 

@@ -33,6 +33,7 @@ pub use config::{build_engine, Allocator};
 pub use host::{Host, MemoryLimitExceeded};
 pub use http::HttpWorkload;
 pub use log_pipe::{LogDrain, LogPipe};
+pub use netns::{bind_listener, BindError};
 pub use settings::{EngineSettings, HttpSettings};
 
 use outbound::OutboundPolicy;
@@ -226,6 +227,8 @@ impl Runtime for NodeEngine {
             let mut log = stderr.clone();
             let _ = tokio::io::AsyncWriteExt::write_all(&mut log, format!("{notice}\n").as_bytes()).await;
         }
+        // The access log shares the guest's stdout, so its lines and the guest's keep their order.
+        let access_log = spec.env.http_access_log.then(|| stdout.clone());
         let wasi = WasiTemplate::new(&spec, stdout, stderr.clone())?;
         match &*prepared {
             Prepared::Cli(pre) => Ok(Box::new(CliWorkload {
@@ -248,6 +251,7 @@ impl Runtime for NodeEngine {
                     wasi,
                     network_namespace: spec.network_namespace,
                     stderr,
+                    access_log,
                     logs,
                     memory_limit: spec.memory_limit,
                     outbound,
