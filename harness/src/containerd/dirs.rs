@@ -62,6 +62,10 @@ impl Dirs {
     pub fn tmp(&self) -> PathBuf {
         self.at("tmp")
     }
+    /// The NRI socket of containerd 2.x (default `/var/run/nri/nri.sock`, one for the whole host).
+    pub fn nri_socket(&self) -> PathBuf {
+        self.at("nri.sock")
+    }
     /// The `opt` plugin's dir (default `/opt/containerd`).
     pub fn opt(&self) -> PathBuf {
         self.at("opt")

@@ -1,6 +1,7 @@
 //! A private containerd for one test: its own socket, root, state and config under a temp dir,
 //! torn down completely when the guard drops.
 
+mod binaries;
 mod config;
 mod dirs;
 mod overlay;
@@ -16,6 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+pub use binaries::{parse_major_version, Binaries, BIN_DIR_ENV as CONTAINERD_BIN_DIR_ENV};
 pub use config::{
     bridge_name, render_cni_conflist, render_config, CniOpts, ConfigParams, Snapshotter, CNI_NETWORK, RUNC_HANDLER,
     RUNC_RUNTIME_TYPE, WASMKUBE_HANDLER, WASMKUBE_RUNTIME_TYPE,
@@ -108,6 +110,8 @@ pub struct PrivateContainerd {
     namespace: String,
     snapshotter: Snapshotter,
     bridge: Option<String>,
+    /// Debian's containerd or the developer's ([`CONTAINERD_BIN_DIR_ENV`]).
+    binaries: Binaries,
     path_env: String,
     command_timeout: Duration,
     /// The shim's metrics endpoint, when the harness writes the shim configuration.
@@ -120,7 +124,8 @@ pub struct PrivateContainerd {
 impl PrivateContainerd {
     /// Starts containerd and waits until it answers `ctr version`.
     pub fn start(opts: ContainerdOpts) -> Result<Self> {
-        let mut needed = vec![Package::Containerd, Package::Ctr, Package::Runc];
+        let binaries = Binaries::from_env()?;
+        let mut needed = binaries.packages();
         if opts.cni.is_some() {
             needed.push(Package::CniPlugins);
         }
@@ -139,7 +144,8 @@ impl PrivateContainerd {
             namespace: opts.namespace.clone(),
             snapshotter: Snapshotter::Native,
             bridge: None,
-            path_env: containerd_path(opts.shim.as_deref()),
+            path_env: containerd_path(opts.shim.as_deref(), binaries.dir()),
+            binaries,
             command_timeout: opts.command_timeout,
             shim_metrics: None,
             opts: opts.clone(),
@@ -180,12 +186,14 @@ impl PrivateContainerd {
             write(&d.cni_conf_dir().join("10-wasmkube-test.conflist"), conflist)?;
             self.bridge = Some(bridge);
         }
+        let version = self.binaries.config_version(Duration::from_secs(10))?;
         let config = render_config(&ConfigParams {
             dirs: &d,
             snapshotter: self.snapshotter,
             sandbox_image: &opts.sandbox_image,
             log_level: &opts.log_level,
             wasmkube_runtime: opts.wasmkube_runtime,
+            version,
         })
         .map_err(|e| {
             Error::io("rendering containerd's config", std::io::Error::new(std::io::ErrorKind::InvalidData, e))
@@ -202,7 +210,7 @@ impl PrivateContainerd {
             .open(&log_path)
             .ctx(|| format!("opening {}", log_path.display()))?;
         let log_err = log.try_clone().ctx(|| "duplicating the log file".into())?;
-        let mut c = Command::new("containerd");
+        let mut c = Command::new(self.binaries.program("containerd"));
         c.arg("--config")
             .arg(self.dirs.config())
             .env("PATH", &self.path_env)
@@ -219,7 +227,10 @@ impl PrivateContainerd {
             write(&config, shim_config(&self.shim_cache_dir(), metrics, opts))?;
             c.env(SHIM_CONFIG_ENV, &config);
         }
-        let child = c.spawn().map_err(|source| Error::Spawn { program: "containerd".into(), source })?;
+        let child = c.spawn().map_err(|source| Error::Spawn {
+            program: self.binaries.program("containerd").to_string_lossy().into_owned(),
+            source,
+        })?;
         write(&self.dirs.containerd_pid(), child.id().to_string())?;
         self.child = Some(child);
         Ok(())
@@ -327,7 +338,7 @@ impl PrivateContainerd {
 
     /// A `ctr --address SOCK --namespace NS` command to add arguments to.
     pub fn ctr_command(&self, namespace: &str) -> Command {
-        let mut c = Command::new("ctr");
+        let mut c = Command::new(self.binaries.program("ctr"));
         c.arg("--address")
             .arg(self.socket())
             .arg("--namespace")
@@ -475,13 +486,14 @@ fn shim_config(cache: &Path, metrics: SocketAddr, opts: &ContainerdOpts) -> Stri
     text
 }
 
-/// `<dir of shim>:$PATH` (plus sbin dirs, where runc lives).
-fn containerd_path(shim: Option<&Path>) -> String {
-    let rest = packages::search_path();
-    match shim.and_then(Path::parent) {
-        Some(dir) if !dir.as_os_str().is_empty() => format!("{}:{rest}", dir.display()),
-        _ => rest,
-    }
+/// `<dir of shim>:<containerd's bin dir>:$PATH` (plus sbin dirs, where runc lives). containerd looks its runc
+/// shim up on PATH before its own directory, so a bin dir goes ahead of Debian's.
+fn containerd_path(shim: Option<&Path>, bin_dir: Option<&Path>) -> String {
+    let dirs = [shim.and_then(Path::parent), bin_dir];
+    let mut path: Vec<String> =
+        dirs.iter().flatten().filter(|d| !d.as_os_str().is_empty()).map(|d| d.display().to_string()).collect();
+    path.push(packages::search_path());
+    path.join(":")
 }
 
 /// containerd resolves `io.containerd.wasmkube.v1` by this exact file name on its PATH.
@@ -542,9 +554,12 @@ mod tests {
 
     #[test]
     fn shim_dir_goes_first_on_path() {
-        let p = containerd_path(Some(Path::new("/opt/x/containerd-shim-wasmkube-v1")));
+        let p = containerd_path(Some(Path::new("/opt/x/containerd-shim-wasmkube-v1")), None);
         assert!(p.starts_with("/opt/x:"));
         assert!(p.split(':').any(|d| d == "/usr/sbin"));
+        let p = containerd_path(Some(Path::new("/opt/x/containerd-shim-wasmkube-v1")), Some(Path::new("/c2/bin")));
+        assert!(p.starts_with("/opt/x:/c2/bin:"), "{p}");
+        assert_eq!(containerd_path(None, None), packages::search_path());
     }
 
     #[test]
