@@ -4,6 +4,7 @@ mod ctr_run;
 mod hello_http;
 mod http;
 mod oci_start;
+mod operator_scale;
 mod pods;
 mod reference;
 mod report;
@@ -34,6 +35,9 @@ enum Command {
     OciStart(oci_start::Args),
     /// A request to an app at zero through the activator, which wakes it with a CRI pod: send to response.
     Wake(wake::Args),
+    /// The operator with 1,000 WasmApps against a private kube-apiserver: start time, reconcile durations,
+    /// memory, requests at rest (needs KUBE_BIN_DIR).
+    OperatorScale(operator_scale::Args),
 }
 
 fn main() -> Result<()> {
@@ -51,5 +55,6 @@ fn main() -> Result<()> {
         Command::Http(args) => http::run(args),
         Command::OciStart(args) => oci_start::run(args),
         Command::Wake(args) => wake::run(args),
+        Command::OperatorScale(args) => operator_scale::run(args),
     }
 }
