@@ -5,6 +5,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::Stream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -15,7 +16,6 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use futures::Stream;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -509,8 +509,14 @@ async fn activator_ports_in_use(ctx: &Context) -> Result<Vec<(AppKey, u16)>, Err
         .collect())
 }
 
-/// Pods of the app are read only when some replica is missing, to say why.
+/// Pods of the app are read only when some replica is missing, to say why, and once the Deployment controller has
+/// seen the current spec: before that no pod can say anything (every app's first reconcile at start listed its pods
+/// for nothing, 1,000 lists; docs/operator.md "At scale"). The Deployment's status change triggers the next reconcile.
 fn missing_replicas(dep: &Deployment) -> bool {
+    let observed = dep.status.as_ref().and_then(|s| s.observed_generation);
+    if observed.is_none() || observed < dep.metadata.generation {
+        return false;
+    }
     let desired = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let available = dep.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
     available < desired
@@ -641,7 +647,9 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     // Why the label filter: the controller only needs to see its own children, not every Deployment.
     let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
     let (cache, writer) = reflector::store();
-    let apps = reconcile_triggers(watcher(apps, watcher::Config::default().any_semantic()).default_backoff().modify(slim).reflect(writer));
+    let apps = reconcile_triggers(
+        watcher(apps, watcher::Config::default().any_semantic()).default_backoff().modify(slim).reflect(writer),
+    );
     let mut controller = Controller::for_stream(apps, cache)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
         .owns(deployments, ours.clone())

@@ -160,14 +160,8 @@ impl ControlPlane {
             .args(["--audit-log-format=json", "--profiling=false"])
             .current_dir(dir);
         let apiserver = Process::spawn("kube-apiserver", apiserver, &dir.join("kube-apiserver.log"))?;
-        let mut plane = Self {
-            apiserver,
-            etcd,
-            dir: dir.to_path_buf(),
-            operator_kubeconfig,
-            bench_kubeconfig,
-            audit_log,
-        };
+        let mut plane =
+            Self { apiserver, etcd, dir: dir.to_path_buf(), operator_kubeconfig, bench_kubeconfig, audit_log };
         wait_for_port(APISERVER_PORT, "kube-apiserver")?;
         plane.apiserver.check_running()?;
         Ok(plane)

@@ -26,7 +26,8 @@ impl Histogram {
         for line in metrics.lines() {
             let Some(rest) = line.strip_prefix(&prefix) else { continue };
             let (le, count) = rest.split_once("\"}").with_context(|| format!("bucket line {line:?}"))?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().with_context(|| format!("le in {line:?}"))? };
+            let le =
+                if le == "+Inf" { f64::INFINITY } else { le.parse().with_context(|| format!("le in {line:?}"))? };
             let count = count.trim().parse().with_context(|| format!("count in {line:?}"))?;
             buckets.push((le, count));
         }

@@ -80,8 +80,13 @@ pub fn run(args: Args) -> Result<()> {
     let Some(bin) = args.kube_bin_dir.clone() else {
         bail!("operator-scale needs Kubernetes server binaries: set KUBE_BIN_DIR (or --kube-bin-dir) to a directory with etcd and kube-apiserver");
     };
-    let operator = args.operator.clone().unwrap_or_else(|| wasmkube_harness::paths::bin_dir().join("wasmkube-operator"));
-    ensure!(operator.is_file(), "{} is not built: run `make bench-operator` or `cargo build --release -p wasmkube-operator`", operator.display());
+    let operator =
+        args.operator.clone().unwrap_or_else(|| wasmkube_harness::paths::bin_dir().join("wasmkube-operator"));
+    ensure!(
+        operator.is_file(),
+        "{} is not built: run `make bench-operator` or `cargo build --release -p wasmkube-operator`",
+        operator.display()
+    );
     ensure!(args.runs > 0 && args.apps > 0, "--runs and --apps must be at least 1");
     let release = report::is_release_build(&operator);
     let runtime = tokio::runtime::Runtime::new().context("starting tokio")?;
@@ -232,7 +237,12 @@ async fn one_run(args: &Args, operator: &Path, plane: &mut ControlPlane, dir: &P
     // Phase 1: every app's status written once (the reconcile writes it after the children).
     let mut applied = HashSet::new();
     while applied.len() < args.apps {
-        ensure!(started.elapsed() < PHASE_TIMEOUT, "only {} of {} apps applied within {PHASE_TIMEOUT:?}", applied.len(), args.apps);
+        ensure!(
+            started.elapsed() < PHASE_TIMEOUT,
+            "only {} of {} apps applied within {PHASE_TIMEOUT:?}",
+            applied.len(),
+            args.apps
+        );
         op.check_running().with_context(|| format!("operator log {}", dir.join("operator.log").display()))?;
         plane.check_running()?;
         tail.status_writes(&audit, &mut applied)?;
@@ -345,7 +355,11 @@ async fn install_crd(client: &kube::Client) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let crd = crds.get(name).await?;
-        let established = crd.status.iter().flat_map(|s| s.conditions.iter().flatten()).any(|c| c.type_ == "Established" && c.status == "True");
+        let established = crd
+            .status
+            .iter()
+            .flat_map(|s| s.conditions.iter().flatten())
+            .any(|c| c.type_ == "Established" && c.status == "True");
         if established {
             return Ok(());
         }
@@ -382,7 +396,10 @@ async fn create_apps(client: &kube::Client, apps: usize) -> Result<()> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for i in 0..NAMESPACES.min(apps) {
         let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": namespace(i) } }))?;
-        namespaces.create(&PostParams::default(), &ns).await.with_context(|| format!("creating namespace {}", namespace(i)))?;
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .with_context(|| format!("creating namespace {}", namespace(i)))?;
     }
     futures::stream::iter(0..apps)
         .map(|i| async move {
@@ -451,7 +468,9 @@ async fn wait_all_ready(client: &kube::Client, apps: usize, op: &mut Process) ->
             return Ok(());
         }
         if Instant::now() > deadline {
-            let example = not_ready.first().map(|a| format!("{}/{}: {:?}", a.namespace().unwrap_or_default(), a.name_any(), a.status));
+            let example = not_ready
+                .first()
+                .map(|a| format!("{}/{}: {:?}", a.namespace().unwrap_or_default(), a.name_any(), a.status));
             bail!("{} apps not Ready within {PHASE_TIMEOUT:?}, e.g. {example:?}", not_ready.len());
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
