@@ -164,6 +164,8 @@ pub struct Memory {
     pub rss_mib: f64,
     /// VmHWM: the largest RSS so far.
     pub peak_mib: f64,
+    /// RssAnon: the heap and stacks, as opposed to the binary's pages (RssFile), which a bigger binary adds.
+    pub anon_mib: f64,
 }
 
 /// The memory of process `pid` from `/proc`.
@@ -174,7 +176,7 @@ pub fn memory(pid: u32) -> Result<Memory> {
         let kib: f64 = line.split_whitespace().nth(1).context("empty field")?.parse()?;
         Ok(kib / 1024.0)
     };
-    Ok(Memory { rss_mib: field("VmRSS:")?, peak_mib: field("VmHWM:")? })
+    Ok(Memory { rss_mib: field("VmRSS:")?, peak_mib: field("VmHWM:")?, anon_mib: field("RssAnon:")? })
 }
 
 /// The machine's 1-minute load average.

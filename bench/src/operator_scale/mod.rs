@@ -151,6 +151,8 @@ struct RunResult {
     /// RSS in the window, MiB (one sample a second): median and largest.
     rss_steady_median_mib: f64,
     rss_steady_max_mib: f64,
+    /// Its anonymous part (heap, stacks; the rest is the binary's pages), median.
+    rss_anon_steady_median_mib: f64,
     /// RSS when every app was applied, and the peak (VmHWM) at the window's end, MiB.
     rss_at_applied_mib: f64,
     rss_peak_mib: f64,
@@ -195,6 +197,7 @@ fn summarize(runs: &[RunResult]) -> Value {
         "applied_s": median(&|r| Some(r.applied_s)),
         "rss_steady_median_mib": median(&|r| Some(r.rss_steady_median_mib)),
         "rss_steady_max_mib": median(&|r| Some(r.rss_steady_max_mib)),
+        "rss_anon_steady_median_mib": median(&|r| Some(r.rss_anon_steady_median_mib)),
         "rss_peak_mib": median(&|r| Some(r.rss_peak_mib)),
         "reconcile_all_p50_ms": median(&|r| r.reconcile_all.p50_ms),
         "reconcile_all_p99_ms": median(&|r| r.reconcile_all.p99_ms),
@@ -266,11 +269,13 @@ async fn one_run(args: &Args, operator: &Path, plane: &mut ControlPlane, dir: &P
     let h_start = operator_histogram(metrics_addr)?;
     let from = measure::log_offset(&audit)?;
     let window = Instant::now();
-    let mut rss = Vec::new();
+    let (mut rss, mut anon) = (Vec::new(), Vec::new());
     while window.elapsed() < Duration::from_secs(args.steady_seconds) {
         tokio::time::sleep(Duration::from_secs(1)).await;
         op.check_running()?;
-        rss.push(measure::memory(op.pid())?.rss_mib);
+        let memory = measure::memory(op.pid())?;
+        rss.push(memory.rss_mib);
+        anon.push(memory.anon_mib);
         compilers_max = compilers_max.max(measure::compilers_running());
     }
     let minutes = window.elapsed().as_secs_f64() / 60.0;
@@ -280,6 +285,7 @@ async fn one_run(args: &Args, operator: &Path, plane: &mut ControlPlane, dir: &P
     let at_rest = measure::requests_between(&audit, from, to)?;
     // Why Summary: its median and maximum serve for any unit.
     let rss = Summary::of(&rss).context("no RSS sample in the window")?;
+    let anon = Summary::of(&anon).context("no RSS sample in the window")?;
     let until_applied = measure::requests_between(&audit, 0, applied_offset)?;
     let exit = op.stop().map_or_else(|| "killed after 10 s".to_string(), |s| s.to_string());
 
@@ -291,6 +297,7 @@ async fn one_run(args: &Args, operator: &Path, plane: &mut ControlPlane, dir: &P
         reconcile_steady: h_end.since(&h_start).summary(),
         rss_steady_median_mib: rss.median_ms,
         rss_steady_max_mib: rss.max_ms,
+        rss_anon_steady_median_mib: anon.median_ms,
         rss_at_applied_mib: at_applied.rss_mib,
         rss_peak_mib: peak_mib,
         writes_per_minute_at_rest: at_rest.write_count() as f64 / minutes,
