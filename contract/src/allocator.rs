@@ -6,8 +6,6 @@
 //! allocation, before `main`, so they can only reach a process through the environment it starts with: the shim
 //! sets them for the daemon it spawns, the operator executes itself again with them.
 
-use std::ffi::OsStr;
-
 /// The options, unless the environment already sets them (a node's or a pod's own choice wins).
 pub const ALLOCATOR_ENV: [(&str, &str); 1] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
 
@@ -26,6 +24,7 @@ pub fn missing_here() -> Vec<(&'static str, &'static str)> {
 /// process image is replaced, the pid stays.
 #[cfg(unix)]
 pub fn reexec_with_options() -> std::io::Result<()> {
+    use std::ffi::OsStr;
     use std::os::unix::process::CommandExt;
 
     let missing = missing_here();
