@@ -1,8 +1,8 @@
 //! mimalloc's options for wasmkube's long-running processes (the shim's node daemon, the operator).
 //!
 //! mimalloc commits each arena eagerly where the kernel overcommits, which left the shim's daemon at 76 MiB RSS
-//! instead of 30 and the operator at several times its live heap, with no gain in speed (docs/install.md,
-//! "Allocator"; `wasmkube-bench pod-memory`, `http` and `operator-scale`). mimalloc reads its options at its first
+//! instead of 30 with no gain in speed (docs/install.md, "Allocator"; `wasmkube-bench pod-memory` and `http`); the
+//! operator holds its watch caches for its whole life and is held to 64 MiB (`wasmkube-bench operator-scale`). mimalloc reads its options at its first
 //! allocation, before `main`, so they can only reach a process through the environment it starts with: the shim
 //! sets them for the daemon it spawns, the operator executes itself again with them.
 

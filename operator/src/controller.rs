@@ -510,8 +510,8 @@ async fn activator_ports_in_use(ctx: &Context) -> Result<Vec<(AppKey, u16)>, Err
 }
 
 /// Pods of the app are read only when some replica is missing, to say why, and once the Deployment controller has
-/// seen the current spec: before that no pod can say anything (every app's first reconcile at start listed its pods
-/// for nothing, 1,000 lists; docs/operator.md "At scale"). The Deployment's status change triggers the next reconcile.
+/// seen the current spec: before that no pod can say anything (at start, every app's first reconcile listed its pods
+/// for nothing; docs/operator.md "At scale"). The Deployment's status change triggers the next reconcile.
 fn missing_replicas(dep: &Deployment) -> bool {
     let observed = dep.status.as_ref().and_then(|s| s.observed_generation);
     if observed.is_none() || observed < dep.metadata.generation {
@@ -598,8 +598,8 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// Drop what the reconcile never reads from a cached WasmApp: its managedFields (one entry per writer, often larger
-/// than the spec) and `kubectl apply`'s copy of the object. The cache holds every app for the life of the process,
-/// so this is most of its size (docs/operator.md, "At scale").
+/// than the spec) and `kubectl apply`'s copy of the object. The cache holds every app for the life of the process
+/// (docs/operator.md, "At scale").
 pub fn slim(app: &mut WasmApp) {
     app.metadata.managed_fields = None;
     if let Some(annotations) = app.metadata.annotations.as_mut() {
