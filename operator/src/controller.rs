@@ -688,8 +688,8 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
 mod tests {
     use super::*;
 
-    fn app(uid: &str, generation: i64, ready: Option<&str>) -> Result<WasmApp, serde_json::Error> {
-        let status = ready.map(|r| serde_json::json!({ "conditions": [{ "type": "Ready", "status": r }] }));
+    fn app(uid: &str, generation: i64, ready: Option<i32>) -> Result<WasmApp, serde_json::Error> {
+        let status = ready.map(|r| serde_json::json!({ "observedGeneration": generation, "readyReplicas": r }));
         serde_json::from_value(serde_json::json!({
             "apiVersion": API_VERSION, "kind": "WasmApp",
             "metadata": { "name": "hello", "namespace": "apps", "uid": uid, "generation": generation },
@@ -702,10 +702,10 @@ mod tests {
     async fn only_new_apps_and_new_specs_trigger_a_reconcile() -> Result<(), Box<dyn std::error::Error>> {
         let events = vec![
             app("u-1", 1, None)?,
-            app("u-1", 1, Some("False"))?, // our own status write
-            app("u-1", 1, Some("True"))?,
-            app("u-1", 2, Some("True"))?, // spec changed
-            app("u-2", 1, None)?,         // deleted and created again
+            app("u-1", 1, Some(0))?, // our own status write
+            app("u-1", 1, Some(1))?,
+            app("u-1", 2, Some(1))?, // spec changed
+            app("u-2", 1, None)?,    // deleted and created again
         ];
         let stream = futures::stream::iter(events.into_iter().map(|a| Ok(watcher::Event::Apply(a))));
         let triggered: Vec<(Option<String>, Option<i64>)> = reconcile_triggers(stream)
