@@ -30,7 +30,7 @@ FUZZ_SECONDS ?= 60
 FUZZ_CHECK_SECONDS ?= 10
 export FUZZ_TOOLCHAIN
 
-.PHONY: all deps fuzz-deps build guests crds tools deploy chart-check script-check test fuzz fuzz-check fmt fmt-check lint demo bench bench-http bench-memory images kind-up e2e kind-down local-up local-deps local-check local-down clean
+.PHONY: all deps fuzz-deps build guests crds tools deploy chart-check script-check test fuzz fuzz-check fmt fmt-check lint demo bench bench-http bench-memory bench-operator images kind-up e2e kind-down local-up local-deps local-check local-down clean
 
 all: build
 
@@ -134,6 +134,15 @@ bench-memory: deps guests
 	scripts/js-component.sh
 	$(CARGO) build --release -p wasmkube-shim -p wasmkube-bench
 	$(RELEASE_DIR)/wasmkube-bench component-memory --shim $(RELEASE_DIR)/containerd-shim-wasmkube-v1
+
+## bench-operator: the operator with 1,000 WasmApps against a private etcd and kube-apiserver from KUBE_BIN_DIR
+## (ports 22379, 22380, 26443; state in /dev/shm): time to apply all, p50/p99 reconcile, RSS, API writes per minute
+## at rest; bench/results/operator-scale.json (docs/operator.md, "At scale"). BENCH_ARGS adds flags (`--runs 1`).
+bench-operator:
+	@[ -n "$(KUBE_BIN_DIR)" ] || { echo "bench-operator: set KUBE_BIN_DIR to a directory with the Kubernetes server binaries (etcd, kube-apiserver)" >&2; exit 1; }
+	@[ -x "$(KUBE_BIN_DIR)/kube-apiserver" ] && [ -x "$(KUBE_BIN_DIR)/etcd" ] || { echo "bench-operator: KUBE_BIN_DIR=$(KUBE_BIN_DIR) lacks etcd or kube-apiserver" >&2; exit 1; }
+	$(CARGO) build --release -p wasmkube-operator -p wasmkube-bench
+	$(RELEASE_DIR)/wasmkube-bench operator-scale --kube-bin-dir $(KUBE_BIN_DIR) --operator $(RELEASE_DIR)/wasmkube-operator $(BENCH_ARGS)
 
 ## bench-http: wrk against hello-http in a CRI pod (shim) and a reference wasmtime-wasi-http host; bench/results/http.json.
 bench-http: deps guests

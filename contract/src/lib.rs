@@ -5,6 +5,7 @@
 //! crosses such a line is defined here once, so the two sides cannot drift apart; the round-trip tests of
 //! this crate tie the writer to the reader.
 
+pub mod allocator;
 pub mod component;
 #[cfg(feature = "containerd-config")]
 pub mod containerd;

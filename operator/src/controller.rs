@@ -5,6 +5,7 @@ use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::Stream;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -14,7 +15,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
+use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -55,6 +56,8 @@ pub struct Config {
     pub activator: Option<ActivatorService>,
     /// Ports handed out to scale-to-zero apps, one per app, for their activator slices.
     pub activator_ports: ActivatorPorts,
+    /// Reconciles running at once, at most (kube-rs takes 0 as unbounded).
+    pub concurrency: u16,
 }
 
 /// Where the activator pods are: a Service whose EndpointSlices list them.
@@ -66,6 +69,10 @@ pub struct ActivatorService {
     pub name: String,
 }
 
+/// Reconciles at once by default: enough to keep a 1,000-app start short, few enough that they do not crowd the API
+/// server (docs/operator.md, "At scale").
+pub const DEFAULT_CONCURRENCY: u16 = 8;
+
 impl Default for Config {
     fn default() -> Self {
         Self {
@@ -75,6 +82,7 @@ impl Default for Config {
             recheck: Duration::from_secs(30),
             activator: None,
             activator_ports: ActivatorPorts::default(),
+            concurrency: DEFAULT_CONCURRENCY,
         }
     }
 }
@@ -501,8 +509,14 @@ async fn activator_ports_in_use(ctx: &Context) -> Result<Vec<(AppKey, u16)>, Err
         .collect())
 }
 
-/// Pods of the app are read only when some replica is missing, to say why.
+/// Pods of the app are read only when some replica is missing, to say why, and once the Deployment controller has
+/// seen the current spec: before that no pod can say anything (at start, every app's first reconcile listed its pods
+/// for nothing; docs/operator.md "At scale"). The Deployment's status change triggers the next reconcile.
 fn missing_replicas(dep: &Deployment) -> bool {
+    let observed = dep.status.as_ref().and_then(|s| s.observed_generation);
+    if observed.is_none() || observed < dep.metadata.generation {
+        return false;
+    }
     let desired = dep.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let available = dep.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0);
     available < desired
@@ -580,6 +594,37 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(if healthy { ctx.config.resync } else { ctx.config.recheck }))
 }
 
+/// The annotation `kubectl apply` keeps a whole copy of the object in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Drop what the reconcile never reads from a cached WasmApp: its managedFields (one entry per writer, often larger
+/// than the spec) and `kubectl apply`'s copy of the object. The cache holds every app for the life of the process
+/// (docs/operator.md, "At scale").
+pub fn slim(app: &mut WasmApp) {
+    app.metadata.managed_fields = None;
+    if let Some(annotations) = app.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+/// Which version of an app's spec an object is: its uid (an app deleted and created again under its name is new) and
+/// its generation (the API server counts spec changes, `kubectl scale` included, and not status or metadata ones).
+pub fn spec_version(app: &WasmApp) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (app.metadata.uid.as_deref(), app.metadata.generation?).hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// The watch events of WasmApps that call for a reconcile: an app seen for the first time or with a new spec. Why not
+/// every change: each reconcile's own status write came back as one more reconcile of every app (the children's
+/// watches and the periodic requeue still trigger the rest).
+pub fn reconcile_triggers(
+    events: impl Stream<Item = Result<watcher::Event<WasmApp>, watcher::Error>> + Send + 'static,
+) -> impl Stream<Item = Result<WasmApp, watcher::Error>> + Send + 'static {
+    events.applied_objects().predicate_filter(spec_version, Default::default())
+}
+
 /// Run the controller until `shutdown` resolves.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
@@ -601,7 +646,12 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
     };
     // Why the label filter: the controller only needs to see its own children, not every Deployment.
     let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    let mut controller = Controller::new(apps, watcher::Config::default().any_semantic())
+    let (cache, writer) = reflector::store();
+    let apps = reconcile_triggers(
+        watcher(apps, watcher::Config::default().any_semantic()).default_backoff().modify(slim).reflect(writer),
+    );
+    let mut controller = Controller::for_stream(apps, cache)
+        .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
         .owns(deployments, ours.clone())
         .owns(services, ours.clone())
         .owns(hpas, ours.clone())
@@ -632,4 +682,64 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             }
         })
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(uid: &str, generation: i64, ready: Option<i32>) -> Result<WasmApp, serde_json::Error> {
+        let status = ready.map(|r| serde_json::json!({ "observedGeneration": generation, "readyReplicas": r }));
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": API_VERSION, "kind": "WasmApp",
+            "metadata": { "name": "hello", "namespace": "apps", "uid": uid, "generation": generation },
+            "spec": { "component": "ghcr.io/org/app:1" },
+            "status": status,
+        }))
+    }
+
+    #[tokio::test]
+    async fn only_new_apps_and_new_specs_trigger_a_reconcile() -> Result<(), Box<dyn std::error::Error>> {
+        let events = vec![
+            app("u-1", 1, None)?,
+            app("u-1", 1, Some(0))?, // our own status write
+            app("u-1", 1, Some(1))?,
+            app("u-1", 2, Some(1))?, // spec changed
+            app("u-2", 1, None)?,    // deleted and created again
+        ];
+        let stream = futures::stream::iter(events.into_iter().map(|a| Ok(watcher::Event::Apply(a))));
+        let triggered: Vec<(Option<String>, Option<i64>)> = reconcile_triggers(stream)
+            .map(|r| r.map(|a| (a.metadata.uid, a.metadata.generation)))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let expected = [(Some("u-1".into()), Some(1)), (Some("u-1".into()), Some(2)), (Some("u-2".into()), Some(1))];
+        assert_eq!(triggered, expected);
+        Ok(())
+    }
+
+    #[test]
+    fn slim_drops_only_what_the_reconcile_never_reads() -> Result<(), serde_json::Error> {
+        let mut app: WasmApp = serde_json::from_value(serde_json::json!({
+            "apiVersion": API_VERSION,
+            "kind": "WasmApp",
+            "metadata": {
+                "name": "hello", "namespace": "apps", "uid": "u-1", "generation": 3,
+                "annotations": { LAST_APPLIED: "{\"spec\":{}}", "team": "a" },
+                "managedFields": [{ "manager": "kubectl", "operation": "Apply", "fieldsType": "FieldsV1",
+                                    "fieldsV1": { "f:spec": {} } }],
+            },
+            "spec": { "component": "ghcr.io/org/app:1", "http": {} },
+            "status": { "observedGeneration": 3 },
+        }))?;
+        let before = app.clone();
+        slim(&mut app);
+        assert_eq!(app.metadata.managed_fields, None);
+        let annotations = app.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(annotations.into_iter().collect::<Vec<_>>(), [("team".to_string(), "a".to_string())]);
+        assert_eq!((app.spec, app.status), (before.spec, before.status));
+        assert_eq!((app.metadata.uid, app.metadata.generation), (before.metadata.uid, before.metadata.generation));
+        Ok(())
+    }
 }

@@ -10,9 +10,16 @@ use wasmkube_operator::runtime::{self, Cli, Command, Settings};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+fn main() -> anyhow::Result<()> {
+    // Why before anything else: mimalloc reads its options once, so they must be in the environment the process
+    // starts with (`wasmkube_contract::allocator`; docs/operator.md, "At scale").
+    #[cfg(feature = "mimalloc")]
+    wasmkube_contract::allocator::reexec_with_options().context("starting again with the allocator's options")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
+    runtime.block_on(operator(Cli::parse()))
+}
+
+async fn operator(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Some(Command::Crd) => {
             let yaml = wasmkube_operator::crd::crd_yaml()?;

@@ -332,6 +332,28 @@ async fn new_http_app_is_resolved_applied_and_reported() {
 }
 
 #[tokio::test]
+async fn pods_are_not_listed_before_the_deployment_controller_saw_the_spec() {
+    let app = app(json!({"component": format!("ghcr.io/org/hello@{DIGEST}"), "http": {}}), None);
+    // The Deployment as the API server answers an apply of a new spec: generation 2, status of generation 1.
+    let mut dep_reply = server_deployment(&app, &pinned(DIGEST), 0);
+    dep_reply["metadata"]["generation"] = json!(2);
+    let steps = vec![
+        Step::get(HPA).not_found(),
+        Step::get(DEPLOY).not_found(),
+        Step::apply(DEPLOY).reply(200, dep_reply),
+        Step::get(SERVICE).not_found(),
+        Step::apply(SERVICE),
+        Step::apply(STATUS).check(|b| {
+            let ready = condition(&b["status"], "Ready");
+            assert_eq!((&ready["status"], &ready["reason"]), (&json!("False"), &json!("ReplicasUnavailable")));
+        }),
+        event("ComponentResolved", "Normal"),
+    ];
+    let run = run(app, None, steps).await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(30)));
+}
+
+#[tokio::test]
 async fn unchanged_app_makes_no_writes() {
     let spec = json!({"component": "ghcr.io/org/hello:1.0", "http": {}});
     let bare = app(spec.clone(), None);
@@ -454,7 +476,7 @@ async fn unreachable_registry_on_first_rollout_runs_the_tag_visibly() {
             assert_eq!(c["command"], json!(["oci://ghcr.io/org/hello:1.0"]));
         }),
         Step::get(SERVICE).not_found(),
-        Step::get(PODS).reply(200, json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": []})),
+        // No pods: the Deployment controller has not seen the new Deployment yet.
         Step::apply(STATUS).check(|b| {
             let d = condition(&b["status"], "Degraded");
             assert_eq!(d["status"], "True");

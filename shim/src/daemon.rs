@@ -220,11 +220,9 @@ fn remove_socket(address: &str) {
     }
 }
 
-/// mimalloc's options for the daemon, unless the node's environment sets them. It commits each arena eagerly
-/// where the kernel overcommits, which left the daemon at 76 MiB RSS instead of 30 with no gain in speed
-/// (`wasmkube-bench pod-memory` and `http`, docs/install.md "Allocator"). mimalloc reads them at its first
-/// allocation, before `main`, hence the environment of the process we start.
-pub const DAEMON_ALLOCATOR_ENV: [(&str, &str); 1] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
+/// mimalloc's options for the daemon, unless the node's environment sets them (shared with the operator, which
+/// sets them on itself; the reasons are in `wasmkube_contract::allocator`).
+pub use wasmkube_contract::allocator::ALLOCATOR_ENV as DAEMON_ALLOCATOR_ENV;
 
 /// Starts the daemon and waits until it serves: it closes its stdout once its socket listens.
 fn spawn_daemon(opts: &StartOpts, address: &str, dir: &Path) -> containerd_shim::Result<()> {
@@ -249,11 +247,7 @@ fn spawn_daemon(opts: &StartOpts, address: &str, dir: &Path) -> containerd_shim:
     if opts.debug {
         cmd.arg("-debug");
     }
-    for (name, value) in DAEMON_ALLOCATOR_ENV {
-        if std::env::var_os(name).is_none() {
-            cmd.env(name, value);
-        }
-    }
+    cmd.envs(wasmkube_contract::allocator::missing_here());
     let mut child = cmd.spawn().map_err(|e| Error::Other(format!("cannot start the node daemon: {e}")))?;
     let pid = child.id();
     let Some(mut ready) = child.stdout.take() else {

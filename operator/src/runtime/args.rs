@@ -61,6 +61,10 @@ pub struct RunArgs {
     /// Name of the leader-election Lease (in the namespace of POD_NAMESPACE, else default).
     #[arg(long, env = "WASMKUBE_LEASE_NAME", default_value = "wasmkube-operator", global = true)]
     pub lease_name: String,
+    /// Reconciles run at once, at most; the others wait in the controller's queue.
+    #[arg(long, env = "WASMKUBE_MAX_CONCURRENT_RECONCILES", default_value_t = crate::controller::DEFAULT_CONCURRENCY,
+          value_parser = clap::value_parser!(u16).range(1..), global = true)]
+    pub max_concurrent_reconciles: u16,
     /// Resolve component tags to digests through the registry.
     #[arg(long, env = "WASMKUBE_RESOLVE_DIGESTS", default_value_t = true, action = ArgAction::Set, global = true)]
     pub resolve_digests: bool,

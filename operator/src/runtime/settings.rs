@@ -28,6 +28,8 @@ pub struct Settings {
     pub cluster_domain: String,
     /// Name of the leader-election Lease; `None`: no election, this replica reconciles at once.
     pub lease_name: Option<String>,
+    /// Reconciles running at once, at most.
+    pub max_concurrent_reconciles: u16,
     /// Tag → digest resolution; `None`: tags go to the shim as written.
     pub resolve: Option<ResolveSettings>,
     /// Service in front of the activator pods; `None`: no activator.
@@ -113,6 +115,7 @@ impl Settings {
             placeholder_image: args.placeholder_image,
             cluster_domain: args.cluster_domain,
             lease_name: args.leader_election.then_some(args.lease_name),
+            max_concurrent_reconciles: args.max_concurrent_reconciles,
             resolve: args.resolve_digests.then_some(ResolveSettings {
                 insecure_registries: args.insecure_registries,
                 ca_file: args.registry_ca_file,
@@ -169,6 +172,7 @@ impl Settings {
                 .as_ref()
                 .map(|name| ActivatorService { namespace: pod.namespace.clone(), name: name.clone() }),
             activator_ports: self.activator_ports,
+            concurrency: self.max_concurrent_reconciles,
             ..Config::default()
         }
     }
@@ -226,6 +230,7 @@ mod tests {
         assert_eq!(s.activator.hold_timeout, Duration::from_secs(60));
         assert_eq!(s.activator.max_held_per_app, 256);
         assert_eq!(s.activator_ports, ActivatorPorts { first: 20000, last: 29999 });
+        assert_eq!(s.controller(&pod()).concurrency, 8);
         Ok(())
     }
 
@@ -242,6 +247,7 @@ mod tests {
             "--activator-hold-timeout-seconds=5",
             "--activator-max-held-per-app=3",
             "--activator-ports=40000-40009",
+            "--max-concurrent-reconciles=2",
         ])?;
         assert_eq!(s.namespace.as_deref(), Some("apps"));
         assert_eq!(s.log_format, LogFormat::Text);
@@ -254,6 +260,7 @@ mod tests {
         assert_eq!(s.activator.hold_timeout, Duration::from_secs(5));
         assert_eq!(s.activator.max_held_per_app, 3);
         assert_eq!(s.activator_ports, ActivatorPorts { first: 40000, last: 40009 });
+        assert_eq!(s.controller(&pod()).concurrency, 2);
         Ok(())
     }
 
@@ -278,8 +285,14 @@ mod tests {
 
     #[test]
     fn bad_flag_values_are_refused() {
-        for flag in ["--http-addr=localhost", "--activator-ports=30-20", "--leader-election=maybe", "--log-format=xml"]
-        {
+        for flag in [
+            "--http-addr=localhost",
+            "--activator-ports=30-20",
+            "--leader-election=maybe",
+            "--log-format=xml",
+            // 0 would mean unbounded to kube-rs: a thousand apps reconciled at once at start.
+            "--max-concurrent-reconciles=0",
+        ] {
             assert!(args(&[flag]).is_err(), "{flag} accepted");
         }
     }
