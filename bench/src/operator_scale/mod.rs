@@ -387,7 +387,7 @@ fn app(i: usize) -> Result<WasmApp> {
         "env": [{ "name": "GREETING", "value": "hello" }],
         "resources": { "limits": { "cpu": "100m", "memory": "32Mi" } },
     });
-    if i % AUTOSCALED_EVERY == 0 {
+    if i.is_multiple_of(AUTOSCALED_EVERY) {
         spec["autoscaling"] = json!({ "minReplicas": 1, "maxReplicas": 4 });
     }
     let value = json!({
