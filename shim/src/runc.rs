@@ -150,7 +150,7 @@ impl Workload for RuncSandbox {
                 runc.delete(&log);
                 return Exit::failed(126, format!("runc start of the pod sandbox failed: {e}"));
             }
-            let mut reaped = tokio::task::spawn_blocking(move || reap(pid));
+            let mut reaped = tokio::spawn(reap_when_exited(pid));
             let exit = loop {
                 tokio::select! {
                     status = &mut reaped => break status.unwrap_or(Exit::code(128 + libc::SIGKILL as u32)),
@@ -188,6 +188,39 @@ impl Drop for RuncSandbox {
             self.runc.delete(&self.log);
         }
     }
+}
+
+/// Waits for the sandbox's process without holding a thread: a pidfd becomes readable when the process
+/// exits. A blocking `waitpid` per sandbox took one of tokio's 512 blocking threads each, so the 512th pod
+/// with a pause process left no thread for the next `runc create` (found by `pod-memory` at 1,000 pods).
+async fn reap_when_exited(pid: u32) -> Exit {
+    let watched = pidfd(pid).and_then(|fd| {
+        // SAFETY: the OwnedFd moves into the AsyncFd, which alone closes it; as_raw_fd never changes.
+        unsafe { tokio::io::unix::AsyncFd::register(fd) }.map_err(std::io::Error::other)
+    });
+    match watched {
+        Ok(fd) => {
+            if let Err(e) = fd.readable().await {
+                tracing::warn!(%pid, error = %e, "cannot watch the sandbox process; waiting for it on a thread");
+            }
+        }
+        // Kernels before 5.3 have no pidfd.
+        Err(e) => tracing::debug!(%pid, error = %e, "no pidfd; waiting for the sandbox process on a thread"),
+    }
+    // Exited by now (unless the watch failed): the wait returns at once.
+    tokio::task::spawn_blocking(move || reap(pid)).await.unwrap_or(Exit::code(128 + libc::SIGKILL as u32))
+}
+
+/// A pidfd of process `pid`.
+fn pidfd(pid: u32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new file descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the descriptor was just created and is owned by nothing else.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as std::os::fd::RawFd) })
 }
 
 /// Waits for the sandbox's process (the daemon is its subreaper) and reports it like a shell would.
@@ -237,4 +270,21 @@ fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(5)..].join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+    async fn a_process_is_reaped_with_its_exit_code_or_signal_once_it_ends() {
+        let exits = std::process::Command::new("sh").args(["-c", "sleep 0.2; exit 3"]).spawn().unwrap();
+        let killed = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let (exits_pid, killed_pid) = (exits.id(), killed.id());
+        let waiting = tokio::spawn(reap_when_exited(exits_pid));
+        assert_eq!(waiting.await.unwrap(), Exit::code(3));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(killed_pid as i32), nix::sys::signal::Signal::SIGKILL)
+            .unwrap();
+        assert_eq!(reap_when_exited(killed_pid).await, Exit::code(128 + libc::SIGKILL as u32));
+    }
 }
