@@ -276,6 +276,8 @@ fn tail(log: &Path) -> String {
 mod tests {
     use super::*;
 
+    // The children are reaped by the function under test, not through their `Child`.
+    #[allow(clippy::zombie_processes)]
     #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_process_is_reaped_with_its_exit_code_or_signal_once_it_ends() {
         let exits = std::process::Command::new("sh").args(["-c", "sleep 0.2; exit 3"]).spawn().unwrap();
