@@ -10,19 +10,16 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure, Context, Result};
 use serde_json::json;
-use wasmkube_harness::containerd::{CniOpts, CRI_NAMESPACE, WASMKUBE_HANDLER};
-use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod};
-use wasmkube_harness::images::{component_image_at, pause_image, PAUSE_IMAGE};
-use wasmkube_harness::{http, wait_until, ContainerdOpts, PrivateContainerd};
+use wasmkube_harness::cri::{CriClient, Pod};
+use wasmkube_harness::{http, wait_until, PrivateContainerd};
 
+use crate::hello_http;
 use crate::pods::{memory_of, Memory};
 use crate::report::{self, NodeArgs};
 
 /// A pod subnet of its own, apart from the tests' and the other benchmarks' ranges.
 const SUBNET: &str = "10.88.62.0/24";
 const IMAGE: &str = "docker.io/wasmkube/large-http:bench";
-/// The port the component serves on (the shim's default).
-const PORT: u16 = 8080;
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Options of `component-memory`.
@@ -58,15 +55,7 @@ pub fn run(args: Args) -> Result<()> {
     let wasm = std::fs::read(&component)
         .with_context(|| format!("reading {} (`scripts/js-component.sh` builds it)", component.display()))?;
     let shim = args.node.shim_binary()?;
-    let mut opts = ContainerdOpts::with_shim(&shim);
-    opts.cni = Some(CniOpts { subnet: SUBNET.into() });
-    let ctrd = PrivateContainerd::start(opts)?;
-    ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
-    ctrd.import_in(CRI_NAMESPACE, &component_image_at(IMAGE, wasm.clone(), "/app.wasm"))?;
-    let cri = ctrd.cri()?;
-    wait_until("CRI sees the images", Duration::from_secs(10), || {
-        [PAUSE_IMAGE, IMAGE].iter().all(|i| cri.image_id(i).is_ok_and(|id| id.is_some()))
-    })?;
+    let (ctrd, cri) = hello_http::node_with(&shim, SUBNET, IMAGE, wasm.clone())?;
 
     println!("{:>5} {:>12} {:>12} {:>12} {:>12}", "pods", "requests", "RSS MiB", "PSS MiB", "anon MiB");
     let mut rows = Vec::new();
@@ -132,14 +121,9 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-/// RunPodSandbox + CreateContainer + StartContainer of the component, then a first answer.
+/// A pod of the component, once it answers.
 fn start_pod(cri: &CriClient, name: &str) -> Result<(Pod, SocketAddr)> {
-    let pod = cri.run_pod_sandbox(name, WASMKUBE_HANDLER)?;
-    let spec = ContainerSpec { name: "web".into(), image: IMAGE.into(), ..Default::default() };
-    let id = cri.create_container(&pod, &spec)?;
-    cri.start_container(&id)?;
-    cri.wait_container_state(&id, ContainerState::Running, TIMEOUT)?;
-    let addr = SocketAddr::new(cri.pod_ip(&pod)?, PORT);
+    let (pod, addr) = hello_http::start_pod_of(cri, name, IMAGE, &[])?;
     wait_until("the component answers", TIMEOUT, || http::get(addr, "/", TIMEOUT).is_ok_and(|r| r.status == 200))?;
     Ok((pod, addr))
 }

@@ -22,24 +22,36 @@ pub const GREETING: &str = "hello from wasmkube";
 pub fn node(shim: &Path, subnet: &str) -> Result<(PrivateContainerd, CriClient, Vec<u8>)> {
     let wasm_path = guests::guest_wasm("hello_http")?;
     let wasm = std::fs::read(&wasm_path).with_context(|| format!("reading {}", wasm_path.display()))?;
+    let (ctrd, cri) = node_with(shim, subnet, IMAGE, wasm.clone())?;
+    Ok((ctrd, cri, wasm))
+}
+
+/// A private containerd running `shim`, with CNI on `subnet` and the pause image and `wasm` as `image`
+/// imported and visible to CRI.
+pub fn node_with(shim: &Path, subnet: &str, image: &str, wasm: Vec<u8>) -> Result<(PrivateContainerd, CriClient)> {
     let mut opts = ContainerdOpts::with_shim(shim);
     opts.cni = Some(CniOpts { subnet: subnet.into() });
     let ctrd = PrivateContainerd::start(opts)?;
     ctrd.import_in(CRI_NAMESPACE, &pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
-    ctrd.import_in(CRI_NAMESPACE, &component_image_at(IMAGE, wasm.clone(), "/hello-http.wasm"))?;
+    ctrd.import_in(CRI_NAMESPACE, &component_image_at(image, wasm, "/app.wasm"))?;
     let cri = ctrd.cri()?;
     wait_until("CRI sees the images", Duration::from_secs(10), || {
-        [PAUSE_IMAGE, IMAGE].iter().all(|i| cri.image_id(i).is_ok_and(|id| id.is_some()))
+        [PAUSE_IMAGE, image].iter().all(|i| cri.image_id(i).is_ok_and(|id| id.is_some()))
     })?;
-    Ok((ctrd, cri, wasm))
+    Ok((ctrd, cri))
 }
 
 /// RunPodSandbox + CreateContainer + StartContainer of hello-http under our handler, as the kubelet does,
 /// with `env` in the container; returns the pod and the address it serves on once its container runs (it
 /// may not answer yet).
 pub fn start_pod(cri: &CriClient, name: &str, env: &[(String, String)]) -> Result<(Pod, SocketAddr)> {
+    start_pod_of(cri, name, IMAGE, env)
+}
+
+/// The same for the wasi:http component `image`.
+pub fn start_pod_of(cri: &CriClient, name: &str, image: &str, env: &[(String, String)]) -> Result<(Pod, SocketAddr)> {
     let pod = cri.run_pod_sandbox(name, WASMKUBE_HANDLER)?;
-    let spec = ContainerSpec { name: "web".into(), image: IMAGE.into(), env: env.to_vec(), ..Default::default() };
+    let spec = ContainerSpec { name: "web".into(), image: image.into(), env: env.to_vec(), ..Default::default() };
     let id = cri.create_container(&pod, &spec)?;
     cri.start_container(&id)?;
     cri.wait_container_state(&id, ContainerState::Running, Duration::from_secs(30))?;
