@@ -19,6 +19,7 @@ use wasmkube_shim::daemon::DAEMON_ALLOCATOR_ENV;
 use wasmkube_shim::engine::bind_listener;
 
 use crate::hello_http;
+use crate::pods::cpu_seconds_of;
 use crate::reference::ReferenceHost;
 use crate::report::{self, NodeArgs};
 use wasmkube_contract::env::HTTP_ACCESS_LOG;
@@ -56,6 +57,10 @@ pub struct WrkRun {
     pub p90_ms: f64,
     /// 99th percentile.
     pub p99_ms: f64,
+    /// Requests completed in the run.
+    pub requests: u64,
+    /// The serving process's CPU time (user and system, /proc/PID/stat) over the run, per request.
+    pub server_cpu_us_per_request: Option<f64>,
     /// Responses that were not 2xx/3xx.
     pub non_2xx: u64,
     /// Connect, read, write and timeout errors.
@@ -86,8 +91,17 @@ pub fn run(args: Args) -> Result<()> {
         .with_context(|| format!("binding the reference host in {}", netns.display()))?;
     let reference = ReferenceHost::start(&wasm, listener, reference_addr)?;
 
-    let targets = [(WASMKUBE, shim_addr), (REFERENCE, reference.addr()), (WASMKUBE_ACCESS_LOG, logging_addr)];
-    for (name, addr) in targets {
+    // Whose CPU time serves each target: the node daemon, or this process (the reference host's threads; the
+    // rest of it waits for wrk meanwhile).
+    let daemons = ctrd.shim_daemons();
+    let [daemon] = daemons[..] else { bail!("expected one node daemon, found {daemons:?}") };
+    let reference_server = i32::try_from(std::process::id()).context("this process's pid")?;
+    let targets = [
+        (WASMKUBE, shim_addr, daemon),
+        (REFERENCE, reference.addr(), reference_server),
+        (WASMKUBE_ACCESS_LOG, logging_addr, daemon),
+    ];
+    for (name, addr, _) in targets {
         let r = http::get(addr, "/", Duration::from_secs(10))?;
         if (r.status, r.body.as_str()) != (200, hello_http::GREETING) {
             bail!("{name} at {addr} answered {r:?}");
@@ -97,11 +111,18 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut runs: Vec<(&str, WrkRun)> = Vec::new();
     for round in 0..args.rounds {
-        for (name, addr) in targets {
-            let r = wrk(addr, &args, args.duration)?;
+        for (name, addr, server) in targets {
+            let cpu_before =
+                cpu_seconds_of(server).with_context(|| format!("the {name} server (pid {server}) is gone"))?;
+            let mut r = wrk(addr, &args, args.duration)?;
+            let cpu = cpu_seconds_of(server).with_context(|| format!("the {name} server (pid {server}) is gone"))?;
+            r.server_cpu_us_per_request = (r.requests > 0).then(|| (cpu - cpu_before) * 1e6 / r.requests as f64);
             println!(
-                "round {round} {name:<20} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms",
-                r.requests_per_sec, r.p50_ms, r.p99_ms
+                "round {round} {name:<20} {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  server CPU {:.1} µs/request",
+                r.requests_per_sec,
+                r.p50_ms,
+                r.p99_ms,
+                r.server_cpu_us_per_request.unwrap_or(f64::NAN)
             );
             runs.push((name, r));
         }
@@ -111,13 +132,14 @@ pub fn run(args: Args) -> Result<()> {
     }
 
     let summaries =
-        targets.map(|(name, _)| (name, Summary::of(runs.iter().filter(|(n, _)| *n == name).map(|(_, r)| r))));
+        targets.map(|(name, _, _)| (name, Summary::of(runs.iter().filter(|(n, _)| *n == name).map(|(_, r)| r))));
     for (name, s) in &summaries {
         println!(
-            "{name:<20} median {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms (medians of {} runs)",
+            "{name:<20} median {:>8.0} req/s  p50 {:.2} ms  p99 {:.2} ms  server CPU {:.1} µs/request (medians of {} runs)",
             s.median_requests_per_sec.unwrap_or(f64::NAN),
             s.median_p50_ms.unwrap_or(f64::NAN),
             s.median_p99_ms.unwrap_or(f64::NAN),
+            s.median_server_cpu_us_per_request.unwrap_or(f64::NAN),
             s.runs.len()
         );
     }
@@ -130,6 +152,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     if let Some(r) = ratio_access_log {
         println!("ratio wasmkube with access log/reference (median req/s): {r:.2}");
+    }
+    // On a machine whose cores wrk, the kernel's network path and the server share, req/s also depends on how
+    // the scheduler splits them; the server's own CPU time per request does not.
+    let cpu =
+        |name: &str| summaries.iter().find(|(n, _)| *n == name).and_then(|(_, s)| s.median_server_cpu_us_per_request);
+    let cpu_ratio = cpu(REFERENCE).filter(|r| *r > 0.0).and_then(|r| Some(cpu(WASMKUBE)? / r));
+    if let Some(r) = cpu_ratio {
+        println!("ratio wasmkube/reference (median server CPU per request, lower is better): {r:.2}");
     }
     let summary = |name: &str| summaries.iter().find(|(n, _)| *n == name).map(|(_, s)| s);
     let result = json!({
@@ -149,8 +179,11 @@ pub fn run(args: Args) -> Result<()> {
         "wasmkube_access_log": summary(WASMKUBE_ACCESS_LOG),
         "ratio": ratio,
         "ratio_access_log": ratio_access_log,
+        "cpu_per_request_ratio": cpu_ratio,
         "ratio_definition": "median req/s (wasmkube, access log off) / median req/s (reference); \
-                             ratio_access_log: the same with the access log on",
+                             ratio_access_log: the same with the access log on; \
+                             cpu_per_request_ratio: median server CPU time per request (wasmkube, the node daemon's; \
+                             reference, the bench process's) / the reference's",
         "shim": shim.display().to_string(),
         "containerd_version": ctrd.server_version()?,
         "date": report::now_rfc3339(),
@@ -177,6 +210,8 @@ pub struct Summary {
     pub median_p50_ms: Option<f64>,
     /// Median of the runs' 99th percentile latencies, milliseconds.
     pub median_p99_ms: Option<f64>,
+    /// Median of the runs' server CPU time per request, microseconds.
+    pub median_server_cpu_us_per_request: Option<f64>,
     /// Every run.
     pub runs: Vec<WrkRun>,
 }
@@ -188,6 +223,7 @@ impl Summary {
             median_requests_per_sec: median(runs.iter().map(|r| r.requests_per_sec)),
             median_p50_ms: median(runs.iter().map(|r| r.p50_ms)),
             median_p99_ms: median(runs.iter().map(|r| r.p99_ms)),
+            median_server_cpu_us_per_request: median(runs.iter().filter_map(|r| r.server_cpu_us_per_request)),
             runs,
         }
     }
@@ -236,12 +272,21 @@ fn wrk(addr: SocketAddr, args: &Args, seconds: u64) -> Result<WrkRun> {
 
 /// Reads wrk's `--latency` report.
 fn parse_wrk(text: &str) -> Option<WrkRun> {
-    let mut run =
-        WrkRun { requests_per_sec: -1.0, p50_ms: -1.0, p90_ms: -1.0, p99_ms: -1.0, non_2xx: 0, socket_errors: 0 };
+    let mut run = WrkRun {
+        requests_per_sec: -1.0,
+        p50_ms: -1.0,
+        p90_ms: -1.0,
+        p99_ms: -1.0,
+        requests: 0,
+        server_cpu_us_per_request: None,
+        non_2xx: 0,
+        socket_errors: 0,
+    };
     for line in text.lines().map(str::trim) {
         let fields: Vec<&str> = line.split_whitespace().collect();
         match fields.as_slice() {
             ["Requests/sec:", v] => run.requests_per_sec = v.parse().ok()?,
+            [n, "requests", "in", ..] => run.requests = n.parse().ok()?,
             ["50%", v] => run.p50_ms = duration_ms(v)?,
             ["90%", v] => run.p90_ms = duration_ms(v)?,
             ["99%", v] => run.p99_ms = duration_ms(v)?,
@@ -296,6 +341,7 @@ Transfer/sec:      1.50MB
         assert_eq!(r.requests_per_sec, 13000.5);
         assert_eq!((r.p50_ms, r.p90_ms, r.p99_ms), (1.1, 0.812, 2000.0));
         assert_eq!((r.non_2xx, r.socket_errors), (5, 3));
+        assert_eq!(r.requests, 26000);
         assert!(parse_wrk("garbage").is_none());
     }
 

@@ -233,6 +233,18 @@ pub fn memory_of(pid: i32) -> Option<Memory> {
     Some(Memory { processes: 1, rss_kib: field("Rss:")?, pss_kib: field("Pss:")?, anon_kib: field("Anonymous:")? })
 }
 
+/// CPU time (user and system, all threads) one process has used, from /proc/PID/stat; `None` when it is gone.
+pub fn cpu_seconds_of(pid: i32) -> Option<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: the fields are counted from its closing one.
+    let fields: Vec<&str> = text.get(text.rfind(')')? + 1..)?.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+    // utime and stime are the stat file's fields 14 and 15 (1-based); `fields` starts at field 3.
+    let (utime, stime) = (ticks(11)?, ticks(12)?);
+    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().filter(|t| *t > 0)?;
+    Some((utime + stime) as f64 / per_second as f64)
+}
+
 /// (shims, workload processes, sandboxes) of one handler on this containerd: the shim processes,
 /// their non-pause descendants (runc's containers; none for wasmkube, whose instances live in the
 /// daemon), and the pause processes.
@@ -366,6 +378,22 @@ fn write(args: &NodeArgs, shim: &std::path::Path, name: &str, result: &serde_jso
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cpu_time_of_this_process_grows_with_work_and_a_gone_process_has_none() {
+        let me = i32::try_from(std::process::id()).unwrap();
+        let before = cpu_seconds_of(me).unwrap();
+        // Spin until the clock (10 ms ticks) moves; a loaded machine only makes it take longer.
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while cpu_seconds_of(me).unwrap() <= before {
+            assert!(start.elapsed() < std::time::Duration::from_secs(30), "no CPU time counted after 30 s of spinning");
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        }
+        assert_eq!(cpu_seconds_of(i32::MAX), None);
+    }
 
     #[test]
     fn per_extra_pod_is_the_slope_between_the_smallest_and_largest_count() {
