@@ -28,6 +28,7 @@ use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 
 use super::cache::Pin;
 use super::cpu::CpuMetered;
+use super::deadline::{Guarded, KillSwitch, NodeClock};
 use super::host::{new_store, Host, Limits};
 use super::log_pipe::LogPipe;
 use super::netns::bind_listener;
@@ -72,6 +73,8 @@ pub struct HttpLaunch {
     pub cache_pin: Pin,
     /// The container's request series; they leave the node's metrics when the server stops.
     pub metrics: Registration,
+    /// The node's coarse clock, which ends requests past their deadline.
+    pub clock: NodeClock,
 }
 
 /// A wasi:http component with its listener bound, ready to serve.
@@ -79,8 +82,8 @@ pub struct HttpWorkload {
     listener: std::net::TcpListener,
     server: Arc<Server>,
     logs: LogDrains,
-    /// Set to true when the container ends: guests still running stop.
-    kill: watch::Sender<bool>,
+    /// Turned when the container ends: guests still running stop.
+    kill: Arc<KillSwitch>,
     _cache_pin: Pin,
     _metrics: Registration,
 }
@@ -93,7 +96,7 @@ impl HttpWorkload {
         let listener = bind_listener(launch.network_namespace.as_deref(), addr)
             .map_err(|e| LaunchError::cannot_run(format!("the wasi:http component cannot listen: {e}")))?;
         tracing::info!(id = %launch.id, %addr, netns = ?launch.network_namespace, "wasi:http component listening");
-        let (kill, killed) = watch::channel(false);
+        let kill = Arc::new(KillSwitch::default());
         let server = Arc::new(Server {
             id: launch.id,
             pre,
@@ -106,7 +109,8 @@ impl HttpWorkload {
             settings: launch.settings,
             usage: Arc::new(Usage::default()),
             series: launch.metrics.series(),
-            killed,
+            killed: kill.clone(),
+            clock: launch.clock,
         });
         Ok(Self { listener, server, logs: launch.logs, kill, _cache_pin: launch.cache_pin, _metrics: launch.metrics })
     }
@@ -137,15 +141,9 @@ struct Server {
     usage: Arc<Usage>,
     /// Requests and requests in flight, for the node's metrics endpoint.
     series: Arc<ContainerSeries>,
-    /// Turns true when the container is killed: guests still running stop at their next yield.
-    killed: watch::Receiver<bool>,
-}
-
-/// How a guest's run for one request ended.
-enum GuestEnd {
-    Done(wasmtime::Result<()>),
-    TimedOut,
-    Killed,
+    /// Turned when the container is killed: guests still running stop at their next yield.
+    killed: Arc<KillSwitch>,
+    clock: NodeClock,
 }
 
 impl HttpWorkload {
@@ -156,7 +154,7 @@ impl HttpWorkload {
             Err(e) => Exit::failed(126, format!("the wasi:http listener cannot be used: {e}")),
         };
         // Whatever still runs in a guest now ends at its next yield point.
-        kill.send_replace(true);
+        kill.kill(&server.clock);
         drop(server);
         logs.finish().await;
         exit
@@ -270,7 +268,8 @@ impl Server {
         let pre = self.pre.clone();
         let usage = self.usage.clone();
         let timeout = self.settings.request_timeout;
-        let mut killed = self.killed.clone();
+        let deadline = Instant::now() + timeout;
+        let (clock, killed) = (self.clock.clone(), self.killed.clone());
         // The guest runs in a task of its own: it may go on writing the body after the response head
         // is sent. It holds the in-flight permit until it ends.
         let guest = tokio::spawn(async move {
@@ -283,10 +282,7 @@ impl Server {
                 },
                 usage,
             );
-            tokio::select! {
-                result = tokio::time::timeout(timeout, run) => result.map_or(GuestEnd::TimedOut, GuestEnd::Done),
-                _ = killed.wait_for(|k| *k) => GuestEnd::Killed,
-            }
+            clock.guard(run, deadline, killed.flag()).await
         });
 
         match receiver.await {
@@ -294,13 +290,13 @@ impl Server {
             Ok(Err(code)) => self.failed(&what, &format!("the component answered with error {code:?}")).await,
             // The guest ended without setting a response: find out why.
             Err(_) => match guest.await {
-                Ok(GuestEnd::Done(Ok(()))) => self.failed(&what, "the component returned without a response").await,
-                Ok(GuestEnd::Done(Err(e))) => self.failed(&what, &format!("the component trapped: {e:?}")).await,
-                Ok(GuestEnd::TimedOut) => plain(
+                Ok(Guarded::Done(Ok(()))) => self.failed(&what, "the component returned without a response").await,
+                Ok(Guarded::Done(Err(e))) => self.failed(&what, &format!("the component trapped: {e:?}")).await,
+                Ok(Guarded::TimedOut) => plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("the component did not answer within {}s\n", timeout.as_secs_f64()),
                 ),
-                Ok(GuestEnd::Killed) => plain(StatusCode::SERVICE_UNAVAILABLE, "the container is stopping\n"),
+                Ok(Guarded::Killed) => plain(StatusCode::SERVICE_UNAVAILABLE, "the container is stopping\n"),
                 Err(e) => self.failed(&what, &format!("the request task failed: {e}")).await,
             },
         }

@@ -5,6 +5,7 @@ mod cache;
 mod cli;
 mod config;
 mod cpu;
+mod deadline;
 mod host;
 mod http;
 mod log_pipe;
@@ -45,6 +46,8 @@ use crate::runtime::{Launch, LaunchError, Runtime, Usage, Workload};
 
 /// How often the epoch advances: the longest a busy guest runs before it yields or sees a kill.
 const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// The node clock that ends late requests advances every this many epoch ticks.
+const EPOCHS_PER_CLOCK_TICK: u32 = (deadline::CLOCK_TICK.as_millis() / EPOCH_TICK.as_millis()) as u32;
 
 /// A component compiled and linked once, shared by every container that runs it.
 enum Prepared {
@@ -64,6 +67,7 @@ pub struct NodeEngine {
     cache: Arc<cache::NodeCache>,
     registry: registry::RegistrySource,
     ticker_stop: Arc<AtomicBool>,
+    clock: deadline::NodeClock,
     http: HttpSettings,
     metrics: Arc<HttpMetrics>,
 }
@@ -91,7 +95,8 @@ impl NodeEngine {
         let registry = registry::RegistrySource::new(insecure_registries, cache.clone());
 
         let ticker_stop = Arc::new(AtomicBool::new(false));
-        spawn_epoch_ticker(engine.clone(), ticker_stop.clone())?;
+        let clock = deadline::NodeClock::default();
+        spawn_epoch_ticker(engine.clone(), clock.clone(), ticker_stop.clone())?;
         Ok(Self {
             engine,
             allocator,
@@ -100,6 +105,7 @@ impl NodeEngine {
             cache,
             registry,
             ticker_stop,
+            clock,
             http,
             metrics: Arc::default(),
         })
@@ -137,11 +143,7 @@ impl NodeEngine {
                 tracing::info!(component = %origin, "precompiled component loaded from the node cache");
                 compiled
             }
-            None => {
-                let compiled = self.compile_and_store(component).await?;
-                release_freed_memory();
-                compiled
-            }
+            None => self.compile_and_store(component).await?,
         };
         let pre = self
             .linker
@@ -168,24 +170,17 @@ impl NodeEngine {
 
     /// Compiles on a blocking thread and keeps the compiled code in the node cache.
     async fn compile_and_store(&self, component: source::ComponentBytes) -> Result<Component, LaunchError> {
-        let (origin, digest) = (component.origin.clone(), component.digest.clone());
-        let engine = self.engine.clone();
-        let serialized = tokio::task::spawn_blocking(move || engine.precompile_component(&component.bytes))
-            .await
-            .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compilation aborted: {e}")))?
-            .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:?}")))?;
-        // Code mapped from the cache file is page cache the kernel can drop and share, not anonymous memory
-        // (wasmtime also maps linear-memory images straight from it): a 13 MB JavaScript component's code
-        // is tens of MiB (docs/shim.md, "Memory of large components").
-        let compiled = match self.cache.store_compiled(&digest, &serialized) {
-            // SAFETY: the file holds the bytes `precompile_component` of this very engine produced just now,
-            // and cache entries are never changed in place.
-            Some(path) => unsafe { Component::deserialize_file(&self.engine, &path) },
-            // SAFETY: these bytes were produced just now by `precompile_component` of this very engine.
-            None => unsafe { Component::deserialize(&self.engine, &serialized) },
-        }
-        .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compiled code not loadable: {e:?}")))?;
-        Ok(compiled)
+        let origin = component.origin.clone();
+        let (engine, cache) = (self.engine.clone(), self.cache.clone());
+        // Everything the compilation allocates is freed on the thread that allocated it, and that thread
+        // gives it back before it goes idle (`release_freed_memory`).
+        tokio::task::spawn_blocking(move || {
+            let compiled = compile_and_store_here(&engine, &cache, component);
+            release_freed_memory();
+            compiled
+        })
+        .await
+        .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compilation aborted: {e}")))?
     }
 }
 
@@ -257,16 +252,39 @@ impl Runtime for NodeEngine {
                     outbound,
                     settings: self.http.clone(),
                     cache_pin,
+                    clock: self.clock.clone(),
                 },
             )?)),
         }
     }
 }
 
+fn compile_and_store_here(
+    engine: &Engine,
+    cache: &cache::NodeCache,
+    component: source::ComponentBytes,
+) -> Result<Component, LaunchError> {
+    let origin = &component.origin;
+    let serialized = engine
+        .precompile_component(&component.bytes)
+        .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:?}")))?;
+    // Code mapped from the cache file is page cache the kernel can drop and share, not anonymous memory
+    // (wasmtime also maps linear-memory images straight from it): a 13 MB JavaScript component's code
+    // is tens of MiB (docs/shim.md, "Memory of large components").
+    match cache.store_compiled(&component.digest, &serialized) {
+        // SAFETY: the file holds the bytes `precompile_component` of this very engine produced just now,
+        // and cache entries are never changed in place.
+        Some(path) => unsafe { Component::deserialize_file(engine, &path) },
+        // SAFETY: these bytes were produced just now by `precompile_component` of this very engine.
+        None => unsafe { Component::deserialize(engine, &serialized) },
+    }
+    .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compiled code not loadable: {e:?}")))
+}
+
 /// Hands the memory a compilation freed back to the kernel at once. Compiling a large component peaks at
-/// hundreds of MiB on the compiler's threads (this one and rayon's pool, where wasmtime compiles functions
-/// in parallel), which then sit idle; mimalloc keeps a thread's freed pages until that thread allocates
-/// again (docs/shim.md, "Memory of large components").
+/// hundreds of MiB on the compiler's threads (the blocking thread that compiles, which must call this, and
+/// rayon's pool, where wasmtime compiles functions in parallel), which then sit idle; mimalloc keeps a
+/// thread's freed pages until that thread allocates again (docs/shim.md, "Memory of large components").
 fn release_freed_memory() {
     #[cfg(feature = "mimalloc")]
     {
@@ -285,14 +303,21 @@ fn check_is_component(origin: &str, bytes: &[u8]) -> Result<(), LaunchError> {
     }
 }
 
-fn spawn_epoch_ticker(engine: Engine, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
+/// Advances the engine's epoch and, more slowly, the node clock of request deadlines.
+fn spawn_epoch_ticker(engine: Engine, clock: deadline::NodeClock, stop: Arc<AtomicBool>) -> anyhow::Result<()> {
     // A plain thread, so that busy tokio workers cannot delay the tick that interrupts them.
     std::thread::Builder::new()
         .name("wasmkube-epoch".into())
         .spawn(move || {
+            let mut ticks = 0u32;
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(EPOCH_TICK);
                 engine.increment_epoch();
+                ticks += 1;
+                if ticks == EPOCHS_PER_CLOCK_TICK {
+                    ticks = 0;
+                    clock.nudge();
+                }
             }
         })
         .map_err(|e| anyhow::anyhow!("cannot start the epoch ticker thread: {e}"))?;
