@@ -1,7 +1,7 @@
 //! The settings of the node's one `Engine`: epoch interruption for kills, and the pooling allocator
 //! when the host can reserve its address space.
 
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// How the engine allocates instances; the daemon logs it and `stats`-minded readers compare by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,6 +20,8 @@ const COMPONENT_INSTANCES: u32 = 4_000;
 const CORE_INSTANCES: u32 = 16_000;
 const MEMORIES: u32 = 8_000;
 const TABLES: u32 = 16_000;
+/// Bytes of a freed memory or table slot reset in place instead of given back with `madvise`.
+const KEEP_RESIDENT: usize = 1 << 20;
 /// Every running store needs a fiber stack (async host calls); 4,000 × 2 MiB, committed on touch.
 const STACKS: u32 = 4_000;
 
@@ -39,7 +41,10 @@ fn pooling() -> PoolingAllocationConfig {
         .total_stacks(STACKS)
         .max_core_instances_per_component(16)
         .max_memories_per_component(16)
-        .max_tables_per_component(16);
+        .max_tables_per_component(16)
+        .linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT)
+        .pagemap_scan(Enabled::Auto);
     pool
 }
 

@@ -3,14 +3,21 @@
 //! Every instance runs on the daemon's shared tokio threads, so process or thread CPU clocks alone cannot
 //! attribute time to a container; reading the thread clock around each poll can.
 //!
-//! The thread CPU clock is a system call (Linux has no vDSO for it), and a wasi:http request is polled a
-//! few times, so reading it twice per poll was a measurable share of a request's cost. A poll never
-//! blocks (the guest yields at host I/O and at every epoch tick), so a poll's wall time is its CPU time
-//! unless the kernel ran something else on the thread meanwhile — and then the wall time is long, since
-//! another task got a time slice. So the clock is read at the start of every poll (one system call) and
-//! at its end only when the wall time (vDSO, no system call) reached [`EXACT_ABOVE`]; shorter polls count
-//! their wall time, which is at most that much off and only when an interrupt hit them.
+//! The thread CPU clock is a system call (Linux has no vDSO for it, and it takes the run queue's lock), and
+//! a wasi:http request is polled a few times, so reading it around every poll was a measurable share of a
+//! request's cost (2.3 reads per request in `strace -c` of the daemon under `wasmkube-bench http`). A poll
+//! never blocks (the guest yields at host I/O and at every epoch tick), so a poll's wall time is its CPU
+//! time unless the kernel ran something else on the thread meanwhile — and then the wall time is long,
+//! since another task got a time slice. So:
+//! - a poll shorter than [`EXACT_ABOVE`] (wall time, vDSO, no system call) counts its wall time, at most
+//!   that much off and only when an interrupt hit it;
+//! - a longer poll counts `min(wall time, thread CPU now − the thread's last reading)`. Both bound the
+//!   poll's CPU time from above; the reading is at most [`READING_MAX_AGE`] old when the poll starts (it is
+//!   taken again when older), so a poll the kernel preempted counts at most that much of the thread's
+//!   earlier work. The clock is then read about once per thread per [`READING_MAX_AGE`] plus once per long
+//!   poll, instead of once per poll.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -18,8 +25,15 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-/// Polls whose wall time reaches this are measured with the thread CPU clock at both ends.
+/// Polls whose wall time reaches this are measured with the thread CPU clock.
 const EXACT_ABOVE: Duration = Duration::from_micros(100);
+/// The oldest thread CPU reading a poll starts from.
+const READING_MAX_AGE: Duration = Duration::from_millis(1);
+
+thread_local! {
+    /// This thread's last CPU clock reading and when it was taken.
+    static LAST_READING: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
+}
 
 use crate::runtime::Usage;
 
@@ -40,14 +54,32 @@ impl<F: Future> Future for CpuMetered<F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
-        let cpu_before = thread_cpu_nanos();
         let wall_before = Instant::now();
+        let cpu_before = recent_reading(wall_before);
         let out = self.inner.as_mut().poll(cx);
-        let wall = wall_before.elapsed();
-        let spent =
-            if wall < EXACT_ABOVE { wall.as_nanos() as u64 } else { thread_cpu_nanos().saturating_sub(cpu_before) };
+        let wall_after = Instant::now();
+        let wall = wall_after.saturating_duration_since(wall_before).as_nanos() as u64;
+        let spent = if wall < EXACT_ABOVE.as_nanos() as u64 {
+            wall
+        } else {
+            let cpu_after = thread_cpu_nanos();
+            LAST_READING.set(Some((wall_after, cpu_after)));
+            wall.min(cpu_after.saturating_sub(cpu_before))
+        };
         self.usage.cpu_nanos.fetch_add(spent, Ordering::Relaxed);
         out
+    }
+}
+
+/// This thread's CPU time at most [`READING_MAX_AGE`] before `now`.
+fn recent_reading(now: Instant) -> u64 {
+    match LAST_READING.get() {
+        Some((at, cpu)) if now.saturating_duration_since(at) < READING_MAX_AGE => cpu,
+        _ => {
+            let cpu = thread_cpu_nanos();
+            LAST_READING.set(Some((now, cpu)));
+            cpu
+        }
     }
 }
 
@@ -84,6 +116,23 @@ mod tests {
     async fn a_long_poll_off_the_cpu_counts_only_its_cpu_time() {
         let usage = Arc::new(Usage::default());
         // 50 ms of wall time in which the thread does not run: the CPU clock, not the wall clock, decides.
+        let sleeping = async { std::thread::sleep(Duration::from_millis(50)) };
+        CpuMetered::new(sleeping, usage.clone()).await;
+        let counted = usage.cpu_nanos.load(Ordering::Relaxed);
+        assert!(counted < 25_000_000, "counted {counted} ns for a poll that slept 50 ms");
+    }
+
+    #[tokio::test]
+    async fn a_long_poll_off_the_cpu_does_not_count_the_threads_earlier_work() {
+        let usage = Arc::new(Usage::default());
+        // A reading, then 30 ms of unmetered CPU work on this thread, then a poll that sleeps: the poll must
+        // start from a fresh reading, not charge the earlier work to the guest.
+        recent_reading(Instant::now());
+        let start = thread_cpu_nanos();
+        let mut x = 0u64;
+        while thread_cpu_nanos() - start < 30_000_000 {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
         let sleeping = async { std::thread::sleep(Duration::from_millis(50)) };
         CpuMetered::new(sleeping, usage.clone()).await;
         let counted = usage.cpu_nanos.load(Ordering::Relaxed);
