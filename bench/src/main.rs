@@ -1,6 +1,7 @@
 //! `wasmkube-bench`: benchmarks of wasmkube against its references; results go to bench/results/.
 
 mod component_memory;
+mod cri_log;
 mod ctr_run;
 mod hello_http;
 mod http;

@@ -16,6 +16,7 @@ use wasmkube_harness::cri::{ContainerSpec, ContainerState, CriClient, Pod, PodOp
 use wasmkube_harness::images::{self, BUSYBOX_IMAGE, PAUSE_IMAGE};
 use wasmkube_harness::{guests, procs, ContainerdOpts, PrivateContainerd};
 
+use crate::cri_log;
 use crate::report::{self, NodeArgs};
 use crate::stats::Summary;
 
@@ -92,13 +93,14 @@ fn handlers() -> [Handler; 3] {
 }
 
 /// A private containerd with CRI and CNI, the pause, busybox and sleeper images imported.
-fn node(args: &NodeArgs) -> Result<(PrivateContainerd, CriClient, PathBuf)> {
+fn node(args: &NodeArgs, log_level: &str) -> Result<(PrivateContainerd, CriClient, PathBuf)> {
     if !nix::unistd::geteuid().is_root() {
         bail!("pod benchmarks start a private containerd and need root");
     }
     let shim = args.shim_binary()?;
     let mut opts = ContainerdOpts::with_shim(&shim);
     opts.cni = Some(CniOpts { subnet: SUBNET.into() });
+    opts.log_level = log_level.into();
     let ctrd = PrivateContainerd::start(opts)?;
     ctrd.import_in(CRI_NAMESPACE, &images::pause_image(PAUSE_IMAGE, &ctrd.work_dir().join("pause"))?)?;
     ctrd.import_in(CRI_NAMESPACE, &images::busybox_image(BUSYBOX_IMAGE)?)?;
@@ -149,7 +151,8 @@ fn remove_pods(cri: &CriClient, pods: &[Pod]) -> Result<()> {
 /// and the daemon running, as on a node that already runs the app).
 pub fn start(args: StartArgs) -> Result<()> {
     ensure!(args.runs > 0, "--runs must be at least 1");
-    let (ctrd, cri, shim) = node(&args.node)?;
+    // At debug level CRI logs when its CNI setup begins and ends (`cri_log`).
+    let (ctrd, cri, shim) = node(&args.node, "debug")?;
     let handlers = handlers();
     let mut samples: Vec<(Vec<f64>, Vec<f64>)> = vec![(Vec::new(), Vec::new()); handlers.len()];
     for h in &handlers {
@@ -165,26 +168,51 @@ pub fn start(args: StartArgs) -> Result<()> {
         }
     }
 
+    let cni_setups = cri_log::cni_setup_ms(&ctrd.log());
     let mut per_handler = serde_json::Map::new();
-    println!("{:<15} {:>14} {:>16} {:>12}", "handler", "sandbox ms", "container ms", "total ms");
+    println!(
+        "{:<15} {:>11} {:>10} {:>13} {:>9} {:>18}",
+        "handler", "sandbox ms", "(CNI ms)", "container ms", "total ms", "total w/o CNI ms"
+    );
     for (h, (sandbox, container)) in handlers.iter().zip(&samples) {
+        let cni = (0..args.runs)
+            .map(|i| {
+                let pod = format!("start-{}-{i}", h.name);
+                cni_setups.get(&pod).copied().with_context(|| format!("containerd's log has no CNI setup of {pod}"))
+            })
+            .collect::<Result<Vec<f64>>>()?;
         let total: Vec<f64> = sandbox.iter().zip(container).map(|(a, b)| a + b).collect();
-        let (s, c, t) = (summary(sandbox)?, summary(container)?, summary(&total)?);
-        println!("{:<15} {:>14.1} {:>16.1} {:>12.1}", h.name, s.median_ms, c.median_ms, t.median_ms);
-        per_handler.insert(h.name.into(), json!({ "sandbox": s, "container": c, "total": t }));
+        let without_cni: Vec<f64> = total.iter().zip(&cni).map(|(t, n)| t - n).collect();
+        let (s, n, c, t, w) =
+            (summary(sandbox)?, summary(&cni)?, summary(container)?, summary(&total)?, summary(&without_cni)?);
+        println!(
+            "{:<15} {:>11.1} {:>10.1} {:>13.1} {:>9.1} {:>18.1}",
+            h.name, s.median_ms, n.median_ms, c.median_ms, t.median_ms, w.median_ms
+        );
+        per_handler.insert(
+            h.name.into(),
+            json!({ "sandbox": s, "cni_setup": n, "container": c, "total": t, "total_without_cni": w }),
+        );
     }
     let median = |name: &str, part: &str| per_handler[name][part]["median_ms"].as_f64();
     let mut ratios = serde_json::Map::new();
     for h in handlers.iter().filter(|h| h.handler != RUNC_HANDLER) {
         let ratio = |part| median(h.name, part).zip(median("runc", part)).map(|(w, r)| w / r);
         let (total, sandbox, container) = (ratio("total"), ratio("sandbox"), ratio("container"));
-        if let (Some(total), Some(sandbox), Some(container)) = (total, sandbox, container) {
+        let without_cni = ratio("total_without_cni");
+        if let (Some(total), Some(sandbox), Some(container), Some(without_cni)) =
+            (total, sandbox, container, without_cni)
+        {
             println!(
-                "ratio {}/runc (median): total {total:.2}, sandbox {sandbox:.2}, container {container:.2}",
+                "ratio {}/runc (median): total {total:.2}, sandbox {sandbox:.2}, container {container:.2}, \
+                 total without CNI {without_cni:.2}",
                 h.name
             );
         }
-        ratios.insert(h.name.into(), json!({ "total": total, "sandbox": sandbox, "container": container }));
+        ratios.insert(
+            h.name.into(),
+            json!({ "total": total, "sandbox": sandbox, "container": container, "total_without_cni": without_cni }),
+        );
     }
 
     let result = json!({
@@ -192,7 +220,9 @@ pub fn start(args: StartArgs) -> Result<()> {
         "description": "CRI RunPodSandbox (sandbox) then CreateContainer + StartContainer (container) until \
                         StartContainer returns with the container running; component cached, one warm-up pod \
                         per handler, handlers interleaved; runc runs busybox sleep; wasmkube-pause is the wasmkube handler \
-                        with the sandbox-process annotation (a pause process under runc as the sandbox)",
+                        with the sandbox-process annotation (a pause process under runc as the sandbox); cni_setup \
+                        is CRI's CNI setup inside RunPodSandbox (containerd's debug log, which the node runs at), \
+                        the same network plugin for every handler",
         "runs": args.runs,
         "handlers": per_handler,
         "ratios": ratios,
@@ -274,7 +304,7 @@ fn measure_memory(ctrd: &PrivateContainerd, h: &Handler) -> (Memory, Memory, Mem
 /// `pod-memory`: for each N, N pods of one handler running at once, then the other handler.
 pub fn memory(args: MemoryArgs) -> Result<()> {
     ensure!(!args.pods.is_empty() && !args.pods.contains(&0), "--pods needs counts of at least 1");
-    let (ctrd, cri, shim) = node(&args.node)?;
+    let (ctrd, cri, shim) = node(&args.node, "info")?;
     let handlers = handlers();
     let mut rows = Vec::new();
     println!(

@@ -41,6 +41,8 @@ pub const CRI_NAMESPACE: &str = "k8s.io";
 pub use wasmkube_contract::node::SHIM_CONFIG_ENV;
 /// Set to `1` to keep the temp dir of every instance for debugging.
 pub const KEEP_DIRS_ENV: &str = "WASMKUBE_KEEP_TEST_DIRS";
+/// containerd's log level when the caller does not choose one (`debug` shows CRI's steps, with times).
+pub const LOG_LEVEL_ENV: &str = "WASMKUBE_CONTAINERD_LOG_LEVEL";
 
 /// Longest unix socket path the kernel accepts (sun_path is 108 bytes with the NUL).
 const MAX_SOCKET_PATH: usize = 107;
@@ -88,7 +90,7 @@ impl Default for ContainerdOpts {
             insecure_registries: Vec::new(),
             shim_settings: Vec::new(),
             base_dir: None,
-            log_level: "info".into(),
+            log_level: std::env::var(LOG_LEVEL_ENV).unwrap_or_else(|_| "info".into()),
             start_timeout: Duration::from_secs(20),
             command_timeout: Duration::from_secs(120),
             wasmkube_runtime: true,
