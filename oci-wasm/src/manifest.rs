@@ -6,6 +6,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::{media, Error};
 
+/// The largest component (and the largest layer, packed or unpacked) a pull accepts. Components are
+/// held in memory by the node daemon, which every pod of the node shares: a layer that unpacks to
+/// gigabytes (a gzip bomb, or a mistake) must fail its own pod, not the daemon. The largest components
+/// seen are tens of MB (an interpreter with its standard library).
+pub const MAX_COMPONENT_BYTES: u64 = 512 << 20;
+
 /// A content descriptor (config, layer, or index entry).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -124,24 +130,72 @@ impl Manifest {
 
 /// The one `.wasm` regular file in a tar layer of `kind` ([`LayerKind::Tar`] or [`LayerKind::TarGzip`]).
 pub fn wasm_from_layer(layer: Vec<u8>, kind: LayerKind, reference: &str) -> Result<Vec<u8>, Error> {
+    unpack(layer, kind, reference, MAX_COMPONENT_BYTES)
+}
+
+fn unpack(layer: Vec<u8>, kind: LayerKind, reference: &str, max: u64) -> Result<Vec<u8>, Error> {
+    let len = layer.len() as u64;
+    if len > max {
+        return Err(too_large(reference, "the image layer is larger than", max));
+    }
     match kind {
         LayerKind::Raw => Ok(layer),
-        LayerKind::Tar => wasm_from_tar(layer.as_slice(), reference),
-        LayerKind::TarGzip => wasm_from_tar(flate2::read::GzDecoder::new(layer.as_slice()), reference),
+        LayerKind::Tar => wasm_from_tar(layer.as_slice(), reference, max),
+        LayerKind::TarGzip => wasm_from_tar(flate2::read::GzDecoder::new(layer.as_slice()), reference, max),
     }
 }
 
-fn wasm_from_tar(tar_stream: impl Read, reference: &str) -> Result<Vec<u8>, Error> {
+/// The error for content over `max` bytes; `what` is "the image layer is larger than" or the like.
+pub(crate) fn too_large(reference: &str, what: &str, max: u64) -> Error {
+    Error::NoComponent {
+        reference: reference.to_string(),
+        reason: format!("{what} {} MiB, the most a node accepts for one component", max >> 20),
+    }
+}
+
+/// A reader that fails once more than `left` bytes came through it.
+struct AtMost<R> {
+    inner: R,
+    left: u64,
+}
+
+impl<R: Read> Read for AtMost<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| std::io::Error::other(UNPACKED_TOO_LARGE))?;
+        Ok(n)
+    }
+}
+
+const UNPACKED_TOO_LARGE: &str = "unpacked past the bound";
+
+fn wasm_from_tar(tar_stream: impl Read, reference: &str, max: u64) -> Result<Vec<u8>, Error> {
+    let bounded = |e: &std::io::Error| e.to_string().contains(UNPACKED_TOO_LARGE);
     let none = |reason: String| Error::NoComponent { reference: reference.to_string(), reason };
-    let mut archive = tar::Archive::new(tar_stream);
+    // Unpacking stops at the bound (plus a tar's headers), so a small layer cannot make the daemon
+    // unpack gigabytes.
+    let mut archive = tar::Archive::new(AtMost { inner: tar_stream, left: max.saturating_add(1 << 20) });
     let entries = archive.entries().map_err(|e| none(format!("the image layer is not a tar archive: {e}")))?;
     let mut found: Vec<(String, Vec<u8>)> = Vec::new();
     for entry in entries {
-        let mut entry = entry.map_err(|e| none(format!("the image layer is not a valid tar archive: {e}")))?;
+        let mut entry = entry.map_err(|e| {
+            if bounded(&e) {
+                return too_large(reference, "the image layer unpacks to more than", max);
+            }
+            none(format!("the image layer is not a valid tar archive: {e}"))
+        })?;
         let path = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
         if entry.header().entry_type().is_file() && path.ends_with(".wasm") {
+            if entry.size() > max {
+                return Err(too_large(reference, &format!("{path} in the image layer is larger than"), max));
+            }
             let mut bytes = Vec::new();
-            entry.read_to_end(&mut bytes).map_err(|e| none(format!("cannot read {path} from the image layer: {e}")))?;
+            entry.read_to_end(&mut bytes).map_err(|e| {
+                if bounded(&e) {
+                    return too_large(reference, "the image layer unpacks to more than", max);
+                }
+                none(format!("cannot read {path} from the image layer: {e}"))
+            })?;
             found.push((path, bytes));
         }
     }
@@ -214,5 +268,43 @@ mod tests {
         assert_eq!(wasm_from_layer(gz.finish().unwrap(), LayerKind::TarGzip, "r").unwrap(), b"abc");
         assert!(wasm_from_layer(b"not a tar at all, certainly".to_vec(), LayerKind::Tar, "r").is_err());
         assert!(wasm_from_layer(one, LayerKind::TarGzip, "r").is_err(), "not gzip");
+    }
+
+    fn tar_of(files: &[(&str, usize)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, len) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(*len as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, name, std::io::repeat(0).take(*len as u64)).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        std::io::Write::write_all(&mut gz, bytes).unwrap();
+        gz.finish().unwrap()
+    }
+
+    #[test]
+    fn a_layer_that_unpacks_past_the_bound_is_refused_with_the_reason() {
+        const MAX: u64 = 4 << 20;
+        // 8 MiB of zeros compress to a few KiB: the gzip layer is small, what it unpacks to is not.
+        for files in [&[("app.wasm", 8 << 20)][..], &[("padding.bin", 8 << 20), ("app.wasm", 10)][..]] {
+            let bomb = gzip(&tar_of(files));
+            assert!((bomb.len() as u64) < MAX);
+            let err = unpack(bomb, LayerKind::TarGzip, "oci://r/a:b", MAX).unwrap_err().to_string();
+            assert!(
+                err.contains("than 4 MiB, the most a node accepts") && err.contains("oci://r/a:b"),
+                "{files:?}: {err}"
+            );
+        }
+        let raw = vec![0u8; (MAX + 1) as usize];
+        let err = unpack(raw, LayerKind::Raw, "r", MAX).unwrap_err().to_string();
+        assert!(err.contains("the image layer is larger than 4 MiB"), "{err}");
+        // Under the bound, the same shapes unpack.
+        let fine = gzip(&tar_of(&[("padding.bin", 1 << 20), ("app.wasm", 10)]));
+        assert_eq!(unpack(fine, LayerKind::TarGzip, "r", MAX).unwrap().len(), 10);
     }
 }

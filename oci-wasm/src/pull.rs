@@ -8,7 +8,7 @@ use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::secrets::RegistryAuth;
 use oci_client::Reference;
 
-use crate::manifest::{wasm_from_layer, Manifest};
+use crate::manifest::{too_large, wasm_from_layer, Manifest, MAX_COMPONENT_BYTES};
 use crate::{media, verify_digest, Error};
 
 /// Where verified blobs are kept between pulls (the shim's node cache; nothing for the CLI).
@@ -132,6 +132,9 @@ impl Puller {
             }
         }
         let (layer, kind) = manifest.component_layer(&name)?;
+        if u64::try_from(layer.size).unwrap_or(0) > MAX_COMPONENT_BYTES {
+            return Err(too_large(&name, "the image layer is larger than", MAX_COMPONENT_BYTES));
+        }
         let blob = store.get_or_fetch(&layer.digest, Box::pin(self.blob(&client, &at, layer))).await?;
         let wasm = wasm_from_layer(blob, kind, &name)?;
         Ok(Pulled {
