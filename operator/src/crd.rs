@@ -348,10 +348,13 @@ pub struct WasmAppStatus {
     pub url: Option<String>,
 }
 
-/// CEL rule for `spec.component`: an OCI reference (domain optional, tag and/or sha256 digest optional).
+/// CEL rule for `spec.component`: an OCI reference (domain optional, tag and/or sha256 digest optional). As in
+/// Docker's and the runtime's parser, the first path component is a registry only when it has a dot or a port
+/// or is `localhost`; otherwise it belongs to the repository (on Docker Hub), which must be lower case.
 const COMPONENT_RULE: &str = concat!(
-    "self.matches('^",
-    "([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)*(:[0-9]+)?/)?",
+    "self.matches('^(",
+    "(([a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?([.][a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?)+|localhost)(:[0-9]+)?",
+    "|[a-zA-Z0-9]([a-zA-Z0-9-]*[a-zA-Z0-9])?:[0-9]+)/)?",
     "[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*(/[a-z0-9]+(([._]|__|-+)[a-z0-9]+)*)*",
     "(:[a-zA-Z0-9_][a-zA-Z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$')"
 );

@@ -185,6 +185,10 @@ fn good_variants_are_accepted() {
         with("/spec/component", json!(format!("127.0.0.1:5000/org/app@{digest}"))),
         with("/spec/component", json!(format!("ghcr.io/org/app:1.0@{digest}"))),
         with("/spec/component", json!("app")),
+        with("/spec/component", json!("org/app:1")),
+        with("/spec/component", json!("localhost/app")),
+        with("/spec/component", json!("registry:5000/org/app")),
+        with("/spec/component", json!("Registry.Example.COM/org/app")),
         with(
             "/spec/allowedOutboundHosts",
             json!(["example.com", "api.example.com:443", "*.example.com", "*", "10.0.0.1:8080"]),
@@ -218,6 +222,12 @@ fn broken_manifests_are_rejected_with_clear_messages() {
         (
             "upper-case repository",
             with("/spec/component", json!("ghcr.io/Org/App:1")),
+            "component must be an OCI reference",
+        ),
+        (
+            // Without a dot or port "Org" is not a registry but a Docker Hub user: part of the repository.
+            "upper-case Docker Hub repository",
+            with("/spec/component", json!("Org/app:1")),
             "component must be an OCI reference",
         ),
         (
