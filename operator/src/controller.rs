@@ -14,7 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -132,7 +132,7 @@ impl Context {
     ) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance };
         Self {
-            events: EventQueue::start(Recorder::new(client.clone(), reporter)),
+            events: EventQueue::start(client.clone(), reporter),
             children: ChildCache::default(),
             client,
             metrics,

@@ -2,8 +2,11 @@
 //! the API server's answer to each Event made it part of every reconcile that had something to say, and of the
 //! reconcile-duration tail (docs/operator.md, "At scale").
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::Client;
 use tokio::sync::mpsc;
 
 use crate::error::message_chain;
@@ -11,6 +14,13 @@ use crate::error::message_chain;
 /// Events waiting to be published, at most; beyond, new ones are dropped with a log line (as client-go's broadcaster
 /// drops them) rather than holding memory while the API server is slow.
 pub const QUEUE_CAPACITY: usize = 1024;
+
+/// The recorder is dropped, with the copy it keeps of every Event it published, once no Event came for this long.
+/// Why: kube's `Recorder` keeps each Event for 6 minutes (to count a repeat as a series), but forgets old ones only
+/// when it publishes the next; Events are published on transitions, so at rest it held the ~1,000 Events of the
+/// start for the life of the process (docs/operator.md, "At scale"). A repeat after this pause is a new Event instead
+/// of a series.
+pub const RECORDER_IDLE: Duration = Duration::from_secs(60);
 
 /// An Event to publish about a WasmApp.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,11 +47,11 @@ pub struct EventQueue {
 }
 
 impl EventQueue {
-    /// Start the task that publishes through `recorder` (within a Tokio runtime); it ends when every queue handle is
+    /// Start the task that publishes as `reporter` (within a Tokio runtime); it ends when every queue handle is
     /// dropped and the queued Events are published.
-    pub fn start(recorder: Recorder) -> Self {
+    pub fn start(client: Client, reporter: Reporter) -> Self {
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
-        tokio::spawn(publish_all(recorder, rx));
+        tokio::spawn(publish_all(client, reporter, rx));
         Self { tx }
     }
 
@@ -60,8 +70,21 @@ impl EventQueue {
     }
 }
 
-async fn publish_all(recorder: Recorder, mut rx: mpsc::Receiver<(ObjectReference, EventSpec)>) {
-    while let Some((regarding, ev)) = rx.recv().await {
+async fn publish_all(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<(ObjectReference, EventSpec)>) {
+    let mut recorder: Option<Recorder> = None;
+    loop {
+        let next = match recorder {
+            None => rx.recv().await,
+            Some(_) => match tokio::time::timeout(RECORDER_IDLE, rx.recv()).await {
+                Ok(next) => next,
+                Err(_idle) => {
+                    recorder = None;
+                    continue;
+                }
+            },
+        };
+        let Some((regarding, ev)) = next else { break };
+        let recorder = recorder.get_or_insert_with(|| Recorder::new(client.clone(), reporter.clone()));
         let event = Event {
             type_: if ev.warning { EventType::Warning } else { EventType::Normal },
             reason: ev.reason,
