@@ -97,3 +97,42 @@ async fn publish_all(client: Client, reporter: Reporter, mut rx: mpsc::Receiver<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    use super::*;
+
+    type Handle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
+
+    /// The method of the next request, answered with the Event it carried.
+    async fn next_method(handle: &mut Handle) -> Option<String> {
+        let (request, send) = handle.next_request().await?;
+        let method = request.method().to_string();
+        let body = request.into_body().collect_bytes().await.ok()?;
+        send.send_response(Response::builder().body(Body::from(body.to_vec())).ok()?);
+        Some(method)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeat_after_the_recorder_was_dropped_is_a_new_event() {
+        let (mock, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let reporter = Reporter { controller: "wasmkube-operator".into(), instance: None };
+        let queue = EventQueue::start(Client::new(mock, "apps"), reporter);
+        let regarding = ObjectReference {
+            kind: Some("WasmApp".into()),
+            namespace: Some("apps".into()),
+            name: Some("hello".into()),
+            ..ObjectReference::default()
+        };
+        let event = EventSpec::new(true, "ApplyFailed", "refused".into());
+        queue.send(&regarding, vec![event.clone()]);
+        assert_eq!(next_method(&mut handle).await.as_deref(), Some("POST"));
+        // Past the pause, the recorder that would have made the repeat a series (a PATCH) is gone.
+        tokio::time::sleep(RECORDER_IDLE + Duration::from_secs(1)).await;
+        queue.send(&regarding, vec![event]);
+        assert_eq!(next_method(&mut handle).await.as_deref(), Some("POST"));
+    }
+}
