@@ -9,25 +9,39 @@
 /// The options, unless the environment already sets them (a node's or a pod's own choice wins).
 pub const ALLOCATOR_ENV: [(&str, &str); 1] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];
 
+/// The operator's options: the shared ones, and freed memory handed back at once. Why: mimalloc purges the freed pages
+/// of a segment only when something in that segment is freed again after the delay, so what the start-up's burst
+/// freed stayed resident for the life of an operator at rest (docs/operator.md, "At scale").
+pub const OPERATOR_ALLOCATOR_ENV: [(&str, &str); 2] =
+    [("MIMALLOC_ARENA_EAGER_COMMIT", "0"), ("MIMALLOC_PURGE_DELAY", "0")];
+
 /// The options of [`ALLOCATOR_ENV`] that `is_set` says the environment lacks.
 pub fn missing(is_set: impl Fn(&str) -> bool) -> Vec<(&'static str, &'static str)> {
-    ALLOCATOR_ENV.iter().copied().filter(|(name, _)| !is_set(name)).collect()
+    missing_of(&ALLOCATOR_ENV, is_set)
 }
 
-/// The options the current process's environment lacks.
+/// The options of `options` that `is_set` says the environment lacks.
+pub fn missing_of(
+    options: &[(&'static str, &'static str)],
+    is_set: impl Fn(&str) -> bool,
+) -> Vec<(&'static str, &'static str)> {
+    options.iter().copied().filter(|(name, _)| !is_set(name)).collect()
+}
+
+/// The options of [`ALLOCATOR_ENV`] the current process's environment lacks.
 pub fn missing_here() -> Vec<(&'static str, &'static str)> {
     missing(|name| std::env::var_os(name).is_some())
 }
 
-/// Execute this program again, same arguments, with the missing options set; returns only when nothing is
+/// Execute this program again, same arguments, with the missing ones of `options` set; returns only when nothing is
 /// missing (`Ok`) or the exec failed. Call it first thing in `main`, before threads or files are opened: the
 /// process image is replaced, the pid stays.
 #[cfg(unix)]
-pub fn reexec_with_options() -> std::io::Result<()> {
+pub fn reexec_with_options(options: &[(&'static str, &'static str)]) -> std::io::Result<()> {
     use std::ffi::OsStr;
     use std::os::unix::process::CommandExt;
 
-    let missing = missing_here();
+    let missing = missing_of(options, |name| std::env::var_os(name).is_some());
     if missing.is_empty() {
         return Ok(());
     }
@@ -48,5 +62,7 @@ mod tests {
     fn only_unset_options_are_missing() {
         assert_eq!(missing(|_| false), [("MIMALLOC_ARENA_EAGER_COMMIT", "0")]);
         assert!(missing(|name| name == "MIMALLOC_ARENA_EAGER_COMMIT").is_empty());
+        let operator = missing_of(&OPERATOR_ALLOCATOR_ENV, |name| name == "MIMALLOC_ARENA_EAGER_COMMIT");
+        assert_eq!(operator, [("MIMALLOC_PURGE_DELAY", "0")]);
     }
 }

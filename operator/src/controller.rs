@@ -14,7 +14,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -23,8 +23,11 @@ use serde_json::Value;
 use tracing::Instrument;
 
 use crate::app_key::AppKey;
+use crate::children::{Cached, ChildCache, Shelf};
 use crate::crd::{WasmApp, WasmAppStatus, API_VERSION};
 use crate::error::{message_chain, Error};
+use crate::events::EventQueue;
+pub use crate::events::EventSpec;
 use crate::labels::{
     selector_string, ACTIVATOR_SLICE_MANAGER, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_SERVICE_NAME,
     LABEL_SLICE_MANAGED_BY,
@@ -69,9 +72,10 @@ pub struct ActivatorService {
     pub name: String,
 }
 
-/// Reconciles at once by default: enough to keep a 1,000-app start short, few enough that they do not crowd the API
-/// server (docs/operator.md, "At scale").
-pub const DEFAULT_CONCURRENCY: u16 = 8;
+/// Reconciles at once by default. Why 2: each reconcile's requests wait in the API server behind the others' (Service
+/// creates most, which share one ClusterIP allocator); at 1,000 apps 8 gave p99 148 ms and 11 s to apply them all, 2
+/// gave 49 ms and 13 s, 1 gave 37 ms and 18 s (docs/operator.md, "At scale").
+pub const DEFAULT_CONCURRENCY: u16 = 2;
 
 impl Default for Config {
     fn default() -> Self {
@@ -94,8 +98,10 @@ pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
 pub struct Context {
     /// Kubernetes client.
     pub client: Client,
-    /// Publishes Events on WasmApps.
-    pub recorder: Recorder,
+    /// Publishes Events on WasmApps, off the reconcile's path.
+    pub events: EventQueue,
+    /// The children as the controller's watches see them.
+    pub children: ChildCache,
     /// Controller metrics.
     pub metrics: Arc<Metrics>,
     /// Settings.
@@ -106,6 +112,8 @@ pub struct Context {
     pub clock: Clock,
     /// Consecutive failures per object, for the error policy's backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// The status last written per app, until the watch shows it on the app (see [`Context::already_written`]).
+    written: Mutex<HashMap<String, u64>>,
     /// Whether the API server takes HPAs with `minReplicas: 0`, learnt from its answers.
     scale_to_zero: Mutex<ScaleToZeroSupport>,
     /// Held while an activator port is chosen and its slice applied, so two apps never pick the same one.
@@ -113,7 +121,8 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context whose Events are reported as `wasmkube-operator` from `instance`.
+    /// A context whose Events are reported as `wasmkube-operator` from `instance` (starts the Event publishing task,
+    /// so within a Tokio runtime). Its child cache is filled by [`run`]'s watches.
     pub fn new(
         client: Client,
         config: Config,
@@ -123,13 +132,15 @@ impl Context {
     ) -> Self {
         let reporter = Reporter { controller: FIELD_MANAGER.to_string(), instance };
         Self {
-            recorder: Recorder::new(client.clone(), reporter),
+            events: EventQueue::start(client.clone(), reporter),
+            children: ChildCache::default(),
             client,
             metrics,
             config,
             resolver,
             clock: Arc::new(Timestamp::now),
             failures: Mutex::new(HashMap::new()),
+            written: Mutex::new(HashMap::new()),
             scale_to_zero: Mutex::new(ScaleToZeroSupport::Unknown),
             port_allocation: tokio::sync::Mutex::new(()),
         }
@@ -151,6 +162,12 @@ impl Context {
         cfg
     }
 
+    /// Read children from `children` instead (tests).
+    pub fn with_children(mut self, children: ChildCache) -> Self {
+        self.children = children;
+        self
+    }
+
     /// Replace the clock (tests).
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
@@ -164,10 +181,39 @@ impl Context {
         *n
     }
 
+    /// Whether `status` is what this process last wrote for the object, while the app's cached copy does not show it
+    /// yet. Why: a child's watch event often comes back before the status write's, and its reconcile saw the old status,
+    /// wrote the same one again and repeated its Events (about 400 of each at 1,000 apps, docs/operator.md "At scale").
+    fn already_written(&self, app: &WasmApp, status: &WasmAppStatus) -> bool {
+        let written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        written.get(&written_key(app)).is_some_and(|h| Some(*h) == status_hash(status))
+    }
+
+    /// Remember the status written for the app (`None`: the cached app shows it, nothing left to bridge).
+    fn set_written(&self, app: &WasmApp, status: Option<&WasmAppStatus>) {
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        match status.and_then(status_hash) {
+            Some(hash) => written.insert(written_key(app), hash),
+            None => written.remove(&written_key(app)),
+        };
+    }
+
     fn clear_failures(&self, key: &str) {
         let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         failures.remove(key);
     }
+}
+
+fn status_hash(status: &WasmAppStatus) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_vec(status).ok()?.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
+/// Why the uid: an app deleted and created again under its name starts without a status.
+fn written_key(app: &WasmApp) -> String {
+    format!("{}/{}", object_key(app), app.metadata.uid.as_deref().unwrap_or_default())
 }
 
 fn object_key(app: &WasmApp) -> String {
@@ -209,31 +255,14 @@ pub fn error_policy(app: Arc<WasmApp>, err: &Error, ctx: Arc<Context>) -> Action
 async fn report_failure(app: &WasmApp, ctx: &Context, err: &Error) {
     let problem = Problem::new(err.category(), message_chain(err));
     let status = degraded_status(app, &problem, (ctx.clock)());
-    if app.status.as_ref() == Some(&status) {
+    if app.status.as_ref() == Some(&status) || ctx.already_written(app, &status) {
         return;
     }
     let events = transition_events(app.status.as_ref(), &status);
     if let Err(e) = patch_status(app, ctx, &status).await {
         tracing::warn!(error = %message_chain(&e), "could not record the failure in the status");
     }
-    publish(app, ctx, events).await;
-}
-
-/// An Event to publish about a WasmApp.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct EventSpec {
-    /// Warning or Normal.
-    pub warning: bool,
-    /// PascalCase reason.
-    pub reason: String,
-    /// Human-readable note.
-    pub note: String,
-}
-
-impl EventSpec {
-    fn new(warning: bool, reason: &str, note: String) -> Self {
-        Self { warning, reason: reason.to_string(), note }
-    }
+    ctx.events.send(&app.object_ref(&()), events);
 }
 
 /// Events for the changes between two statuses: Degraded set or changed, recovered, new digest.
@@ -263,22 +292,6 @@ pub fn transition_events(old: Option<&WasmAppStatus>, new: &WasmAppStatus) -> Ve
     events
 }
 
-async fn publish(app: &WasmApp, ctx: &Context, events: Vec<EventSpec>) {
-    let reference = app.object_ref(&());
-    for ev in events {
-        let event = Event {
-            type_: if ev.warning { EventType::Warning } else { EventType::Normal },
-            reason: ev.reason,
-            note: Some(ev.note),
-            action: "Reconcile".to_string(),
-            secondary: None,
-        };
-        if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-            tracing::warn!(error = %message_chain(&e), "could not publish an Event");
-        }
-    }
-}
-
 async fn patch_status(app: &WasmApp, ctx: &Context, status: &WasmAppStatus) -> Result<(), Error> {
     let api: Api<WasmApp> =
         Api::namespaced(ctx.client.clone(), &app.namespace().ok_or(Error::MissingObjectKey("metadata.namespace"))?);
@@ -288,7 +301,9 @@ async fn patch_status(app: &WasmApp, ctx: &Context, status: &WasmAppStatus) -> R
         "status": status,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&app.name_any(), &params, &Patch::Apply(&body)).await.map_err(Error::Status)?;
+    let written = api.patch_status(&app.name_any(), &params, &Patch::Apply(&body)).await;
+    ctx.set_written(app, written.is_ok().then_some(status));
+    written.map_err(Error::Status)?;
     Ok(())
 }
 
@@ -329,13 +344,26 @@ fn kind_name<K: Resource<DynamicType = ()>>() -> &'static str {
     }
 }
 
-/// Make the child named like the app match `desired`: apply when it differs, delete ours when unwanted.
-async fn ensure<K>(api: &Api<K>, name: &str, owner_uid: &str, desired: Option<K>) -> Result<Child<K>, Error>
+/// Make the child named like the app match `desired`: apply when it differs, delete ours when unwanted. The child is
+/// read from the watch's cache; the API server is asked only when the cache has none of that name and one is wanted
+/// (a foreign object of that name must be found, not overwritten) or the watch has not listed everything yet.
+async fn ensure<K>(
+    api: &Api<K>,
+    cache: &ChildCache,
+    name: &str,
+    owner_uid: &str,
+    desired: Option<K>,
+) -> Result<Child<K>, Error>
 where
-    K: Resource<DynamicType = ()> + Clone + Debug + Serialize + DeserializeOwned,
+    K: Cached + Debug,
 {
     let kind = kind_name::<K>();
-    let existing = api.get_opt(name).await.map_err(|source| Error::Read { kind, source })?;
+    let cached = api.namespace().and_then(|ns| cache.get::<K>(ns, name));
+    let existing = match cached {
+        Some(child) => Some(child),
+        None if desired.is_none() && cache.is_complete::<K>() => None,
+        None => api.get_opt(name).await.map_err(|source| Error::Read { kind, source })?,
+    };
     converge(api, name, owner_uid, desired, existing).await
 }
 
@@ -372,9 +400,15 @@ where
             Ok(Child::Present(applied))
         }
         (None, Some(existing)) if owned_by(existing.meta(), owner_uid) => {
-            api.delete(name, &DeleteParams::background()).await.map_err(|source| Error::Delete { kind, source })?;
-            tracing::info!(kind, name, "deleted: no longer wanted");
-            Ok(Child::Deleted)
+            match api.delete(name, &DeleteParams::background()).await {
+                Ok(_) => {
+                    tracing::info!(kind, name, "deleted: no longer wanted");
+                    Ok(Child::Deleted)
+                }
+                // Why not an error: the cache that showed it may lag behind its deletion.
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(Child::Absent),
+                Err(source) => Err(Error::Delete { kind, source }),
+            }
         }
         (None, _) => Ok(Child::Absent),
     }
@@ -390,7 +424,7 @@ async fn ensure_hpa(
 ) -> Result<(Child<HorizontalPodAutoscaler>, RenderConfig), Error> {
     let mut cfg = ctx.render_config();
     let name = app.name_any();
-    match ensure(hpas, &name, uid, render_hpa(app, &cfg)?).await {
+    match ensure(hpas, &ctx.children, &name, uid, render_hpa(app, &cfg)?).await {
         Ok(child) => {
             if scales_to_zero(app) && cfg.scale_to_zero && matches!(child, Child::Present(_)) {
                 ctx.set_scale_to_zero_support(ScaleToZeroSupport::Supported);
@@ -403,7 +437,7 @@ async fn ensure_hpa(
             tracing::warn!(message = %status.message, "the API server refuses HPAs with minReplicas 0; apps keep 1 replica");
             ctx.set_scale_to_zero_support(ScaleToZeroSupport::Refused(status.message.clone()));
             cfg.scale_to_zero = false;
-            let child = ensure(hpas, &name, uid, render_hpa(app, &cfg)?).await?;
+            let child = ensure(hpas, &ctx.children, &name, uid, render_hpa(app, &cfg)?).await?;
             Ok((child, cfg))
         }
         Err(e) => Err(e),
@@ -547,11 +581,11 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
     }
 
     let desired_dep = render_deployment(app, &component, &cfg)?;
-    let deployment = match ensure(&deployments, &name, &uid, Some(desired_dep)).await? {
+    let deployment = match ensure(&deployments, &ctx.children, &name, &uid, Some(desired_dep)).await? {
         Child::Present(d) => Some(d),
         Child::Absent | Child::Deleted => None,
     };
-    let service = ensure(&services, &name, &uid, render_service(app)?).await?;
+    let service = ensure(&services, &ctx.children, &name, &uid, render_service(app)?).await?;
     if matches!(service, Child::Deleted) {
         events.push(EventSpec::new(false, "ServiceDeleted", format!("deleted Service {name}: spec.http was removed")));
     }
@@ -583,11 +617,13 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
     );
     let observed = Observed { deployment: deployment.as_ref(), pod_failure, resolve_problem, scale_to_zero };
     let status = desired_status(app, &observed, &component, &cfg, (ctx.clock)());
-    events.extend(transition_events(app.status.as_ref(), &status));
-    if app.status.as_ref() != Some(&status) {
+    if app.status.as_ref() == Some(&status) {
+        ctx.set_written(app, None);
+    } else if !ctx.already_written(app, &status) {
+        events.extend(transition_events(app.status.as_ref(), &status));
         patch_status(app, ctx, &status).await?;
     }
-    publish(app, ctx, events).await;
+    ctx.events.send(&app.object_ref(&()), events);
 
     let healthy = crate::status::degraded(Some(&status)).is_none()
         && status.conditions.iter().any(|c| c.type_ == crate::status::READY && c.status == "True");
@@ -597,12 +633,13 @@ pub async fn apply(app: &WasmApp, ctx: &Context) -> Result<Action, Error> {
 /// The annotation `kubectl apply` keeps a whole copy of the object in.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
-/// Drop what the reconcile never reads from a cached WasmApp: its managedFields (one entry per writer, often larger
-/// than the spec) and `kubectl apply`'s copy of the object. The cache holds every app for the life of the process
-/// (docs/operator.md, "At scale").
-pub fn slim(app: &mut WasmApp) {
-    app.metadata.managed_fields = None;
-    if let Some(annotations) = app.metadata.annotations.as_mut() {
+/// Drop what the reconcile never reads from a cached object (WasmApp or child): its managedFields (one entry per
+/// writer, often larger than the spec) and `kubectl apply`'s copy of the object. The caches hold every app and child
+/// for the life of the process (docs/operator.md, "At scale").
+pub fn slim<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
         annotations.remove(LAST_APPLIED);
     }
 }
@@ -625,7 +662,28 @@ pub fn reconcile_triggers(
     events.applied_objects().predicate_filter(spec_version, Default::default())
 }
 
-/// Run the controller until `shutdown` resolves.
+/// The watch of one kind of child: it fills the kind's shelf and then yields the children that changed, so that their
+/// owners are reconciled (and read them there).
+fn child_watch<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    shelf: Shelf<K>,
+) -> impl Stream<Item = Result<K, watcher::Error>> + Send + 'static
+where
+    K: Cached + Debug + Send + Sync,
+{
+    watcher(api, config)
+        .default_backoff()
+        .modify(slim)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                shelf.apply(event);
+            }
+        })
+        .touched_objects()
+}
+
+/// Run the controller until `shutdown` resolves; its watches fill `ctx`'s child cache.
 pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static) {
     let client = ctx.client.clone();
     let (apps, deployments, services, hpas, slices) = match &ctx.config.namespace {
@@ -644,17 +702,18 @@ pub async fn run(ctx: Arc<Context>, shutdown: impl std::future::Future<Output = 
             Api::all(client.clone()),
         ),
     };
-    // Why the label filter: the controller only needs to see its own children, not every Deployment.
-    let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
+    // Why the label filter: the controller only needs to see its own children, not every Deployment. Why any
+    // semantic: the API server lists from its watch cache instead of a quorum read of etcd.
+    let ours = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}")).any_semantic();
     let (cache, writer) = reflector::store();
     let apps = reconcile_triggers(
         watcher(apps, watcher::Config::default().any_semantic()).default_backoff().modify(slim).reflect(writer),
     );
     let mut controller = Controller::for_stream(apps, cache)
         .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
-        .owns(deployments, ours.clone())
-        .owns(services, ours.clone())
-        .owns(hpas, ours.clone())
+        .owns_stream(child_watch(deployments, ours.clone(), ctx.children.deployments.clone()))
+        .owns_stream(child_watch(services, ours.clone(), ctx.children.services.clone()))
+        .owns_stream(child_watch(hpas, ours.clone(), ctx.children.hpas.clone()))
         .owns(slices, ours);
     if let Some(activator) = &ctx.config.activator {
         // Why every app: when activator pods come or go, every idle app's slice must follow.

@@ -2,11 +2,13 @@
 
 pub mod activator;
 pub mod app_key;
+pub mod children;
 pub mod component;
 pub mod controller;
 pub mod crd;
 pub mod demand;
 pub mod error;
+pub mod events;
 pub mod external_metrics;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzz;

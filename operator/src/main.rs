@@ -14,7 +14,8 @@ fn main() -> anyhow::Result<()> {
     // Why before anything else: mimalloc reads its options once, so they must be in the environment the process
     // starts with (`wasmkube_contract::allocator`; docs/operator.md, "At scale").
     #[cfg(feature = "mimalloc")]
-    wasmkube_contract::allocator::reexec_with_options().context("starting again with the allocator's options")?;
+    wasmkube_contract::allocator::reexec_with_options(&wasmkube_contract::allocator::OPERATOR_ALLOCATOR_ENV)
+        .context("starting again with the allocator's options")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting tokio")?;
     runtime.block_on(operator(Cli::parse()))
 }

@@ -102,8 +102,10 @@ fn environment_when_running(env: &[(&str, &str)]) -> anyhow::Result<Vec<String>>
 fn the_operator_runs_with_the_allocators_options_unless_the_environment_sets_them() -> anyhow::Result<()> {
     let env = environment_when_running(&[])?;
     assert!(env.iter().any(|e| e == "MIMALLOC_ARENA_EAGER_COMMIT=0"), "{env:?}");
+    assert!(env.iter().any(|e| e == "MIMALLOC_PURGE_DELAY=0"), "{env:?}");
     let env = environment_when_running(&[("MIMALLOC_ARENA_EAGER_COMMIT", "1")])?;
     assert!(env.iter().any(|e| e == "MIMALLOC_ARENA_EAGER_COMMIT=1"), "{env:?}");
     assert!(!env.iter().any(|e| e == "MIMALLOC_ARENA_EAGER_COMMIT=0"), "{env:?}");
+    assert!(env.iter().any(|e| e == "MIMALLOC_PURGE_DELAY=0"), "{env:?}");
     Ok(())
 }

@@ -14,10 +14,12 @@ use http::{Request, Response};
 use k8s_openapi::jiff::Timestamp;
 use kube::client::Body;
 use kube::runtime::controller::Action;
+use kube::runtime::watcher;
 use kube::Client;
 use serde_json::{json, Value};
 use support::rbac::{self, Permissions};
 use wasmkube_operator::activator::AppKey;
+use wasmkube_operator::children::{ChildCache, Shelf};
 use wasmkube_operator::component::ResolvedComponent;
 use wasmkube_operator::controller::{error_policy, reconcile, ActivatorService, Config, Context};
 use wasmkube_operator::crd::WasmApp;
@@ -235,13 +237,28 @@ async fn run_as(
     config: Config,
     steps: Vec<Step>,
 ) -> Run {
+    run_cached(rbac, app, resolver, config, None, steps).await
+}
+
+/// A reconcile that reads children from `children` (the controller's watches), or from an empty cache that never
+/// completes (a watch that has not listed yet).
+async fn run_cached(
+    rbac: Permissions,
+    app: WasmApp,
+    resolver: Option<Arc<FakeRegistry>>,
+    config: Config,
+    children: Option<ChildCache>,
+    steps: Vec<Step>,
+) -> Run {
     let (mock, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     let client = Client::new(mock, "default");
     let resolver = resolver.map(|r| r as Arc<dyn Resolver>);
-    let ctx = Arc::new(
-        Context::new(client, config, Arc::new(Metrics::default()), resolver, Some("test".into()))
-            .with_clock(Arc::new(now)),
-    );
+    let mut ctx = Context::new(client, config, Arc::new(Metrics::default()), resolver, Some("test".into()))
+        .with_clock(Arc::new(now));
+    if let Some(children) = children {
+        ctx = ctx.with_children(children);
+    }
+    let ctx = Arc::new(ctx);
     let app_json = serde_json::to_value(&app).unwrap();
     let app = Arc::new(app);
     let verifier = tokio::spawn(verify(handle, steps, app_json, rbac));
@@ -854,4 +871,84 @@ async fn a_full_port_range_is_reported_in_the_condition() {
         event("ComponentResolved", "Normal"),
     ];
     run_with(app, None, config, steps).await.result.unwrap();
+}
+
+/// A child cache whose watches have listed these Deployments and Services, and no HPA.
+fn listed(deployments: Vec<Value>, services: Vec<Value>) -> ChildCache {
+    fn list<K>(shelf: &Shelf<K>, objects: Vec<Value>)
+    where
+        K: kube::Resource + serde::Serialize + serde::de::DeserializeOwned,
+    {
+        shelf.apply(&watcher::Event::Init);
+        for obj in objects {
+            shelf.apply(&watcher::Event::InitApply(serde_json::from_value(obj).unwrap()));
+        }
+        shelf.apply(&watcher::Event::InitDone);
+    }
+    let cache = ChildCache::default();
+    list(&cache.deployments, deployments);
+    list(&cache.services, services);
+    list(&cache.hpas, Vec::new());
+    cache
+}
+
+/// The status an app has once its children are as `server_deployment` shows them (Ready).
+fn settled(spec: Value, dep: &Value) -> WasmApp {
+    let bare = app(spec.clone(), None);
+    let dep: k8s_openapi::api::apps::v1::Deployment = serde_json::from_value(dep.clone()).unwrap();
+    let status = desired_status(
+        &bare,
+        &Observed { deployment: Some(&dep), ..Default::default() },
+        &pinned(DIGEST),
+        &RenderConfig::default(),
+        now(),
+    );
+    app(spec, Some(serde_json::to_value(&status).unwrap()))
+}
+
+#[tokio::test]
+async fn children_in_the_cache_are_not_read_again() {
+    let spec = json!({"component": format!("ghcr.io/org/hello@{DIGEST}"), "http": {}});
+    let server_dep = server_deployment(&app(spec.clone(), None), &pinned(DIGEST), 1);
+    let app = settled(spec, &server_dep);
+    let cache = listed(vec![server_dep], vec![owned_service(&app)]);
+    // No request: the children come from the cache, no HPA is wanted or listed, the status is unchanged.
+    let run = run_cached(rbac::operator(), app, None, Config::default(), Some(cache), Vec::new()).await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn a_cached_child_that_differs_is_applied_without_a_read() {
+    let spec = json!({"component": format!("ghcr.io/org/hello@{DIGEST}"), "http": {}});
+    let server_dep = server_deployment(&app(spec.clone(), None), &pinned(DIGEST), 1);
+    let app = settled(spec, &server_dep);
+    let mut drifted = server_dep.clone();
+    drifted["spec"]["template"]["spec"]["containers"][0]["command"] = json!(["oci://ghcr.io/org/other:1"]);
+    let cache = listed(vec![drifted], vec![owned_service(&app)]);
+    let steps = vec![Step::apply(DEPLOY)
+        .check(|b| {
+            let c = &b["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(c["command"], json!([format!("oci://ghcr.io/org/hello@{DIGEST}")]));
+        })
+        .reply(200, server_dep)];
+    let run = run_cached(rbac::operator(), app, None, Config::default(), Some(cache), steps).await;
+    assert_eq!(run.result.unwrap(), Action::requeue(Duration::from_secs(300)));
+}
+
+#[tokio::test]
+async fn a_wanted_child_missing_from_the_cache_is_still_looked_for() {
+    let spec = json!({"component": format!("ghcr.io/org/hello@{DIGEST}"), "http": {}});
+    let server_dep = server_deployment(&app(spec.clone(), None), &pinned(DIGEST), 1);
+    let app = settled(spec, &server_dep);
+    // Not in the cache (the watch sees only objects with our labels), but there: someone else's Service.
+    let foreign = json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "hello", "namespace": "apps"}, "spec": {"ports": [{"port": 80}]}});
+    let cache = listed(vec![server_dep], Vec::new());
+    let steps = vec![
+        Step::get(SERVICE).reply(200, foreign),
+        Step::apply(STATUS).check(|b| assert_eq!(condition(&b["status"], "Degraded")["reason"], "NameConflict")),
+        event("NameConflict", "Warning"),
+    ];
+    let run = run_cached(rbac::operator(), app, None, Config::default(), Some(cache), steps).await;
+    assert_eq!(run.result.unwrap_err().category(), "NameConflict");
 }

@@ -230,7 +230,7 @@ mod tests {
         assert_eq!(s.activator.hold_timeout, Duration::from_secs(60));
         assert_eq!(s.activator.max_held_per_app, 256);
         assert_eq!(s.activator_ports, ActivatorPorts { first: 20000, last: 29999 });
-        assert_eq!(s.controller(&pod()).concurrency, 8);
+        assert_eq!(s.controller(&pod()).concurrency, 2);
         Ok(())
     }
 
@@ -247,7 +247,7 @@ mod tests {
             "--activator-hold-timeout-seconds=5",
             "--activator-max-held-per-app=3",
             "--activator-ports=40000-40009",
-            "--max-concurrent-reconciles=2",
+            "--max-concurrent-reconciles=5",
         ])?;
         assert_eq!(s.namespace.as_deref(), Some("apps"));
         assert_eq!(s.log_format, LogFormat::Text);
@@ -260,7 +260,7 @@ mod tests {
         assert_eq!(s.activator.hold_timeout, Duration::from_secs(5));
         assert_eq!(s.activator.max_held_per_app, 3);
         assert_eq!(s.activator_ports, ActivatorPorts { first: 40000, last: 40009 });
-        assert_eq!(s.controller(&pod()).concurrency, 2);
+        assert_eq!(s.controller(&pod()).concurrency, 5);
         Ok(())
     }
 
