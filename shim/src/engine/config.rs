@@ -20,8 +20,12 @@ const COMPONENT_INSTANCES: u32 = 4_000;
 const CORE_INSTANCES: u32 = 16_000;
 const MEMORIES: u32 = 8_000;
 const TABLES: u32 = 16_000;
-/// Bytes of a freed memory or table slot reset in place instead of given back with `madvise`.
+/// Bytes of a freed memory or table slot reset in place instead of given back with `madvise`, where the
+/// kernel can tell which of them were written (`PAGEMAP_SCAN`).
 const KEEP_RESIDENT: usize = 1 << 20;
+/// The first kernel with the `PAGEMAP_SCAN` ioctl. Without it wasmtime would `memset` all of the kept bytes
+/// after every instance, written or not, so older kernels keep nothing resident (the `madvise` of before).
+const PAGEMAP_SCAN_SINCE: (u32, u32) = (6, 7);
 /// Every running store needs a fiber stack (async host calls); 4,000 × 2 MiB, committed on touch.
 const STACKS: u32 = 4_000;
 
@@ -42,10 +46,23 @@ fn pooling() -> PoolingAllocationConfig {
         .max_core_instances_per_component(16)
         .max_memories_per_component(16)
         .max_tables_per_component(16)
-        .linear_memory_keep_resident(KEEP_RESIDENT)
-        .table_keep_resident(KEEP_RESIDENT)
         .pagemap_scan(Enabled::Auto);
+    let keep_resident = if kernel_has_pagemap_scan() { KEEP_RESIDENT } else { 0 };
+    pool.linear_memory_keep_resident(keep_resident).table_keep_resident(keep_resident);
     pool
+}
+
+fn kernel_has_pagemap_scan() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .ok()
+        .and_then(|release| kernel_version(&release))
+        .is_some_and(|version| version >= PAGEMAP_SCAN_SINCE)
+}
+
+/// `(major, minor)` of a kernel release such as `6.1.0-28-amd64`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut numbers = release.trim().split(|c: char| !c.is_ascii_digit());
+    Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
 }
 
 /// The engine: pooled when the host allows the reservation (the probe is creating it), else on-demand.
@@ -65,6 +82,16 @@ pub fn build_engine() -> anyhow::Result<(Engine, Allocator)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kernel_releases_are_read_as_major_and_minor() {
+        assert_eq!(kernel_version("6.1.0-28-amd64\n"), Some((6, 1)));
+        assert_eq!(kernel_version("6.18.44-fc-v1045"), Some((6, 18)));
+        assert_eq!(kernel_version("5.15"), Some((5, 15)));
+        assert_eq!(kernel_version("garbage"), None);
+        assert!(kernel_version("6.1.0").is_some_and(|v| v < PAGEMAP_SCAN_SINCE));
+        assert!(kernel_version("6.7.0").is_some_and(|v| v >= PAGEMAP_SCAN_SINCE));
+    }
 
     #[test]
     fn the_pool_fits_a_full_node_of_components() {
