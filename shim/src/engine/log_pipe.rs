@@ -44,10 +44,13 @@ pub struct LogPipe {
     shared: Arc<Shared>,
 }
 
-/// The host's end: closes the stream and waits for the drain.
+/// The host's end: closes the stream and waits for the drain. Dropped without [`LogDrain::finish`] (its
+/// container failed before it ran), it still closes the stream, so the drain task ends and lets go of the
+/// container's log FIFO.
 pub struct LogDrain {
     shared: Arc<Shared>,
-    task: JoinHandle<()>,
+    /// Taken by `finish`.
+    task: Option<JoinHandle<()>>,
 }
 
 impl LogPipe {
@@ -55,7 +58,7 @@ impl LogPipe {
     pub fn new(sink: Option<Box<dyn AsyncWrite + Send + Sync + Unpin>>) -> (LogPipe, LogDrain) {
         let shared = Arc::new(Shared { buffer: Mutex::default(), data: Notify::new() });
         let task = tokio::spawn(drain(shared.clone(), sink));
-        (LogPipe { shared: shared.clone() }, LogDrain { shared, task })
+        (LogPipe { shared: shared.clone() }, LogDrain { shared, task: Some(task) })
     }
 }
 
@@ -91,17 +94,27 @@ async fn drain(shared: Arc<Shared>, mut sink: Option<Box<dyn AsyncWrite + Send +
 
 impl LogDrain {
     /// Closes the stream and waits up to `grace` for buffered output to reach the reader.
-    pub async fn finish(self, grace: Duration) {
-        {
-            let mut buf = self.shared.lock();
-            buf.closed = true;
-        }
-        self.shared.data.notify_one();
-        let abort = self.task.abort_handle();
-        if tokio::time::timeout(grace, self.task).await.is_err() {
+    pub async fn finish(mut self, grace: Duration) {
+        self.close();
+        let Some(task) = self.task.take() else { return };
+        let abort = task.abort_handle();
+        if tokio::time::timeout(grace, task).await.is_err() {
             tracing::warn!("container log reader did not take the last output in time; dropping it");
             abort.abort();
         }
+    }
+}
+
+impl LogDrain {
+    fn close(&self) {
+        self.shared.lock().closed = true;
+        self.shared.data.notify_one();
+    }
+}
+
+impl Drop for LogDrain {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 
@@ -173,6 +186,19 @@ mod tests {
         let started = std::time::Instant::now();
         drain.finish(Duration::from_millis(200)).await;
         assert!(started.elapsed() < Duration::from_secs(2));
+    }
+
+    #[tokio::test]
+    async fn a_drain_dropped_without_finish_still_ends_and_releases_its_sink() {
+        let (tx, mut rx) = tokio::io::duplex(1 << 10);
+        let (mut pipe, drain) = LogPipe::new(Some(Box::new(tx)));
+        pipe.write_all(b"before the failure\n").await.unwrap();
+        drop(drain);
+        // The reader sees the output and then end of file: the task ended and dropped the sink.
+        let mut out = String::new();
+        tokio::time::timeout(Duration::from_secs(10), rx.read_to_string(&mut out)).await.unwrap().unwrap();
+        assert_eq!(out, "before the failure\n");
+        assert!(pipe.write_all(b"late").await.is_err());
     }
 
     #[tokio::test]
