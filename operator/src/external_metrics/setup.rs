@@ -173,8 +173,12 @@ pub async fn start(
     let listener =
         tokio::net::TcpListener::bind(settings.addr).await.map_err(|e| SetupError::Bind(settings.addr, e))?;
     tracing::info!(addr = %settings.addr, "serving external.metrics.k8s.io");
-    tokio::spawn(refresh(cluster, access.clone(), tls.clone(), inputs));
-    tokio::spawn(serve(listener, tls, access, demand, shutdown));
+    let refresher = tokio::spawn(refresh(cluster, access.clone(), tls.clone(), inputs));
+    tokio::spawn(async move {
+        serve(listener, tls, access, demand, shutdown).await;
+        // Nothing is served any more: the certificates need no refreshing.
+        refresher.abort();
+    });
     Ok(())
 }
 
