@@ -1,5 +1,6 @@
 //! Manifests and indexes as the registry sends them, and the rules that find the component in them.
 
+use std::cell::Cell;
 use std::io::Read;
 
 use serde::{Deserialize, Serialize};
@@ -153,33 +154,40 @@ pub(crate) fn too_large(reference: &str, what: &str, max: u64) -> Error {
     }
 }
 
-/// A reader that fails once more than `left` bytes came through it.
-struct AtMost<R> {
+/// A reader that fails once more than `left` bytes came through it, and says so in `exceeded` (the tar
+/// reader wraps the error it gets).
+struct AtMost<'a, R> {
     inner: R,
     left: u64,
+    exceeded: &'a Cell<bool>,
 }
 
-impl<R: Read> Read for AtMost<R> {
+impl<R: Read> Read for AtMost<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.left = self.left.checked_sub(n as u64).ok_or_else(|| std::io::Error::other(UNPACKED_TOO_LARGE))?;
+        match self.left.checked_sub(n as u64) {
+            Some(left) => self.left = left,
+            None => {
+                self.exceeded.set(true);
+                return Err(std::io::Error::other("the layer unpacks past the bound"));
+            }
+        }
         Ok(n)
     }
 }
 
-const UNPACKED_TOO_LARGE: &str = "unpacked past the bound";
-
 fn wasm_from_tar(tar_stream: impl Read, reference: &str, max: u64) -> Result<Vec<u8>, Error> {
-    let bounded = |e: &std::io::Error| e.to_string().contains(UNPACKED_TOO_LARGE);
+    let exceeded = Cell::new(false);
     let none = |reason: String| Error::NoComponent { reference: reference.to_string(), reason };
     // Unpacking stops at the bound (plus a tar's headers), so a small layer cannot make the daemon
     // unpack gigabytes.
-    let mut archive = tar::Archive::new(AtMost { inner: tar_stream, left: max.saturating_add(1 << 20) });
+    let limit = max.saturating_add(1 << 20);
+    let mut archive = tar::Archive::new(AtMost { inner: tar_stream, left: limit, exceeded: &exceeded });
     let entries = archive.entries().map_err(|e| none(format!("the image layer is not a tar archive: {e}")))?;
     let mut found: Vec<(String, Vec<u8>)> = Vec::new();
     for entry in entries {
         let mut entry = entry.map_err(|e| {
-            if bounded(&e) {
+            if exceeded.get() {
                 return too_large(reference, "the image layer unpacks to more than", max);
             }
             none(format!("the image layer is not a valid tar archive: {e}"))
@@ -191,7 +199,7 @@ fn wasm_from_tar(tar_stream: impl Read, reference: &str, max: u64) -> Result<Vec
             }
             let mut bytes = Vec::new();
             entry.read_to_end(&mut bytes).map_err(|e| {
-                if bounded(&e) {
+                if exceeded.get() {
                     return too_large(reference, "the image layer unpacks to more than", max);
                 }
                 none(format!("cannot read {path} from the image layer: {e}"))

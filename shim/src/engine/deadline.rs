@@ -40,14 +40,14 @@ impl NodeClock {
         self.tx.send_replace(Instant::now());
     }
 
-    /// Runs `guest` until it ends, `deadline` passes or `killed` turns true (checked at every tick and nudge).
-    pub async fn guard<F: Future>(&self, guest: F, deadline: Instant, killed: &AtomicBool) -> Guarded<F::Output> {
+    /// Runs `guest` until it ends, `deadline` passes or `killed` is turned (checked at every tick and nudge).
+    pub async fn guard<F: Future>(&self, guest: F, deadline: Instant, killed: &KillSwitch) -> Guarded<F::Output> {
         let mut clock = self.tx.subscribe();
         tokio::select! {
             biased;
             out = guest => Guarded::Done(out),
-            _ = clock.wait_for(|now| *now >= deadline || killed.load(Ordering::Relaxed)) => {
-                if killed.load(Ordering::Relaxed) { Guarded::Killed } else { Guarded::TimedOut }
+            _ = clock.wait_for(|now| *now >= deadline || killed.is_turned()) => {
+                if killed.is_turned() { Guarded::Killed } else { Guarded::TimedOut }
             }
         }
     }
@@ -75,9 +75,8 @@ impl KillSwitch {
         clock.nudge();
     }
 
-    /// The flag a guard checks.
-    pub fn flag(&self) -> &AtomicBool {
-        &self.0
+    fn is_turned(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -88,7 +87,7 @@ mod tests {
     #[tokio::test]
     async fn a_guest_that_ends_in_time_gives_its_output() {
         let clock = NodeClock::default();
-        let out = clock.guard(async { 7 }, Instant::now() + Duration::from_secs(60), &AtomicBool::new(false)).await;
+        let out = clock.guard(async { 7 }, Instant::now() + Duration::from_secs(60), &KillSwitch::default()).await;
         assert_eq!(out, Guarded::Done(7));
     }
 
@@ -104,7 +103,7 @@ mod tests {
         });
         let started = Instant::now();
         let deadline = started + Duration::from_millis(100);
-        let out = clock.guard(std::future::pending::<()>(), deadline, &AtomicBool::new(false)).await;
+        let out = clock.guard(std::future::pending::<()>(), deadline, &KillSwitch::default()).await;
         assert_eq!(out, Guarded::TimedOut);
         assert!(started.elapsed() >= Duration::from_millis(100));
         ticks.abort();
@@ -116,7 +115,7 @@ mod tests {
         let switch = Arc::new(KillSwitch::default());
         let (c, s) = (clock.clone(), switch.clone());
         let guarded = tokio::spawn(async move {
-            c.guard(std::future::pending::<()>(), Instant::now() + Duration::from_secs(600), s.flag()).await
+            c.guard(std::future::pending::<()>(), Instant::now() + Duration::from_secs(600), &s).await
         });
         tokio::time::sleep(Duration::from_millis(20)).await;
         switch.kill(&clock);
@@ -129,7 +128,7 @@ mod tests {
         let clock = NodeClock::default();
         let switch = KillSwitch::default();
         switch.kill(&clock);
-        let out = clock.guard(std::future::pending::<()>(), Instant::now() + Duration::from_secs(600), switch.flag());
+        let out = clock.guard(std::future::pending::<()>(), Instant::now() + Duration::from_secs(600), &switch);
         assert_eq!(tokio::time::timeout(Duration::from_secs(10), out).await.unwrap(), Guarded::Killed);
     }
 }

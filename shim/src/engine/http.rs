@@ -82,8 +82,6 @@ pub struct HttpWorkload {
     listener: std::net::TcpListener,
     server: Arc<Server>,
     logs: LogDrains,
-    /// Turned when the container ends: guests still running stop.
-    kill: Arc<KillSwitch>,
     _cache_pin: Pin,
     _metrics: Registration,
 }
@@ -96,7 +94,6 @@ impl HttpWorkload {
         let listener = bind_listener(launch.network_namespace.as_deref(), addr)
             .map_err(|e| LaunchError::cannot_run(format!("the wasi:http component cannot listen: {e}")))?;
         tracing::info!(id = %launch.id, %addr, netns = ?launch.network_namespace, "wasi:http component listening");
-        let kill = Arc::new(KillSwitch::default());
         let server = Arc::new(Server {
             id: launch.id,
             pre,
@@ -109,10 +106,10 @@ impl HttpWorkload {
             settings: launch.settings,
             usage: Arc::new(Usage::default()),
             series: launch.metrics.series(),
-            killed: kill.clone(),
+            killed: KillSwitch::default(),
             clock: launch.clock,
         });
-        Ok(Self { listener, server, logs: launch.logs, kill, _cache_pin: launch.cache_pin, _metrics: launch.metrics })
+        Ok(Self { listener, server, logs: launch.logs, _cache_pin: launch.cache_pin, _metrics: launch.metrics })
     }
 }
 
@@ -142,19 +139,19 @@ struct Server {
     /// Requests and requests in flight, for the node's metrics endpoint.
     series: Arc<ContainerSeries>,
     /// Turned when the container is killed: guests still running stop at their next yield.
-    killed: Arc<KillSwitch>,
+    killed: KillSwitch,
     clock: NodeClock,
 }
 
 impl HttpWorkload {
     async fn serve(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
-        let HttpWorkload { listener, server, logs, kill, _cache_pin, _metrics } = self;
+        let HttpWorkload { listener, server, logs, _cache_pin, _metrics } = self;
         let exit = match tokio::net::TcpListener::from_std(listener) {
             Ok(listener) => accept_until_stopped(listener, server.clone(), &mut signals).await,
             Err(e) => Exit::failed(126, format!("the wasi:http listener cannot be used: {e}")),
         };
         // Whatever still runs in a guest now ends at its next yield point.
-        kill.kill(&server.clock);
+        server.killed.kill(&server.clock);
         drop(server);
         logs.finish().await;
         exit
@@ -269,7 +266,7 @@ impl Server {
         let usage = self.usage.clone();
         let timeout = self.settings.request_timeout;
         let deadline = Instant::now() + timeout;
-        let (clock, killed) = (self.clock.clone(), self.killed.clone());
+        let server = self.clone();
         // The guest runs in a task of its own: it may go on writing the body after the response head
         // is sent. It holds the in-flight permit until it ends.
         let guest = tokio::spawn(async move {
@@ -282,7 +279,7 @@ impl Server {
                 },
                 usage,
             );
-            clock.guard(run, deadline, killed.flag()).await
+            server.clock.guard(run, deadline, &server.killed).await
         });
 
         match receiver.await {

@@ -48,6 +48,7 @@ use crate::runtime::{Launch, LaunchError, Runtime, Usage, Workload};
 const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// The node clock that ends late requests advances every this many epoch ticks.
 const EPOCHS_PER_CLOCK_TICK: u32 = (deadline::CLOCK_TICK.as_millis() / EPOCH_TICK.as_millis()) as u32;
+const _: () = assert!(EPOCHS_PER_CLOCK_TICK > 0, "the node clock cannot tick faster than the epoch");
 
 /// A component compiled and linked once, shared by every container that runs it.
 enum Prepared {
