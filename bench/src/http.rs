@@ -2,7 +2,7 @@
 //! and against the reference host (wasmtime-wasi-http's own recipe, same engine settings, allocator and
 //! component) listening in a second pod's network namespace, so both are reached over the same CNI bridge.
 //! A third target is the shim with its access log on, to show what a line per request costs. Rounds
-//! interleave the targets so that drift hits all alike.
+//! interleave the targets, each round starting with the next one, so that drift hits all alike.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -111,7 +111,10 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut runs: Vec<(&str, WrkRun)> = Vec::new();
     for round in 0..args.rounds {
-        for (name, addr, server) in targets {
+        // Each round starts with the next target, so that no target always runs first or right after another.
+        let mut order = targets;
+        order.rotate_left(round % targets.len());
+        for (name, addr, server) in order {
             let cpu_before =
                 cpu_seconds_of(server).with_context(|| format!("the {name} server (pid {server}) is gone"))?;
             let mut r = wrk(addr, &args, args.duration)?;

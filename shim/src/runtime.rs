@@ -101,8 +101,14 @@ pub struct Usage {
 impl Usage {
     /// Records the instance's current memory and keeps the peak.
     pub fn set_memory(&self, bytes: u64) {
-        self.memory_bytes.store(bytes, Ordering::Relaxed);
-        self.memory_peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+        // Every instance of a container reports here as it starts, from every thread: reading first leaves
+        // the shared cache line unwritten in the usual case that nothing changed.
+        if self.memory_bytes.load(Ordering::Relaxed) != bytes {
+            self.memory_bytes.store(bytes, Ordering::Relaxed);
+        }
+        if self.memory_peak_bytes.load(Ordering::Relaxed) < bytes {
+            self.memory_peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+        }
     }
 }
 

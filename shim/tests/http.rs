@@ -150,7 +150,7 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
     assert_eq!(trapped.status, 500, "{trapped:?}");
     assert_eq!(get(a.addr, "/")?.status, 200, "the request after a trap is served");
     wait_until("the trap reaches the container's stderr", Duration::from_secs(5), || {
-        stderr_of(&cri, &a.id).iter().any(|l| l.contains("GET /trap") && l.contains("trapped"))
+        stderr_of(&cri, &a.id).iter().any(|l| l.contains("GET /trap: the component trapped: wasm trap: "))
     })?;
     wait_until("guest stdout reaches the container log", Duration::from_secs(5), || {
         stdout_of(&cri, &a.id).iter().any(|l| l == "hello-http: GET /")

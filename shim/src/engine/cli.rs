@@ -10,7 +10,7 @@ use wasmtime_wasi::{I32Exit, WasiCtx};
 
 use super::cache::Pin;
 use super::cpu::CpuMetered;
-use super::host::{new_store, Host, Limits, MemoryLimitExceeded};
+use super::host::{guest_failure, new_store, Host, Limits, MemoryLimitExceeded};
 use super::outbound::OutboundPolicy;
 use super::workload::LogDrains;
 use crate::runtime::{next_signal, Exit, Signal, Usage, Workload};
@@ -53,7 +53,7 @@ impl CliWorkload {
                     let command = pre.instantiate_async(&mut store).await?;
                     command.wasi_cli_run().call_run(&mut store).await
                 },
-                usage.clone(),
+                &usage,
             ) => exit_of(result),
             signal = next_signal(&mut signals) => Exit::code(128 + signal.0),
         };
@@ -76,7 +76,7 @@ fn exit_of(result: wasmtime::Result<Result<(), ()>>) -> Exit {
             if let Some(oom) = e.downcast_ref::<MemoryLimitExceeded>() {
                 return Exit::out_of_memory(oom.to_string());
             }
-            Exit::failed(TRAP_EXIT_CODE, format!("the component trapped: {e:?}"))
+            Exit::failed(TRAP_EXIT_CODE, format!("the component trapped: {}", guest_failure(&e)))
         }
     }
 }

@@ -75,7 +75,7 @@ pub fn build_engine() -> anyhow::Result<(Engine, Allocator)> {
             tracing::warn!(error = %format!("{e:#}"), "the pooling allocator is not available here; instances are allocated on demand")
         }
     }
-    let engine = Engine::new(&base()).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:?}"))?;
+    let engine = Engine::new(&base()).map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:#}"))?;
     Ok((engine, Allocator::OnDemand))
 }
 

@@ -21,7 +21,6 @@ use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -38,19 +37,19 @@ thread_local! {
 use crate::runtime::Usage;
 
 /// Wraps a future and adds the CPU time of each of its polls to [`Usage::cpu_nanos`].
-pub struct CpuMetered<F> {
+pub struct CpuMetered<'a, F> {
     inner: Pin<Box<F>>,
-    usage: Arc<Usage>,
+    usage: &'a Usage,
 }
 
-impl<F: Future> CpuMetered<F> {
+impl<'a, F: Future> CpuMetered<'a, F> {
     /// Meters `inner` into `usage`.
-    pub fn new(inner: F, usage: Arc<Usage>) -> Self {
+    pub fn new(inner: F, usage: &'a Usage) -> Self {
         Self { inner: Box::pin(inner), usage }
     }
 }
 
-impl<F: Future> Future for CpuMetered<F> {
+impl<F: Future> Future for CpuMetered<'_, F> {
     type Output = F::Output;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
@@ -99,7 +98,7 @@ mod tests {
 
     #[tokio::test]
     async fn busy_polls_are_counted() {
-        let usage = Arc::new(Usage::default());
+        let usage = Usage::default();
         // Burn 20 ms of this thread's CPU (not wall) time, so a loaded machine cannot fail the test.
         let busy = async {
             let start = thread_cpu_nanos();
@@ -108,23 +107,23 @@ mod tests {
                 x = std::hint::black_box(x.wrapping_add(1));
             }
         };
-        CpuMetered::new(busy, usage.clone()).await;
+        CpuMetered::new(busy, &usage).await;
         assert!(usage.cpu_nanos.load(Ordering::Relaxed) >= 20_000_000);
     }
 
     #[tokio::test]
     async fn a_long_poll_off_the_cpu_counts_only_its_cpu_time() {
-        let usage = Arc::new(Usage::default());
+        let usage = Usage::default();
         // 50 ms of wall time in which the thread does not run: the CPU clock, not the wall clock, decides.
         let sleeping = async { std::thread::sleep(Duration::from_millis(50)) };
-        CpuMetered::new(sleeping, usage.clone()).await;
+        CpuMetered::new(sleeping, &usage).await;
         let counted = usage.cpu_nanos.load(Ordering::Relaxed);
         assert!(counted < 25_000_000, "counted {counted} ns for a poll that slept 50 ms");
     }
 
     #[tokio::test]
     async fn a_long_poll_off_the_cpu_does_not_count_the_threads_earlier_work() {
-        let usage = Arc::new(Usage::default());
+        let usage = Usage::default();
         // A reading, then 30 ms of unmetered CPU work on this thread, then a poll that sleeps: the poll must
         // start from a fresh reading, not charge the earlier work to the guest.
         recent_reading(Instant::now());
@@ -134,14 +133,14 @@ mod tests {
             x = std::hint::black_box(x.wrapping_add(1));
         }
         let sleeping = async { std::thread::sleep(Duration::from_millis(50)) };
-        CpuMetered::new(sleeping, usage.clone()).await;
+        CpuMetered::new(sleeping, &usage).await;
         let counted = usage.cpu_nanos.load(Ordering::Relaxed);
         assert!(counted < 25_000_000, "counted {counted} ns for a poll that slept 50 ms");
     }
 
     #[tokio::test]
     async fn short_polls_are_counted_too() {
-        let usage = Arc::new(Usage::default());
+        let usage = Usage::default();
         let mut polls = 0;
         // Many polls each well under the exact threshold: every one adds its (wall) time.
         let yielding = std::future::poll_fn(|cx| {
@@ -152,7 +151,7 @@ mod tests {
             cx.waker().wake_by_ref();
             Poll::Pending
         });
-        CpuMetered::new(yielding, usage.clone()).await;
+        CpuMetered::new(yielding, &usage).await;
         assert!(usage.cpu_nanos.load(Ordering::Relaxed) > 0);
     }
 }

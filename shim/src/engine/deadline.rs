@@ -42,6 +42,15 @@ impl NodeClock {
 
     /// Runs `guest` until it ends, `deadline` passes or `killed` is turned (checked at every tick and nudge).
     pub async fn guard<F: Future>(&self, guest: F, deadline: Instant, killed: &KillSwitch) -> Guarded<F::Output> {
+        if killed.is_turned() {
+            return Guarded::Killed;
+        }
+        // Most guests end in their first poll: only one that does not waits on the clock, so the others never
+        // touch its shared waiter list.
+        let mut guest = std::pin::pin!(guest);
+        if let std::task::Poll::Ready(out) = futures::poll!(guest.as_mut()) {
+            return Guarded::Done(out);
+        }
         let mut clock = self.tx.subscribe();
         tokio::select! {
             biased;

@@ -47,6 +47,16 @@ pub fn new_store(engine: &Engine, host: Host) -> Store<Host> {
     store
 }
 
+/// Why a guest failed, in words for the container's log: the cause (the trap's kind, a host error), then
+/// the guest's stack when wasmtime recorded one (its lines name the component's functions).
+pub fn guest_failure(e: &wasmtime::Error) -> String {
+    let cause = e.root_cause().to_string();
+    match e.downcast_ref::<wasmtime::WasmBacktrace>() {
+        Some(stack) => format!("{cause}\n{stack}"),
+        None => cause,
+    }
+}
+
 /// The instance grew past the container's memory limit.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -111,6 +121,15 @@ impl ResourceLimiter for Limits {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guest_failure_says_its_cause_first_and_no_debug_dump() {
+        let e = wasmtime::Error::new(MemoryLimitExceeded { wanted: 2, limit: 1 }).context("while running");
+        assert_eq!(
+            guest_failure(&e),
+            "OOMKilled: the component tried to grow its memory to 2 bytes, over the container's limit of 1 bytes"
+        );
+    }
 
     #[test]
     fn growth_within_the_limit_is_counted() {

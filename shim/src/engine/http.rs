@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use wasmtime::Store;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
@@ -29,7 +30,7 @@ use wasmtime_wasi_http::{Error as HttpError, WasiHttpView};
 use super::cache::Pin;
 use super::cpu::CpuMetered;
 use super::deadline::{Guarded, KillSwitch, NodeClock};
-use super::host::{new_store, Host, Limits};
+use super::host::{guest_failure, new_store, Host, Limits};
 use super::log_pipe::LogPipe;
 use super::netns::bind_listener;
 use super::outbound::OutboundPolicy;
@@ -102,7 +103,7 @@ impl HttpWorkload {
             access_log: launch.access_log,
             memory_limit: launch.memory_limit,
             outbound: launch.outbound,
-            in_flight: Arc::new(Semaphore::new(launch.settings.max_in_flight)),
+            in_flight: AtomicUsize::new(0),
             settings: launch.settings,
             usage: Arc::new(Usage::default()),
             series: launch.metrics.series(),
@@ -133,7 +134,8 @@ struct Server {
     access_log: Option<LogPipe>,
     memory_limit: Option<u64>,
     outbound: OutboundPolicy,
-    in_flight: Arc<Semaphore>,
+    /// Requests admitted and not yet done, bounded by `settings.max_in_flight`.
+    in_flight: AtomicUsize,
     settings: HttpSettings,
     usage: Arc<Usage>,
     /// Requests and requests in flight, for the node's metrics endpoint.
@@ -238,11 +240,10 @@ impl Server {
     async fn respond(self: Arc<Self>, req: Request<Incoming>) -> Response<HyperOutgoingBody> {
         // Kept to name the request should it fail; formatted only then.
         let what = RequestLine { method: req.method().clone(), uri: req.uri().clone() };
-        // Counted whatever the answer (503, 413 included); in flight until the guest ends, like its permit.
-        let counted = self.series.begin(req.headers());
-        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
+        let admission = Admission::of(&self, req.headers());
+        if !admission.admitted {
             return plain(StatusCode::SERVICE_UNAVAILABLE, "too many requests in flight for this container\n");
-        };
+        }
         let limit = self.settings.max_request_body_bytes;
         if declared_length(&req).is_some_and(|n| n > limit) {
             return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes\n"));
@@ -262,33 +263,31 @@ impl Server {
             Err(e) => return plain(StatusCode::BAD_REQUEST, format!("invalid request: {e}\n")),
         };
 
-        let pre = self.pre.clone();
-        let usage = self.usage.clone();
         let timeout = self.settings.request_timeout;
         let deadline = Instant::now() + timeout;
-        let server = self.clone();
-        // The guest runs in a task of its own: it may go on writing the body after the response head
-        // is sent. It holds the in-flight permit until it ends.
-        let guest = tokio::spawn(async move {
-            let _permit = permit;
-            let _counted = counted;
+        let guest = async move {
+            let server = &admission.server;
             let run = CpuMetered::new(
-                async move {
-                    let proxy = pre.instantiate_async(&mut store).await?;
+                async {
+                    let proxy = server.pre.instantiate_async(&mut store).await?;
                     proxy.wasi_http_incoming_handler().call_handle(&mut store, incoming, outparam).await
                 },
-                usage,
+                &server.usage,
             );
             server.clock.guard(run, deadline, &server.killed).await
-        });
+        };
 
+        // The guest runs in a task of its own: it may go on writing the body after the response head is sent.
+        let guest = tokio::spawn(guest);
         match receiver.await {
             Ok(Ok(response)) => response,
-            Ok(Err(code)) => self.failed(&what, &format!("the component answered with error {code:?}")).await,
+            Ok(Err(code)) => self.failed(&what, &format!("the component answered with error {code}")).await,
             // The guest ended without setting a response: find out why.
             Err(_) => match guest.await {
                 Ok(Guarded::Done(Ok(()))) => self.failed(&what, "the component returned without a response").await,
-                Ok(Guarded::Done(Err(e))) => self.failed(&what, &format!("the component trapped: {e:?}")).await,
+                Ok(Guarded::Done(Err(e))) => {
+                    self.failed(&what, &format!("the component trapped: {}", guest_failure(&e))).await
+                }
                 Ok(Guarded::TimedOut) => plain(
                     StatusCode::GATEWAY_TIMEOUT,
                     format!("the component did not answer within {}s\n", timeout.as_secs_f64()),
@@ -315,6 +314,40 @@ impl Server {
             tracing::debug!(id = %self.id, error = %e, "container log closed");
         }
         plain(StatusCode::INTERNAL_SERVER_ERROR, "the component failed to handle the request\n")
+    }
+}
+
+/// A request in the container's bound on requests in flight and (unless a kubelet probe) in its metrics,
+/// until the guest that serves it ends; it holds the request's one handle on the server. One handle, not
+/// clones of the server's parts: each would be a shared counter that every request on every core increments
+/// and decrements.
+struct Admission {
+    server: Arc<Server>,
+    /// Counted in the metrics: every request but a probe, whatever its answer (503 and 413 included).
+    counted: bool,
+    /// Within `max_in_flight`; a request that is not gets a 503.
+    admitted: bool,
+}
+
+impl Admission {
+    fn of(server: &Arc<Server>, headers: &http::HeaderMap) -> Self {
+        let counted = server.series.start(headers);
+        let admitted = server.in_flight.fetch_add(1, Ordering::Relaxed) < server.settings.max_in_flight;
+        if !admitted {
+            server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        Self { server: server.clone(), counted, admitted }
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        if self.admitted {
+            self.server.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+        if self.counted {
+            self.server.series.end();
+        }
     }
 }
 

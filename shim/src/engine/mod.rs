@@ -85,9 +85,9 @@ impl NodeEngine {
         // The complete WASI 0.2 set (0.2.0 … 0.2.12, `exit-with-code` included), for every component;
         // preopens and the network policy decide what a guest can reach.
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("cannot link WASI into the engine: {e:?}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot link WASI into the engine: {e:#}"))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
-            .map_err(|e| anyhow::anyhow!("cannot link wasi:http into the engine: {e:?}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot link wasi:http into the engine: {e:#}"))?;
 
         let EngineSettings { cache_dir, cache_max_bytes, insecure_registries, http } = settings;
         let cache = cache::NodeCache::open(&cache_dir, cache_max_bytes, &engine)
@@ -149,12 +149,12 @@ impl NodeEngine {
         let pre = self
             .linker
             .instantiate_pre(&compiled)
-            .map_err(|e| LaunchError::cannot_run(format!("component {origin} cannot be linked: {e:?}")))?;
+            .map_err(|e| LaunchError::cannot_run(format!("component {origin} cannot be linked: {e:#}")))?;
         // What the component is comes from its type, not from its name.
         if http::exports_incoming_handler(&self.engine, &compiled) {
             let proxy = ProxyPre::new(pre).map_err(|e| {
                 LaunchError::cannot_run(format!(
-                    "component {origin}: its wasi:http/incoming-handler export cannot be used: {e:?}"
+                    "component {origin}: its wasi:http/incoming-handler export cannot be used: {e:#}"
                 ))
             })?;
             tracing::info!(component = %origin, "compiled and linked wasi:http component");
@@ -162,7 +162,7 @@ impl NodeEngine {
         }
         let command = CommandPre::new(pre).map_err(|e| {
             LaunchError::cannot_run(format!(
-                "component {origin} exports neither wasi:cli/run nor wasi:http/incoming-handler, so it cannot run: {e:?}"
+                "component {origin} exports neither wasi:cli/run nor wasi:http/incoming-handler, so it cannot run: {e:#}"
             ))
         })?;
         tracing::info!(component = %origin, "compiled and linked component");
@@ -268,7 +268,7 @@ fn compile_and_store_here(
     let origin = &component.origin;
     let serialized = engine
         .precompile_component(&component.bytes)
-        .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:?}")))?;
+        .map_err(|e| LaunchError::cannot_run(format!("component {origin} failed to compile: {e:#}")))?;
     // Code mapped from the cache file is page cache the kernel can drop and share, not anonymous memory
     // (wasmtime also maps linear-memory images straight from it): a 13 MB JavaScript component's code
     // is tens of MiB (docs/shim.md, "Memory of large components").
@@ -279,7 +279,7 @@ fn compile_and_store_here(
         // SAFETY: these bytes were produced just now by `precompile_component` of this very engine.
         None => unsafe { Component::deserialize(engine, &serialized) },
     }
-    .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compiled code not loadable: {e:?}")))
+    .map_err(|e| LaunchError::cannot_run(format!("component {origin}: compiled code not loadable: {e:#}")))
 }
 
 /// Hands the memory a compilation freed back to the kernel at once. Compiling a large component peaks at

@@ -33,13 +33,19 @@ pub struct InvalidRule {
     why: &'static str,
 }
 
-/// The hosts one container may call; cheap to clone into every store of the container.
+/// The hosts one container may call; cloned into every store of the container, so it is one `Arc`: each
+/// request's clone and drop touch one shared counter, not one per field.
 #[derive(Clone, Default)]
 pub struct OutboundPolicy {
-    rules: Arc<Vec<Rule>>,
+    inner: Arc<Policy>,
+}
+
+#[derive(Default)]
+struct Policy {
+    rules: Vec<Rule>,
     /// Hosts already reported as denied, so a guest retrying in a loop cannot flood the daemon log.
-    denied_logged: Arc<Mutex<HashSet<String>>>,
-    container: Arc<str>,
+    denied_logged: Mutex<HashSet<String>>,
+    container: String,
     /// The pod's network namespace, where allowed requests are sent from (absent: the daemon's own).
     netns: Option<NamespaceRuntime>,
 }
@@ -48,22 +54,29 @@ impl OutboundPolicy {
     /// Parses the allowlist entries of `container` (none: no outbound HTTP).
     pub fn parse(container: &str, entries: &[String]) -> Result<Self, InvalidRule> {
         let rules = entries.iter().map(|e| parse_rule(e)).collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { rules: Arc::new(rules), denied_logged: Arc::default(), container: container.into(), netns: None })
+        let policy = Policy { rules, container: container.into(), ..Policy::default() };
+        Ok(Self { inner: Arc::new(policy) })
     }
 
     /// Sends allowed requests from the network namespace at `netns`, resolving their hosts with the pod's
     /// `name_files` (a thread there is started only when something is allowed at all).
-    pub fn in_namespace(mut self, netns: Option<&std::path::Path>, name_files: &NameFiles) -> Result<Self, BindError> {
-        if let (Some(path), false) = (netns, self.rules.is_empty()) {
-            self.netns = Some(NamespaceRuntime::start(path, name_files)?);
-        }
-        Ok(self)
+    pub fn in_namespace(self, netns: Option<&std::path::Path>, name_files: &NameFiles) -> Result<Self, BindError> {
+        let (Some(path), false) = (netns, self.inner.rules.is_empty()) else { return Ok(self) };
+        let netns = Some(NamespaceRuntime::start(path, name_files)?);
+        let policy = match Arc::try_unwrap(self.inner) {
+            Ok(policy) => Policy { netns, ..policy },
+            // Already shared (not so where containers are set up): a copy of the rules with the namespace.
+            Err(shared) => {
+                Policy { rules: shared.rules.clone(), container: shared.container.clone(), netns, ..Policy::default() }
+            }
+        };
+        Ok(Self { inner: Arc::new(policy) })
     }
 
     /// Whether a request to `host:port` is allowed.
     pub fn allows(&self, host: &str, port: u16) -> bool {
         let host = host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase();
-        self.rules.iter().any(|rule| match rule {
+        self.inner.rules.iter().any(|rule| match rule {
             Rule::Any => true,
             Rule::Host { host: h, port: p } => *h == host && p.is_none_or(|p| p == port),
             Rule::Subdomains { suffix, port: p } => {
@@ -76,10 +89,10 @@ impl OutboundPolicy {
     }
 
     fn log_denied_once(&self, host: &str, port: u16) {
-        let first = self.denied_logged.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("{host}:{port}"));
+        let first = self.inner.denied_logged.lock().unwrap_or_else(|p| p.into_inner()).insert(format!("{host}:{port}"));
         if first {
             tracing::warn!(
-                container = %self.container,
+                container = %self.inner.container,
                 host, port,
                 "outbound HTTP request denied: the host is not in the WasmApp's allowedOutboundHosts"
             );
@@ -148,7 +161,7 @@ impl WasiHttpHooks for OutboundPolicy {
             self.log_denied_once(&host, port);
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
         }
-        let Some(netns) = &self.netns else {
+        let Some(netns) = &self.inner.netns else {
             return wasmtime_wasi_http::default_hooks().send_request(request, options, fut);
         };
         // Connect (and resolve) inside the pod's namespace; the connection is driven there too.

@@ -150,7 +150,7 @@ mod tests {
         let metrics = Arc::new(HttpMetrics::default());
         let labels = ContainerLabels { container: "web".into(), ..Default::default() };
         let registration = metrics.register("c1", labels);
-        let _counted = registration.series().begin(&http::HeaderMap::new());
+        assert!(registration.series().start(&http::HeaderMap::new()));
         let addr = spawn_endpoint("127.0.0.1:0", metrics.clone(), None).await.expect("loopback binds");
 
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -9,4 +9,4 @@ mod registry;
 pub use endpoint::{respond, spawn_endpoint};
 pub use exposition::{render, CONTENT_TYPE};
 pub use labels::ContainerLabels;
-pub use registry::{is_kubelet_probe, ContainerSeries, HttpMetrics, InFlight, Registration, Sample};
+pub use registry::{is_kubelet_probe, ContainerSeries, HttpMetrics, Registration, Sample};

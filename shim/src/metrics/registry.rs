@@ -27,14 +27,21 @@ pub struct ContainerSeries {
 }
 
 impl ContainerSeries {
-    /// Counts a request that is not a kubelet probe; it stays in flight until the returned guard drops.
-    pub fn begin(self: &Arc<Self>, headers: &HeaderMap) -> Option<InFlight> {
+    /// Counts a request that is not a kubelet probe and puts it in flight; when it did (true), [`Self::end`]
+    /// must follow once the request is done. The caller holds that obligation in a guard of its own, which
+    /// already holds the container's state, so a request costs no handle on the series.
+    pub fn start(&self, headers: &HeaderMap) -> bool {
         if is_kubelet_probe(headers) {
-            return None;
+            return false;
         }
         self.requests_total.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        Some(InFlight(self.clone()))
+        true
+    }
+
+    /// A request [`Self::start`] counted is done.
+    pub fn end(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     fn sample(&self) -> Sample {
@@ -43,16 +50,6 @@ impl ContainerSeries {
             requests_total: self.requests_total.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
         }
-    }
-}
-
-/// A counted request in flight; dropping it ends it.
-#[derive(Debug)]
-pub struct InFlight(Arc<ContainerSeries>);
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -147,19 +144,18 @@ mod tests {
     }
 
     #[test]
-    fn requests_count_and_stay_in_flight_until_their_guard_drops() {
+    fn requests_count_and_stay_in_flight_until_they_end() {
         let metrics = HttpMetrics::default();
         let reg = metrics.register("c1", labels("app"));
         let series = reg.series();
-        let first = series.begin(&agent("curl/8"));
-        let second = series.begin(&HeaderMap::new());
-        assert!(first.is_some() && second.is_some());
-        assert_eq!(series.begin(&agent("kube-probe/1.33")).map(|_| ()), None, "probes are not counted");
+        assert!(series.start(&agent("curl/8")));
+        assert!(series.start(&HeaderMap::new()));
+        assert!(!series.start(&agent("kube-probe/1.33")), "probes are not counted");
         let sample = |m: &HttpMetrics| m.samples().first().map(|s| (s.requests_total, s.in_flight));
         assert_eq!(sample(&metrics), Some((2, 2)));
-        drop(first);
+        series.end();
         assert_eq!(sample(&metrics), Some((2, 1)));
-        drop(second);
+        series.end();
         assert_eq!(sample(&metrics), Some((2, 0)));
     }
 
