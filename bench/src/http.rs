@@ -1,7 +1,9 @@
 //! `http`: `wrk` against hello-http served by the wasmkube shim in a CRI pod (through CNI, on the pod IP)
 //! and against the reference host (wasmtime-wasi-http's own recipe, same engine settings, allocator and
 //! component) listening in a second pod's network namespace, so both are reached over the same CNI bridge.
-//! A third target is the shim with its access log on, to show what a line per request costs. Rounds
+//! A third target is the shim with its access log on, to show what a line per request costs. A fourth is the
+//! shim's own server run in the bench process beside the reference, which splits the shim's gap to the
+//! reference into its request path and the node daemon process around it. Rounds
 //! interleave the targets, each round starting with the next one, so that drift hits all alike.
 
 use std::net::SocketAddr;
@@ -90,6 +92,10 @@ pub fn run(args: Args) -> Result<()> {
     let listener = bind_listener(Some(&netns), SocketAddr::from(([0, 0, 0, 0], hello_http::PORT)))
         .with_context(|| format!("binding the reference host in {}", netns.display()))?;
     let reference = ReferenceHost::start(&wasm, listener, reference_addr)?;
+    let in_process_pod = cri.run_pod_sandbox("bench-http-in-process", WASMKUBE_HANDLER)?;
+    let in_process_netns = cri.pod_network_namespace(&in_process_pod)?;
+    let in_process_addr = SocketAddr::new(cri.pod_ip(&in_process_pod)?, hello_http::PORT);
+    let _in_process = crate::in_process::InProcessShim::start(&wasm, &in_process_netns, hello_http::PORT)?;
 
     // Whose CPU time serves each target: the node daemon, or this process (the reference host's threads; the
     // rest of it waits for wrk meanwhile).
@@ -100,6 +106,7 @@ pub fn run(args: Args) -> Result<()> {
         (WASMKUBE, shim_addr, daemon),
         (REFERENCE, reference.addr(), reference_server),
         (WASMKUBE_ACCESS_LOG, logging_addr, daemon),
+        (WASMKUBE_IN_PROCESS, in_process_addr, reference_server),
     ];
     for (name, addr, _) in targets {
         let r = http::get(addr, "/", Duration::from_secs(10))?;
@@ -130,7 +137,7 @@ pub fn run(args: Args) -> Result<()> {
             runs.push((name, r));
         }
     }
-    for pod in [&pod, &logging_pod, &reference_pod] {
+    for pod in [&pod, &logging_pod, &reference_pod, &in_process_pod] {
         cri.remove_pod(pod)?;
     }
 
@@ -149,12 +156,16 @@ pub fn run(args: Args) -> Result<()> {
     let rps = |name: &str| summaries.iter().find(|(n, _)| *n == name).and_then(|(_, s)| s.median_requests_per_sec);
     let ratio_to_reference = |name: &str| rps(REFERENCE).filter(|t| *t > 0.0).and_then(|t| Some(rps(name)? / t));
     let (ratio, ratio_access_log) = (ratio_to_reference(WASMKUBE), ratio_to_reference(WASMKUBE_ACCESS_LOG));
+    let ratio_in_process = ratio_to_reference(WASMKUBE_IN_PROCESS);
     match ratio {
         Some(r) => println!("ratio wasmkube/reference (median req/s): {r:.2}"),
         None => println!("ratio: not measured"),
     }
     if let Some(r) = ratio_access_log {
         println!("ratio wasmkube with access log/reference (median req/s): {r:.2}");
+    }
+    if let Some(r) = ratio_in_process {
+        println!("ratio wasmkube in the bench process/reference (median req/s): {r:.2}");
     }
     // On a machine whose cores wrk, the kernel's network path and the server share, req/s also depends on how
     // the scheduler splits them; the server's own CPU time per request does not.
@@ -172,7 +183,9 @@ pub fn run(args: Args) -> Result<()> {
                         reference = wasmtime-wasi-http serve recipe with the shim's engine settings and allocator, \
                         listening in another pod's network namespace (same bridge); \
                         wasmkube_access_log = the shim with WASMKUBE_HTTP_ACCESS_LOG=true (one line per request to the container log); \
-                        rounds interleaved",
+                        wasmkube_in_process = the shim's NodeEngine serving the same component in the bench process, \
+                        in a third pod's network namespace (its request path without the node daemon process); \
+                        rounds interleaved, each starting with the next target",
         "duration_secs": args.duration,
         "connections": args.connections,
         "wrk_threads": args.threads,
@@ -180,11 +193,14 @@ pub fn run(args: Args) -> Result<()> {
         "wasmkube": summary(WASMKUBE),
         "reference": summary(REFERENCE),
         "wasmkube_access_log": summary(WASMKUBE_ACCESS_LOG),
+        "wasmkube_in_process": summary(WASMKUBE_IN_PROCESS),
         "ratio": ratio,
         "ratio_access_log": ratio_access_log,
+        "ratio_in_process": ratio_in_process,
         "cpu_per_request_ratio": cpu_ratio,
         "ratio_definition": "median req/s (wasmkube, access log off) / median req/s (reference); \
                              ratio_access_log: the same with the access log on; \
+                             ratio_in_process: the same for the shim's server in the bench process; \
                              cpu_per_request_ratio: median server CPU time per request (wasmkube, the node daemon's; \
                              reference, the bench process's) / the reference's",
         "shim": shim.display().to_string(),
@@ -203,6 +219,7 @@ pub fn run(args: Args) -> Result<()> {
 const WASMKUBE: &str = "wasmkube";
 const REFERENCE: &str = "reference";
 const WASMKUBE_ACCESS_LOG: &str = "wasmkube_access_log";
+const WASMKUBE_IN_PROCESS: &str = "wasmkube_in_process";
 
 /// One target's runs and their medians.
 #[derive(Debug, Clone, Serialize, PartialEq)]

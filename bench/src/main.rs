@@ -5,6 +5,7 @@ mod cri_log;
 mod ctr_run;
 mod hello_http;
 mod http;
+mod in_process;
 mod oci_start;
 mod operator_scale;
 mod pods;
