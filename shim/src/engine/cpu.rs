@@ -99,15 +99,7 @@ mod tests {
     #[tokio::test]
     async fn busy_polls_are_counted() {
         let usage = Usage::default();
-        // Burn 20 ms of this thread's CPU (not wall) time, so a loaded machine cannot fail the test.
-        let busy = async {
-            let start = thread_cpu_nanos();
-            let mut x = 0u64;
-            while thread_cpu_nanos() - start < 20_000_000 {
-                x = std::hint::black_box(x.wrapping_add(1));
-            }
-        };
-        CpuMetered::new(busy, &usage).await;
+        CpuMetered::new(async { burn_cpu(20_000_000) }, &usage).await;
         assert!(usage.cpu_nanos.load(Ordering::Relaxed) >= 20_000_000);
     }
 
@@ -115,10 +107,7 @@ mod tests {
     async fn a_long_poll_off_the_cpu_counts_only_its_cpu_time() {
         let usage = Usage::default();
         // 50 ms of wall time in which the thread does not run: the CPU clock, not the wall clock, decides.
-        let sleeping = async { std::thread::sleep(Duration::from_millis(50)) };
-        CpuMetered::new(sleeping, &usage).await;
-        let counted = usage.cpu_nanos.load(Ordering::Relaxed);
-        assert!(counted < 25_000_000, "counted {counted} ns for a poll that slept 50 ms");
+        assert_a_sleeping_poll_counts_little(&usage).await;
     }
 
     #[tokio::test]
@@ -127,13 +116,23 @@ mod tests {
         // A reading, then 30 ms of unmetered CPU work on this thread, then a poll that sleeps: the poll must
         // start from a fresh reading, not charge the earlier work to the guest.
         recent_reading(Instant::now());
+        burn_cpu(30_000_000);
+        assert_a_sleeping_poll_counts_little(&usage).await;
+    }
+
+    /// Spends `nanos` of this thread's CPU (not wall) time, so that a loaded machine cannot fail a test.
+    fn burn_cpu(nanos: u64) {
         let start = thread_cpu_nanos();
         let mut x = 0u64;
-        while thread_cpu_nanos() - start < 30_000_000 {
+        while thread_cpu_nanos() - start < nanos {
             x = std::hint::black_box(x.wrapping_add(1));
         }
+    }
+
+    /// A poll that sleeps 50 ms adds well under that to `usage`.
+    async fn assert_a_sleeping_poll_counts_little(usage: &Usage) {
         let sleeping = async { std::thread::sleep(Duration::from_millis(50)) };
-        CpuMetered::new(sleeping, &usage).await;
+        CpuMetered::new(sleeping, usage).await;
         let counted = usage.cpu_nanos.load(Ordering::Relaxed);
         assert!(counted < 25_000_000, "counted {counted} ns for a poll that slept 50 ms");
     }

@@ -202,10 +202,13 @@ impl Runtime for NodeEngine {
         if let Some(netns) = &spec.network_namespace {
             tracing::info!(%id, netns = %netns.display(), "component joins this network namespace");
         }
-        let outbound = OutboundPolicy::parse(&id, &spec.env.allowed_outbound_hosts)
-            .map_err(|e| LaunchError::cannot_run(e.to_string()))?
-            .in_namespace(spec.network_namespace.as_deref(), &spec.name_files)
-            .map_err(|e| LaunchError::cannot_run(format!("outbound HTTP cannot be set up: {e}")))?;
+        let outbound = OutboundPolicy::new(
+            &id,
+            &spec.env.allowed_outbound_hosts,
+            spec.network_namespace.as_deref(),
+            &spec.name_files,
+        )
+        .map_err(|e| LaunchError::cannot_run(e.to_string()))?;
         // The pin keeps the component's cache entries from eviction while the container lives.
         let (bytes, cache_pin) = if strip_oci_scheme(reference).is_some() {
             self.registry.fetch(reference, &spec.pull_secrets).await?

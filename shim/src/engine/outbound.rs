@@ -25,6 +25,17 @@ enum Rule {
     Subdomains { suffix: String, port: Option<u16> },
 }
 
+/// Why a container's outbound policy cannot be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundSetupError {
+    /// An allowlist entry is malformed.
+    #[error(transparent)]
+    InvalidRule(#[from] InvalidRule),
+    /// The thread that sends from the pod's network namespace could not start.
+    #[error("outbound HTTP cannot be set up: {0}")]
+    Namespace(#[from] BindError),
+}
+
 /// An entry of the allowlist that cannot be understood.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {ALLOWED_OUTBOUND_HOSTS} entry {entry:?}: {why}")]
@@ -51,25 +62,21 @@ struct Policy {
 }
 
 impl OutboundPolicy {
-    /// Parses the allowlist entries of `container` (none: no outbound HTTP).
-    pub fn parse(container: &str, entries: &[String]) -> Result<Self, InvalidRule> {
+    /// The policy of `container` from its allowlist entries (none: no outbound HTTP). Allowed requests are sent
+    /// from the network namespace at `netns`, resolving their hosts with the pod's `name_files` (a thread there
+    /// is started only when something is allowed at all).
+    pub fn new(
+        container: &str,
+        entries: &[String],
+        netns: Option<&std::path::Path>,
+        name_files: &NameFiles,
+    ) -> Result<Self, OutboundSetupError> {
         let rules = entries.iter().map(|e| parse_rule(e)).collect::<Result<Vec<_>, _>>()?;
-        let policy = Policy { rules, container: container.into(), ..Policy::default() };
-        Ok(Self { inner: Arc::new(policy) })
-    }
-
-    /// Sends allowed requests from the network namespace at `netns`, resolving their hosts with the pod's
-    /// `name_files` (a thread there is started only when something is allowed at all).
-    pub fn in_namespace(self, netns: Option<&std::path::Path>, name_files: &NameFiles) -> Result<Self, BindError> {
-        let (Some(path), false) = (netns, self.inner.rules.is_empty()) else { return Ok(self) };
-        let netns = Some(NamespaceRuntime::start(path, name_files)?);
-        let policy = match Arc::try_unwrap(self.inner) {
-            Ok(policy) => Policy { netns, ..policy },
-            // Already shared (not so where containers are set up): a copy of the rules with the namespace.
-            Err(shared) => {
-                Policy { rules: shared.rules.clone(), container: shared.container.clone(), netns, ..Policy::default() }
-            }
+        let netns = match netns {
+            Some(path) if !rules.is_empty() => Some(NamespaceRuntime::start(path, name_files)?),
+            _ => None,
         };
+        let policy = Policy { rules, container: container.into(), netns, ..Policy::default() };
         Ok(Self { inner: Arc::new(policy) })
     }
 
@@ -195,9 +202,9 @@ mod tests {
     use super::*;
 
     /// The policy of an env value, split as `ContainerEnv` splits it.
-    fn parsed(value: &str) -> Result<OutboundPolicy, InvalidRule> {
+    fn parsed(value: &str) -> Result<OutboundPolicy, OutboundSetupError> {
         let env = wasmkube_contract::env::ContainerEnv::from_vars([(ALLOWED_OUTBOUND_HOSTS, value)]).unwrap();
-        OutboundPolicy::parse("c", &env.allowed_outbound_hosts)
+        OutboundPolicy::new("c", &env.allowed_outbound_hosts, None, &NameFiles::default())
     }
 
     fn policy(value: &str) -> OutboundPolicy {
@@ -206,7 +213,7 @@ mod tests {
 
     #[test]
     fn nothing_is_allowed_without_the_variable() {
-        let none = OutboundPolicy::parse("c", &[]).unwrap();
+        let none = OutboundPolicy::new("c", &[], None, &NameFiles::default()).unwrap();
         assert!(!none.allows("example.com", 80));
     }
 
