@@ -41,20 +41,28 @@ pub fn node_with(shim: &Path, subnet: &str, image: &str, wasm: Vec<u8>) -> Resul
     Ok((ctrd, cri))
 }
 
+/// A pod whose wasi:http container runs.
+pub struct Started {
+    pub pod: Pod,
+    /// The container's id.
+    pub container: String,
+    /// Where it serves.
+    pub addr: SocketAddr,
+}
+
 /// RunPodSandbox + CreateContainer + StartContainer of hello-http under our handler, as the kubelet does,
-/// with `env` in the container; returns the pod and the address it serves on once its container runs (it
-/// may not answer yet).
-pub fn start_pod(cri: &CriClient, name: &str, env: &[(String, String)]) -> Result<(Pod, SocketAddr)> {
+/// with `env` in the container; returns once its container runs (it may not answer yet).
+pub fn start_pod(cri: &CriClient, name: &str, env: &[(String, String)]) -> Result<Started> {
     start_pod_of(cri, name, IMAGE, env)
 }
 
 /// The same for the wasi:http component `image`.
-pub fn start_pod_of(cri: &CriClient, name: &str, image: &str, env: &[(String, String)]) -> Result<(Pod, SocketAddr)> {
+pub fn start_pod_of(cri: &CriClient, name: &str, image: &str, env: &[(String, String)]) -> Result<Started> {
     let pod = cri.run_pod_sandbox(name, WASMKUBE_HANDLER)?;
     let spec = ContainerSpec { name: "web".into(), image: image.into(), env: env.to_vec(), ..Default::default() };
-    let id = cri.create_container(&pod, &spec)?;
-    cri.start_container(&id)?;
-    cri.wait_container_state(&id, ContainerState::Running, Duration::from_secs(30))?;
+    let container = cri.create_container(&pod, &spec)?;
+    cri.start_container(&container)?;
+    cri.wait_container_state(&container, ContainerState::Running, Duration::from_secs(30))?;
     let addr = SocketAddr::new(cri.pod_ip(&pod)?, PORT);
-    Ok((pod, addr))
+    Ok(Started { pod, container, addr })
 }

@@ -24,7 +24,7 @@ use crate::hello_http;
 use crate::pods::cpu_seconds_of;
 use crate::reference::ReferenceHost;
 use crate::report::{self, NodeArgs};
-use wasmkube_contract::env::HTTP_ACCESS_LOG;
+use wasmkube_contract::env::{is_shim_var, HTTP_ACCESS_LOG};
 
 /// A pod subnet of its own, apart from the tests' 10.88.3x/4x ranges.
 const SUBNET: &str = "10.88.60.0/24";
@@ -81,9 +81,15 @@ pub fn run(args: Args) -> Result<()> {
     packages::ensure_installed(&[Package::Wrk])?;
     let shim = args.node.shim_binary()?;
     let (ctrd, cri, wasm) = hello_http::node(&shim, SUBNET)?;
-    let (pod, shim_addr) = hello_http::start_pod(&cri, "bench-http", &[])?;
+    let served = hello_http::start_pod(&cri, "bench-http", &[])?;
+    let (pod, shim_addr) = (served.pod, served.addr);
     let access_log_env = [(HTTP_ACCESS_LOG.to_string(), "true".to_string())];
-    let (logging_pod, logging_addr) = hello_http::start_pod(&cri, "bench-http-log", &access_log_env)?;
+    let logging = hello_http::start_pod(&cri, "bench-http-log", &access_log_env)?;
+    let (logging_pod, logging_addr) = (logging.pod, logging.addr);
+    // The guest reads its environment on every request (each is a fresh instance), and the work grows with
+    // it: the other hosts get the one containerd gave the shim's container (PATH, HOSTNAME), so that all
+    // of them run the same requests.
+    let guest_env = guest_env(&cri.container_env(&served.container)?);
     // A pod with only its sandbox: its network namespace is where the reference host listens, so that wrk
     // reaches both hosts through the same veth and bridge (loopback would spare the reference that path).
     let reference_pod = cri.run_pod_sandbox("bench-http-reference", WASMKUBE_HANDLER)?;
@@ -91,11 +97,11 @@ pub fn run(args: Args) -> Result<()> {
     let reference_addr = SocketAddr::new(cri.pod_ip(&reference_pod)?, hello_http::PORT);
     let listener = bind_listener(Some(&netns), SocketAddr::from(([0, 0, 0, 0], hello_http::PORT)))
         .with_context(|| format!("binding the reference host in {}", netns.display()))?;
-    let reference = ReferenceHost::start(&wasm, listener, reference_addr)?;
+    let reference = ReferenceHost::start(&wasm, listener, reference_addr, &guest_env)?;
     let in_process_pod = cri.run_pod_sandbox("bench-http-in-process", WASMKUBE_HANDLER)?;
     let in_process_netns = cri.pod_network_namespace(&in_process_pod)?;
     let in_process_addr = SocketAddr::new(cri.pod_ip(&in_process_pod)?, hello_http::PORT);
-    let _in_process = crate::in_process::InProcessShim::start(&wasm, &in_process_netns, hello_http::PORT)?;
+    let _in_process = crate::in_process::InProcessShim::start(&wasm, &in_process_netns, hello_http::PORT, &guest_env)?;
 
     // Whose CPU time serves each target: the node daemon, or this process (the reference host's threads; the
     // rest of it waits for wrk meanwhile).
@@ -182,6 +188,8 @@ pub fn run(args: Args) -> Result<()> {
                         wasmkube = shim in a CRI pod on the pod IP (CNI bridge), access log off (the default); \
                         reference = wasmtime-wasi-http serve recipe with the shim's engine settings and allocator, \
                         listening in another pod's network namespace (same bridge); \
+                        every host gives the guest the environment containerd gave the shim's container \
+                        (the guest reads it on every request); \
                         wasmkube_access_log = the shim with WASMKUBE_HTTP_ACCESS_LOG=true (one line per request to the container log); \
                         wasmkube_in_process = the shim's NodeEngine serving the same component in the bench process, \
                         in a third pod's network namespace (its request path without the node daemon process); \
@@ -261,6 +269,15 @@ fn with_daemon_allocator_options() -> Result<()> {
     let exe = std::env::current_exe().context("finding the bench binary")?;
     let err = Command::new(exe).args(std::env::args_os().skip(1)).envs(missing.iter().map(|(n, v)| (n, v))).exec();
     Err(err).context("running the bench again with the daemon's allocator options")
+}
+
+/// The guest's part of a container's `NAME=value` process env: what the shim passes on (not its own settings).
+fn guest_env(env: &[String]) -> Vec<(String, String)> {
+    env.iter()
+        .filter_map(|entry| entry.split_once('='))
+        .filter(|(name, _)| !is_shim_var(name))
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
 }
 
 fn median(values: impl Iterator<Item = f64>) -> Option<f64> {

@@ -19,14 +19,17 @@ pub struct InProcessShim {
 }
 
 impl InProcessShim {
-    /// Serves `wasm` on `port` in the network namespace at `netns`.
-    pub fn start(wasm: &[u8], netns: &Path, port: u16) -> Result<Self> {
+    /// Serves `wasm` on `port` in the network namespace at `netns`, with `env` as the guest's environment.
+    pub fn start(wasm: &[u8], netns: &Path, port: u16, env: &[(String, String)]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let rootfs = dir.path().join("rootfs");
         std::fs::create_dir(&rootfs)?;
         std::fs::write(rootfs.join("app.wasm"), wasm)?;
+        let process_env: Vec<String> = std::iter::once(format!("{HTTP_PORT}={port}"))
+            .chain(env.iter().map(|(name, value)| format!("{name}={value}")))
+            .collect();
         let process = json!({ "cwd": "/", "user": { "uid": 0, "gid": 0 }, "args": ["/app.wasm"],
-                              "env": [format!("{HTTP_PORT}={port}")] });
+                              "env": process_env });
         let linux = json!({ "namespaces": [{ "type": "network", "path": netns }] });
         let oci = serde_json::from_value(json!({ "ociVersion": "1.0.2", "process": process, "linux": linux }))?;
         let spec = ContainerSpec::from_oci("in-process", &oci).map_err(|e| anyhow!("{}", e.error.message))?;

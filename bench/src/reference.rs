@@ -46,8 +46,13 @@ pub struct ReferenceHost {
 }
 
 impl ReferenceHost {
-    /// Compiles `wasm` and serves it on `listener`, which `addr` reaches.
-    pub fn start(wasm: &[u8], listener: std::net::TcpListener, addr: SocketAddr) -> Result<Self> {
+    /// Compiles `wasm` and serves it on `listener`, which `addr` reaches, with `env` as the guest's environment.
+    pub fn start(
+        wasm: &[u8],
+        listener: std::net::TcpListener,
+        addr: SocketAddr,
+        env: &[(String, String)],
+    ) -> Result<Self> {
         // The shim's own engine settings (pooling allocator, epoch interruption).
         let (engine, _) = wasmkube_shim::engine::build_engine()?;
         let component = Component::new(&engine, wasm).map_err(|e| anyhow!("compiling the component: {e:?}"))?;
@@ -70,7 +75,8 @@ impl ReferenceHost {
         listener.set_nonblocking(true).context("making the reference host's listener non-blocking")?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        std::thread::spawn(move || runtime.block_on(serve(listener, Arc::new(pre), stopped)));
+        let env: Arc<[(String, String)]> = env.into();
+        std::thread::spawn(move || runtime.block_on(serve(listener, Arc::new(pre), env, stopped)));
         Ok(Self { addr, stop, shutdown: Some(shutdown) })
     }
 
@@ -92,6 +98,7 @@ impl Drop for ReferenceHost {
 async fn serve(
     listener: std::net::TcpListener,
     pre: Arc<ProxyPre<RequestState>>,
+    env: Arc<[(String, String)]>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
@@ -103,9 +110,9 @@ async fn serve(
             },
             _ = &mut stopped => return,
         };
-        let pre = pre.clone();
+        let (pre, env) = (pre.clone(), env.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(pre.clone(), req));
+            let service = hyper::service::service_fn(move |req| handle(pre.clone(), env.clone(), req));
             let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
     }
@@ -113,10 +120,12 @@ async fn serve(
 
 async fn handle(
     pre: Arc<ProxyPre<RequestState>>,
+    env: Arc<[(String, String)]>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
-    let state =
-        RequestState { wasi: WasiCtx::builder().build(), http: WasiHttpCtx::new(), table: ResourceTable::new() };
+    // As `wasmtime serve` does with `--env`: the environment copied into each request's context.
+    let wasi = WasiCtx::builder().envs(&env).build();
+    let state = RequestState { wasi, http: WasiHttpCtx::new(), table: ResourceTable::new() };
     let mut store = Store::new(pre.engine(), state);
     store.epoch_deadline_async_yield_and_update(1);
     let (sender, receiver) = tokio::sync::oneshot::channel();

@@ -21,7 +21,20 @@ pub use reference::{parse_oci_ref, OCI_SCHEME};
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
     use sha2::Digest;
-    format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+    digest_string(sha2::Sha256::digest(bytes))
+}
+
+/// `sha256:<hex>` of everything `reader` yields, read piece by piece: a file of any size is hashed without
+/// being held in memory.
+pub fn sha256_digest_of_reader(mut reader: impl std::io::Read) -> std::io::Result<String> {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    std::io::copy(&mut reader, &mut hasher)?;
+    Ok(digest_string(hasher.finalize()))
+}
+
+fn digest_string(hash: impl AsRef<[u8]>) -> String {
+    format!("sha256:{}", hex::encode(hash))
 }
 
 /// Checks `bytes` against `digest` (only `sha256:` digests are accepted).
@@ -55,4 +68,20 @@ pub fn not_a_component(bytes: &[u8]) -> Option<String> {
         let head: Vec<String> = bytes.iter().take(8).map(|b| format!("{b:02x}")).collect();
         format!("not a WebAssembly component (it starts with bytes [{}], not \\0asm)", head.join(" "))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reader_hashes_to_the_digest_of_its_bytes() {
+        // More than one read's worth, so the pieces must be joined in order.
+        let bytes: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(sha256_digest_of_reader(bytes.as_slice()).unwrap(), sha256_digest(&bytes));
+        assert_eq!(
+            sha256_digest_of_reader(&b""[..]).unwrap(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
 }

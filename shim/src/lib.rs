@@ -19,6 +19,7 @@ pub mod runc;
 pub mod runtime;
 pub mod sandbox;
 pub mod spec;
+pub mod striped;
 pub mod task;
 
 /// The containerd runtime type this shim serves (design: names).

@@ -14,6 +14,7 @@ use tokio::io::AsyncWrite;
 use tokio::sync::watch;
 
 use crate::spec::ContainerSpec;
+use crate::striped::StripedU64;
 
 /// Where a container's stdout and stderr go (already-open writers; `None` discards).
 pub struct Stdio {
@@ -88,26 +89,58 @@ impl Exit {
 }
 
 /// Resource usage of a running workload, for `stats`.
+///
+/// A wasi:http container's instances (one per request in flight) report here from every thread at once,
+/// several times per request, so what they write is striped: one shared counter was a cache line moving
+/// between the cores on every write, a measurable share of a request's cost.
 #[derive(Debug, Default)]
 pub struct Usage {
-    /// Bytes of linear memories and tables the instance holds now.
-    pub memory_bytes: AtomicU64,
-    /// Highest value `memory_bytes` reached.
-    pub memory_peak_bytes: AtomicU64,
+    /// Bytes of linear memories and tables of the container's live instances: each adds its growth and
+    /// takes its total away when it ends.
+    memory: StripedU64,
+    /// The highest memory seen: any one instance's, or the total at a `stats` read.
+    memory_peak: AtomicU64,
     /// CPU time spent running the guest, in nanoseconds.
-    pub cpu_nanos: AtomicU64,
+    cpu_nanos: StripedU64,
 }
 
 impl Usage {
-    /// Records the instance's current memory and keeps the peak.
-    pub fn set_memory(&self, bytes: u64) {
-        // Every instance of a container reports here as it starts, from every thread: reading first leaves
-        // the shared cache line unwritten in the usual case that nothing changed.
-        if self.memory_bytes.load(Ordering::Relaxed) != bytes {
-            self.memory_bytes.store(bytes, Ordering::Relaxed);
-        }
-        if self.memory_peak_bytes.load(Ordering::Relaxed) < bytes {
-            self.memory_peak_bytes.fetch_max(bytes, Ordering::Relaxed);
+    /// An instance's memory grew from `from` to `to` bytes.
+    pub fn memory_grew(&self, from: u64, to: u64) {
+        self.memory.add(to.saturating_sub(from));
+        self.raise_peak(to);
+    }
+
+    /// An instance holding `bytes` ended.
+    pub fn memory_released(&self, bytes: u64) {
+        self.memory.sub(bytes);
+    }
+
+    /// Bytes the container's live instances hold now.
+    pub fn memory_bytes(&self) -> u64 {
+        self.memory.get()
+    }
+
+    /// The highest memory seen, the total now included.
+    pub fn memory_peak_bytes(&self) -> u64 {
+        self.raise_peak(self.memory_bytes());
+        self.memory_peak.load(Ordering::Relaxed)
+    }
+
+    /// Adds CPU time spent in the guest.
+    pub fn add_cpu_nanos(&self, nanos: u64) {
+        self.cpu_nanos.add(nanos);
+    }
+
+    /// CPU time spent in the guest so far.
+    pub fn cpu_nanos(&self) -> u64 {
+        self.cpu_nanos.get()
+    }
+
+    fn raise_peak(&self, bytes: u64) {
+        // Read first: the instances of a container reach the same sizes, so the line is seldom written.
+        if self.memory_peak.load(Ordering::Relaxed) < bytes {
+            self.memory_peak.fetch_max(bytes, Ordering::Relaxed);
         }
     }
 }

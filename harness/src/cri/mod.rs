@@ -260,6 +260,19 @@ impl CriClient {
         })
     }
 
+    /// The environment containerd gave container `id`'s process (its runtime spec's `process.env`, from the
+    /// verbose ContainerStatus), as `NAME=value` entries.
+    pub fn container_env(&self, id: &str) -> Result<Vec<String>> {
+        let req = ContainerStatusRequest { container_id: id.into(), verbose: true };
+        let resp: ContainerStatusResponse = self.call(RUNTIME, "ContainerStatus", req)?;
+        let info = verbose_info(&resp.info, "ContainerStatus", id)?;
+        let env = info.pointer("/runtimeSpec/process/env").and_then(|e| e.as_array()).ok_or_else(|| Error::Cri {
+            call: "ContainerStatus".into(),
+            reason: format!("the verbose info of {id} has no runtimeSpec.process.env"),
+        })?;
+        Ok(env.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+    }
+
     /// Polls ContainerStatus until the container reaches `state`.
     pub fn wait_container_state(&self, id: &str, state: ContainerState, timeout: Duration) -> Result<Status> {
         let deadline = Instant::now() + timeout;
@@ -318,9 +331,7 @@ impl CriClient {
         let req = PodSandboxStatusRequest { pod_sandbox_id: pod.id.clone(), verbose: true };
         let resp: PodSandboxStatusResponse = self.call(RUNTIME, "PodSandboxStatus", req)?;
         let fail = |reason: String| Error::Cri { call: "PodSandboxStatus".into(), reason };
-        let info = resp.info.get("info").ok_or_else(|| fail(format!("no verbose info for pod {}", pod.id)))?;
-        let info: serde_json::Value =
-            serde_json::from_str(info).map_err(|e| fail(format!("verbose info of pod {} is not JSON: {e}", pod.id)))?;
+        let info = verbose_info(&resp.info, "PodSandboxStatus", &pod.id)?;
         let namespaces = info.pointer("/runtimeSpec/linux/namespaces").and_then(|n| n.as_array());
         let from_spec = namespaces
             .into_iter()
@@ -353,4 +364,11 @@ impl CriClient {
         let text = std::fs::read_to_string(&path).ctx(|| format!("reading the CRI log {}", path.display()))?;
         Ok(parse_cri_log(&text))
     }
+}
+
+/// The JSON document containerd puts under `info` in a verbose status answer of `call` about `id`.
+fn verbose_info(info: &HashMap<String, String>, call: &str, id: &str) -> Result<serde_json::Value> {
+    let fail = |reason: String| Error::Cri { call: call.into(), reason };
+    let info = info.get("info").ok_or_else(|| fail(format!("no verbose info for {id}")))?;
+    serde_json::from_str(info).map_err(|e| fail(format!("the verbose info of {id} is not JSON: {e}")))
 }

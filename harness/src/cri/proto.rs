@@ -243,6 +243,9 @@ pub struct ContainerStatusResponse {
     /// The status.
     #[prost(message, optional, tag = "1")]
     pub status: Option<ContainerStatus>,
+    /// The runtime's extra info when asked for (`verbose`); containerd puts one JSON document under `info`.
+    #[prost(map = "string, string", tag = "2")]
+    pub info: HashMap<String, String>,
 }
 
 /// `ContainerStatus`.

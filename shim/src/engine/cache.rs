@@ -23,7 +23,7 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 use futures::future::BoxFuture;
-use wasmkube_oci::{sha256_digest, verify_digest, BlobStore, Error};
+use wasmkube_oci::{sha256_digest, sha256_digest_of_reader, verify_digest, BlobStore, Error};
 use wasmtime::component::Component;
 use wasmtime::Engine;
 
@@ -136,29 +136,9 @@ impl NodeCache {
         let path = self.compiled_path(component_digest)?;
         let lock = self.lock_for(&path.display().to_string());
         let _held = lock.lock().await;
-        let bytes = std::fs::read(&path).ok()?;
-        let recorded = std::fs::read_to_string(checksum_path(&path)).ok();
-        if recorded.as_deref().map(str::trim) != Some(sha256_digest(&bytes).as_str()) {
-            tracing::warn!(path = %path.display(), "precompiled component does not match its checksum; recompiling");
-            remove_compiled(&path);
-            return None;
-        }
-        drop(bytes);
-        // SAFETY: the file holds exactly what this cache wrote from `Engine::precompile_component` for an
-        // engine with the same compatibility hash (file name), checked against the checksum stored next to
-        // it; entries are only ever replaced whole (rename) or removed, never changed in place, so the mapping
-        // keeps what was checked. wasmtime still validates the header and engine settings.
-        match unsafe { Component::deserialize_file(engine, &path) } {
-            Ok(component) => {
-                touch(&path);
-                Some(component)
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "precompiled component rejected; recompiling");
-                remove_compiled(&path);
-                None
-            }
-        }
+        // Hashing and mapping tens of MiB is blocking work: not on the threads that serve other containers.
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || load_compiled_file(&engine, &path)).await.ok().flatten()
     }
 
     /// Stores precompiled code for `component_digest` and returns its file; `None` when it could not be
@@ -275,6 +255,33 @@ impl NodeCache {
     fn tag_path(&self, key: &str) -> PathBuf {
         let hex = sha256_digest(key.as_bytes());
         self.root.join("tags").join(hex.trim_start_matches("sha256:"))
+    }
+}
+
+/// Loads a precompiled file after checking it against the checksum beside it; a damaged entry is removed.
+fn load_compiled_file(engine: &Engine, path: &Path) -> Option<Component> {
+    // Hashed as it is read, so a large entry costs no buffer of its size (nor the heap it would leave).
+    let actual = sha256_digest_of_reader(std::fs::File::open(path).ok()?).ok()?;
+    let recorded = std::fs::read_to_string(checksum_path(path)).ok();
+    if recorded.as_deref().map(str::trim) != Some(actual.as_str()) {
+        tracing::warn!(path = %path.display(), "precompiled component does not match its checksum; recompiling");
+        remove_compiled(path);
+        return None;
+    }
+    // SAFETY: the file holds exactly what this cache wrote from `Engine::precompile_component` for an
+    // engine with the same compatibility hash (file name), checked against the checksum stored next to
+    // it; entries are only ever replaced whole (rename) or removed, never changed in place, so the mapping
+    // keeps what was checked. wasmtime still validates the header and engine settings.
+    match unsafe { Component::deserialize_file(engine, path) } {
+        Ok(component) => {
+            touch(path);
+            Some(component)
+        }
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "precompiled component rejected; recompiling");
+            remove_compiled(path);
+            None
+        }
     }
 }
 

@@ -6,12 +6,11 @@ use futures::future::BoxFuture;
 use tokio::sync::watch;
 use wasmtime::Engine;
 use wasmtime_wasi::p2::bindings::CommandPre;
-use wasmtime_wasi::{I32Exit, WasiCtx};
+use wasmtime_wasi::I32Exit;
 
 use super::cache::Pin;
 use super::cpu::CpuMetered;
-use super::host::{guest_failure, new_store, Host, Limits, MemoryLimitExceeded};
-use super::outbound::OutboundPolicy;
+use super::host::{guest_failure, new_store, Host, MemoryLimitExceeded};
 use super::workload::LogDrains;
 use crate::runtime::{next_signal, Exit, Signal, Usage, Workload};
 
@@ -22,9 +21,8 @@ const TRAP_EXIT_CODE: u32 = 128 + libc::SIGABRT as u32;
 pub struct CliWorkload {
     pub(crate) engine: Engine,
     pub(crate) pre: CommandPre<Host>,
-    pub(crate) wasi: WasiCtx,
-    pub(crate) memory_limit: Option<u64>,
-    pub(crate) outbound: OutboundPolicy,
+    /// The one instance's state, made at create so that a volume that cannot be opened fails it there.
+    pub(crate) host: Host,
     pub(crate) usage: Arc<Usage>,
     pub(crate) logs: LogDrains,
     /// Keeps the component's node-cache entries from eviction while the container lives.
@@ -43,8 +41,7 @@ impl Workload for CliWorkload {
 
 impl CliWorkload {
     async fn run(self, mut signals: watch::Receiver<Option<Signal>>) -> Exit {
-        let CliWorkload { engine, pre, wasi, memory_limit, outbound, usage, logs, cache_pin: _pin } = self;
-        let host = Host::new(wasi, Limits::new(memory_limit, usage.clone()), outbound);
+        let CliWorkload { engine, pre, host, usage, logs, cache_pin: _pin } = self;
         let mut store = new_store(&engine, host);
 
         let exit = tokio::select! {

@@ -20,7 +20,6 @@
 use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -36,7 +35,7 @@ thread_local! {
 
 use crate::runtime::Usage;
 
-/// Wraps a future and adds the CPU time of each of its polls to [`Usage::cpu_nanos`].
+/// Wraps a future and adds the CPU time of each of its polls to the container's [`Usage`].
 pub struct CpuMetered<'a, F> {
     inner: Pin<Box<F>>,
     usage: &'a Usage,
@@ -65,7 +64,7 @@ impl<F: Future> Future for CpuMetered<'_, F> {
             LAST_READING.set(Some((wall_after, cpu_after)));
             wall.min(cpu_after.saturating_sub(cpu_before))
         };
-        self.usage.cpu_nanos.fetch_add(spent, Ordering::Relaxed);
+        self.usage.add_cpu_nanos(spent);
         out
     }
 }
@@ -100,7 +99,7 @@ mod tests {
     async fn busy_polls_are_counted() {
         let usage = Usage::default();
         CpuMetered::new(async { burn_cpu(20_000_000) }, &usage).await;
-        assert!(usage.cpu_nanos.load(Ordering::Relaxed) >= 20_000_000);
+        assert!(usage.cpu_nanos() >= 20_000_000);
     }
 
     #[tokio::test]
@@ -133,7 +132,7 @@ mod tests {
     async fn assert_a_sleeping_poll_counts_little(usage: &Usage) {
         let sleeping = async { std::thread::sleep(Duration::from_millis(50)) };
         CpuMetered::new(sleeping, usage).await;
-        let counted = usage.cpu_nanos.load(Ordering::Relaxed);
+        let counted = usage.cpu_nanos();
         assert!(counted < 25_000_000, "counted {counted} ns for a poll that slept 50 ms");
     }
 
@@ -151,6 +150,6 @@ mod tests {
             Poll::Pending
         });
         CpuMetered::new(yielding, &usage).await;
-        assert!(usage.cpu_nanos.load(Ordering::Relaxed) > 0);
+        assert!(usage.cpu_nanos() > 0);
     }
 }

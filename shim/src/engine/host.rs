@@ -8,11 +8,14 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outbound::OutboundPolicy;
-use crate::runtime::Usage;
+use super::wasi_ctx::{GuestCli, WasiTemplate};
+use crate::runtime::{LaunchError, Usage};
 
 /// Per-instance host state; a fresh one for every store.
 pub struct Host {
     pub(crate) wasi: WasiCtx,
+    /// The container's args, env and output streams, which the guest reads from here (`wasi_ctx`).
+    pub(crate) template: WasiTemplate,
     pub(crate) table: ResourceTable,
     pub(crate) limits: Limits,
     pub(crate) http: WasiHttpCtx,
@@ -20,9 +23,21 @@ pub struct Host {
 }
 
 impl Host {
-    /// Fresh state for one instance.
-    pub fn new(wasi: WasiCtx, limits: Limits, outbound: OutboundPolicy) -> Self {
-        Self { wasi, table: ResourceTable::new(), limits, http: WasiHttpCtx::new(), outbound }
+    /// Fresh state for one instance of the container `template` describes.
+    pub fn new(template: &WasiTemplate, limits: Limits, outbound: OutboundPolicy) -> Result<Self, LaunchError> {
+        Ok(Self {
+            wasi: template.instantiate()?,
+            template: template.clone(),
+            table: ResourceTable::new(),
+            limits,
+            http: WasiHttpCtx::new(),
+            outbound,
+        })
+    }
+
+    /// The guest's `wasi:cli` view of its container.
+    pub(crate) fn cli(&mut self) -> GuestCli<'_> {
+        self.template.view(&mut self.table)
     }
 }
 
@@ -47,11 +62,16 @@ pub fn new_store(engine: &Engine, host: Host) -> Store<Host> {
     store
 }
 
-/// Why a guest failed, in words for the container's log: the cause (the trap's kind, a host error), then
-/// the guest's stack when wasmtime recorded one (its lines name the component's functions).
+/// Why a guest failed, in words for the container's log: each cause from the outermost to the root (a
+/// host error keeps the context we gave it; a trap is its kind), then the guest's stack when wasmtime
+/// recorded one (its lines name the component's functions).
 pub fn guest_failure(e: &wasmtime::Error) -> String {
-    let cause = e.root_cause().to_string();
-    match e.downcast_ref::<wasmtime::WasmBacktrace>() {
+    // wasmtime attaches the stack as a layer of the chain; it goes last, on lines of its own.
+    let stack = e.downcast_ref::<wasmtime::WasmBacktrace>().map(ToString::to_string);
+    let causes: Vec<String> =
+        e.chain().map(ToString::to_string).filter(|layer| Some(layer) != stack.as_ref()).collect();
+    let cause = causes.join(": ");
+    match stack {
         Some(stack) => format!("{cause}\n{stack}"),
         None => cause,
     }
@@ -69,8 +89,8 @@ pub struct MemoryLimitExceeded {
     pub limit: u64,
 }
 
-/// Enforces the container's memory limit over all linear memories and tables of one instance,
-/// and keeps [`Usage`] current so that `stats` can report it.
+/// Enforces the container's memory limit over all linear memories and tables of one instance, and
+/// counts them in the container's [`Usage`] while the instance lives, so that `stats` can report it.
 pub struct Limits {
     limit: Option<u64>,
     memories: u64,
@@ -100,10 +120,17 @@ impl Limits {
                 return Err(wasmtime::Error::new(MemoryLimitExceeded { wanted, limit }));
             }
         }
+        self.usage.memory_grew(self.memories + self.tables, wanted);
         self.memories = memories;
         self.tables = tables_bytes;
-        self.usage.set_memory(wanted);
         Ok(true)
+    }
+}
+
+impl Drop for Limits {
+    fn drop(&mut self) {
+        // The store, and with it the instance's memories, goes with this.
+        self.usage.memory_released(self.memories + self.tables);
     }
 }
 
@@ -123,11 +150,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_guest_failure_says_its_cause_first_and_no_debug_dump() {
+    fn a_guest_failure_says_every_cause_in_words_and_no_debug_dump() {
         let e = wasmtime::Error::new(MemoryLimitExceeded { wanted: 2, limit: 1 }).context("while running");
         assert_eq!(
             guest_failure(&e),
-            "OOMKilled: the component tried to grow its memory to 2 bytes, over the container's limit of 1 bytes"
+            "while running: OOMKilled: the component tried to grow its memory to 2 bytes, over the container's \
+             limit of 1 bytes"
         );
     }
 
@@ -137,8 +165,25 @@ mod tests {
         let mut limits = Limits::new(Some(1 << 20), usage.clone());
         assert!(limits.memory_growing(0, 65536, None).unwrap());
         assert!(limits.table_growing(0, 10, None).unwrap());
-        let now = usage.memory_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(now, 65536 + 10 * TABLE_ELEMENT_BYTES);
+        let one = 65536 + 10 * TABLE_ELEMENT_BYTES;
+        assert_eq!(usage.memory_bytes(), one);
+        // A second instance of the container, from another thread: the usage is their sum until each ends.
+        let other = std::thread::scope(|s| {
+            s.spawn(|| {
+                let mut limits = Limits::new(None, usage.clone());
+                limits.memory_growing(0, 131072, None).unwrap();
+                limits
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(usage.memory_bytes(), one + 131072);
+        assert_eq!(usage.memory_peak_bytes(), one + 131072, "a stats read while both live sees their total");
+        drop(limits);
+        assert_eq!(usage.memory_bytes(), 131072);
+        drop(other);
+        assert_eq!(usage.memory_bytes(), 0);
+        assert_eq!(usage.memory_peak_bytes(), one + 131072, "and keeps it after they end");
     }
 
     #[test]
@@ -149,7 +194,6 @@ mod tests {
         let err = limits.memory_growing(65536, 131072, None).unwrap_err();
         let over = err.downcast_ref::<MemoryLimitExceeded>().unwrap();
         assert_eq!((over.wanted, over.limit), (131072, 100_000));
-        let peak = usage.memory_peak_bytes.load(std::sync::atomic::Ordering::Relaxed);
-        assert_eq!(peak, 65536, "a refused growth is not counted");
+        assert_eq!(usage.memory_peak_bytes(), 65536, "a refused growth is not counted");
     }
 }

@@ -299,9 +299,8 @@ impl Server {
     }
 
     fn new_store(&self) -> Result<Store<Host>, LaunchError> {
-        let wasi = self.wasi.instantiate()?;
         let limits = Limits::new(self.memory_limit, self.usage.clone());
-        Ok(new_store(self.pre.engine(), Host::new(wasi, limits, self.outbound.clone())))
+        Ok(new_store(self.pre.engine(), Host::new(&self.wasi, limits, self.outbound.clone())?))
     }
 
     /// A 500 whose cause goes to the container's stderr (so `kubectl logs` shows it) and the daemon log;

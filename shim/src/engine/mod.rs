@@ -37,6 +37,7 @@ pub use log_pipe::{LogDrain, LogPipe};
 pub use netns::{bind_listener, BindError};
 pub use settings::{EngineSettings, HttpSettings};
 
+use host::Limits;
 use outbound::OutboundPolicy;
 use wasi_ctx::WasiTemplate;
 use wasmkube_contract::component::strip_oci_scheme;
@@ -88,6 +89,8 @@ impl NodeEngine {
             .map_err(|e| anyhow::anyhow!("cannot link WASI into the engine: {e:#}"))?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link wasi:http into the engine: {e:#}"))?;
+        wasi_ctx::add_to_linker(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link the container's wasi:cli view into the engine: {e:#}"))?;
 
         let EngineSettings { cache_dir, cache_max_bytes, insecure_registries, http } = settings;
         let cache = cache::NodeCache::open(&cache_dir, cache_max_bytes, &engine)
@@ -230,17 +233,18 @@ impl Runtime for NodeEngine {
         let access_log = spec.env.http_access_log.then(|| stdout.clone());
         let wasi = WasiTemplate::new(&spec, stdout, stderr.clone())?;
         match &*prepared {
-            Prepared::Cli(pre) => Ok(Box::new(CliWorkload {
-                engine: self.engine.clone(),
-                pre: pre.clone(),
-                // A wasi:cli container is one instance.
-                wasi: wasi.instantiate()?,
-                memory_limit: spec.memory_limit,
-                outbound,
-                usage: Arc::new(Usage::default()),
-                logs,
-                cache_pin,
-            })),
+            Prepared::Cli(pre) => {
+                let usage = Arc::new(Usage::default());
+                Ok(Box::new(CliWorkload {
+                    engine: self.engine.clone(),
+                    pre: pre.clone(),
+                    // A wasi:cli container is one instance.
+                    host: Host::new(&wasi, Limits::new(spec.memory_limit, usage.clone()), outbound)?,
+                    usage,
+                    logs,
+                    cache_pin,
+                }))
+            }
             Prepared::Http(pre) => Ok(Box::new(HttpWorkload::bind(
                 pre.clone(),
                 http::HttpLaunch {

@@ -1,13 +1,20 @@
 //! What a guest sees of its container: args, env, stdio, and only the spec's volume mounts as preopens.
 //!
-//! A [`WasiTemplate`] is set up once per container; every instance (each wasi:http request, the one run of
-//! a wasi:cli component) gets its own `WasiCtx` from it.
+//! A [`WasiTemplate`] is set up once per container. Every instance (each wasi:http request, the one run of
+//! a wasi:cli component) gets its own `WasiCtx` from it for the preopens, and reads the args, env and
+//! standard output streams from the template itself, through the `wasi:cli` functions of [`add_to_linker`]:
+//! nothing of them is copied into an instance that does not ask for them.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
+use wasmtime_wasi::cli::StdoutStream;
+use wasmtime_wasi::p2::bindings::cli::{environment, stderr, stdout};
+use wasmtime_wasi::p2::DynOutputStream;
 use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder};
 
+use super::host::Host;
 use super::log_pipe::LogPipe;
 use crate::runtime::LaunchError;
 use crate::spec::ContainerSpec;
@@ -51,20 +58,72 @@ impl WasiTemplate {
         Ok(Self { inner: Arc::new(template) })
     }
 
-    /// A fresh context for one instance.
-    ///
-    /// Per instance stays what wasmtime-wasi cannot share: a `WasiCtx` is not `Clone`, and its builder
-    /// takes preopens only as paths, so each instance opens its directories again (one `open` each, no
-    /// re-validation) and copies args and env into its own context.
+    /// A fresh context for one instance: what wasmtime-wasi keeps per instance of ours, the preopens. A
+    /// `WasiCtx` is not `Clone`, and its builder takes preopens only as paths, so each instance opens its
+    /// directories again (one `open` each, no re-validation).
     pub fn instantiate(&self) -> Result<WasiCtx, LaunchError> {
-        let t = &*self.inner;
         let mut b = WasiCtxBuilder::new();
-        b.stdout(t.stdout.clone()).stderr(t.stderr.clone()).args(&t.args).envs(&t.env);
-        for preopen in &t.preopens {
+        for preopen in &self.inner.preopens {
             preopen.add_to(&mut b)?;
         }
         Ok(b.build())
     }
+
+    /// The guest's view of the template, for the `wasi:cli` functions.
+    pub fn view<'a>(&'a self, table: &'a mut ResourceTable) -> GuestCli<'a> {
+        GuestCli { template: &self.inner, table }
+    }
+}
+
+/// `wasi:cli`'s environment and standard output streams, served from a container's template.
+pub struct GuestCli<'a> {
+    template: &'a Template,
+    table: &'a mut ResourceTable,
+}
+
+impl environment::Host for GuestCli<'_> {
+    fn get_environment(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
+        Ok(self.template.env.clone())
+    }
+
+    fn get_arguments(&mut self) -> wasmtime::Result<Vec<String>> {
+        Ok(self.template.args.clone())
+    }
+
+    fn initial_cwd(&mut self) -> wasmtime::Result<Option<String>> {
+        Ok(None)
+    }
+}
+
+impl stdout::Host for GuestCli<'_> {
+    fn get_stdout(&mut self) -> wasmtime::Result<Resource<DynOutputStream>> {
+        Ok(self.table.push(self.template.stdout.p2_stream())?)
+    }
+}
+
+impl stderr::Host for GuestCli<'_> {
+    fn get_stderr(&mut self) -> wasmtime::Result<Resource<DynOutputStream>> {
+        Ok(self.table.push(self.template.stderr.p2_stream())?)
+    }
+}
+
+struct FromTemplate;
+
+impl HasData for FromTemplate {
+    type Data<'a> = GuestCli<'a>;
+}
+
+/// Serves `wasi:cli/environment`, `stdout` and `stderr` from each store's template, in place of
+/// wasmtime-wasi's own functions (added before), which read what a `WasiCtx` holds: copying the env into
+/// every instance was a measurable share of a wasi:http request (docs/shim.md, "HTTP benchmark"). Stdin and
+/// the terminal queries stay wasmtime-wasi's: a container's stdin is closed, and its streams are no terminal.
+pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    linker.allow_shadowing(true);
+    let added = environment::add_to_linker::<Host, FromTemplate>(linker, Host::cli)
+        .and_then(|()| stdout::add_to_linker::<Host, FromTemplate>(linker, Host::cli))
+        .and_then(|()| stderr::add_to_linker::<Host, FromTemplate>(linker, Host::cli));
+    linker.allow_shadowing(false);
+    added
 }
 
 impl Preopen {

@@ -1,7 +1,5 @@
 //! `stats` in the cgroup v1 metrics shape containerd and the kubelet decode.
 
-use std::sync::atomic::Ordering;
-
 use containerd_shim::protos::cgroups::metrics::{CPUStat, CPUUsage, MemoryEntry, MemoryStat, Metrics};
 use containerd_shim::protos::protobuf::well_known_types::any::Any;
 use containerd_shim::protos::protobuf::{Message, MessageField};
@@ -14,11 +12,7 @@ const METRICS_TYPE_URL: &str = "io.containerd.cgroups.v1.Metrics";
 
 /// Encodes a container's usage as containerd's metrics message.
 pub fn metrics_any(usage: &Usage) -> Result<Any, TaskError> {
-    let memory = MemoryEntry {
-        usage: usage.memory_bytes.load(Ordering::Relaxed),
-        max: usage.memory_peak_bytes.load(Ordering::Relaxed),
-        ..Default::default()
-    };
+    let memory = MemoryEntry { usage: usage.memory_bytes(), max: usage.memory_peak_bytes(), ..Default::default() };
     let metrics = Metrics {
         memory: MessageField::some(MemoryStat {
             usage: MessageField::some(memory),
@@ -26,10 +20,7 @@ pub fn metrics_any(usage: &Usage) -> Result<Any, TaskError> {
             ..Default::default()
         }),
         cpu: MessageField::some(CPUStat {
-            usage: MessageField::some(CPUUsage {
-                total: usage.cpu_nanos.load(Ordering::Relaxed),
-                ..Default::default()
-            }),
+            usage: MessageField::some(CPUUsage { total: usage.cpu_nanos(), ..Default::default() }),
             ..Default::default()
         }),
         ..Default::default()
@@ -45,8 +36,8 @@ mod tests {
     #[test]
     fn usage_round_trips_through_the_metrics_message() {
         let usage = Usage::default();
-        usage.set_memory(4096);
-        usage.cpu_nanos.store(12_345, Ordering::Relaxed);
+        usage.memory_grew(0, 4096);
+        usage.add_cpu_nanos(12_345);
         let any = metrics_any(&usage).unwrap();
         assert_eq!(any.type_url, METRICS_TYPE_URL);
         let m = Metrics::parse_from_bytes(&any.value).unwrap();

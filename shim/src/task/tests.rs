@@ -31,7 +31,7 @@ fn script(component: &str) -> Result<Box<dyn Workload>, LaunchError> {
         "/missing.wasm" => Err(LaunchError::not_found("component /missing.wasm not found in the container image")),
         "/serve.wasm" => {
             let usage = Arc::new(Usage::default());
-            usage.set_memory(65536);
+            usage.memory_grew(0, 65536);
             Ok(Box::new(Scripted { exit: None, usage }))
         }
         other => Err(LaunchError::cannot_run(format!("no script for {other}"))),
