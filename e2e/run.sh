@@ -48,16 +48,32 @@ echo "e2e: cluster $(kubectl config current-context), server $(kubectl version -
 echo "e2e: registry $REGISTRY, tag $TAG, namespace $NS"
 trap 'kubectl delete namespace "$NS" "$CHECK_NS" --wait=false >/dev/null 2>&1 || true' EXIT
 
-# --- Each node's wasmkube state, read through a hostPath pod (works on any cluster, kind's nodes included) ---
+# --- Reading nodes through pods (works on any cluster, kind's nodes included) ---
+# Runs pod NAME once on each node that matches the label SELECTOR ("" for all), its manifest printed by the
+# function SPEC given the node's name, and prints "NODE <what the pod printed>"; WHAT names it in a failure.
+on_each_node() {
+    local name="$1" selector="$2" spec="$3" what="$4" node
+    kubectl create namespace "$CHECK_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
+    for node in $(kubectl get nodes ${selector:+-l "$selector"} -o jsonpath='{.items[*].metadata.name}'); do
+        kubectl -n "$CHECK_NS" delete pod "$name" --ignore-not-found --wait=true >/dev/null
+        "$spec" "$node" | kubectl -n "$CHECK_NS" apply -f - >/dev/null
+        kubectl -n "$CHECK_NS" wait "pod/$name" --for=jsonpath='{.status.phase}'=Succeeded --timeout 120s >/dev/null ||
+            fail "could not read $what of node $node"
+        echo "$node $(kubectl -n "$CHECK_NS" logs "$name")"
+    done
+    kubectl -n "$CHECK_NS" delete pod "$name" --wait=true >/dev/null
+}
+
+# --- Each node's wasmkube state, read through a hostPath pod ---
 # Prints one line per node: "NODE config=SHA256 runtime=N backup=yes|no shim=yes|no shim-toml=yes|no token=yes|no".
 node_state() {
-    local node cfg_dir cfg
+    on_each_node node-state "" node_state_pod "the state"
+}
+node_state_pod() {
+    local node="$1" cfg_dir cfg
     cfg_dir="$(dirname "$NODE_CONTAINERD_CONFIG")"
     cfg="$(basename "$NODE_CONTAINERD_CONFIG")"
-    kubectl create namespace "$CHECK_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-    for node in $(kubectl get nodes -o jsonpath='{.items[*].metadata.name}'); do
-        kubectl -n "$CHECK_NS" delete pod node-state --ignore-not-found --wait=true >/dev/null
-        kubectl -n "$CHECK_NS" apply -f - >/dev/null <<POD
+    cat <<POD
 apiVersion: v1
 kind: Pod
 metadata: {name: node-state}
@@ -85,11 +101,6 @@ spec:
     - {name: bin, hostPath: {path: "$NODE_BIN_DIR", type: Directory}}
     - {name: etc, hostPath: {path: /etc, type: Directory}}
 POD
-        kubectl -n "$CHECK_NS" wait pod/node-state --for=jsonpath='{.status.phase}'=Succeeded --timeout 120s >/dev/null ||
-            fail "could not read the state of node $node"
-        echo "$node $(kubectl -n "$CHECK_NS" logs node-state)"
-    done
-    kubectl -n "$CHECK_NS" delete pod node-state --wait=true >/dev/null
 }
 # A run that starts without the chart can compare containerd's config byte for byte after `helm uninstall`.
 before=""
@@ -185,11 +196,11 @@ echo "e2e: the 20 MiB component e2e-large answers by ClusterIP"
 # Prints "NODE daemons=N children=M": each node's wasmkube daemons and the processes they started (pause
 # processes of pods that asked for one, runc commands in flight), read from the node's /proc by a hostPID pod.
 daemon_children() {
-    local node
-    kubectl create namespace "$CHECK_NS" --dry-run=client -o yaml | kubectl apply -f - >/dev/null
-    for node in $(kubectl get nodes -l wasmkube.dev/runtime=ready -o jsonpath='{.items[*].metadata.name}'); do
-        kubectl -n "$CHECK_NS" delete pod node-procs --ignore-not-found --wait=true >/dev/null
-        kubectl -n "$CHECK_NS" apply -f - >/dev/null <<POD
+    on_each_node node-procs wasmkube.dev/runtime=ready daemon_children_pod "the processes"
+}
+daemon_children_pod() {
+    local node="$1"
+    cat <<POD
 apiVersion: v1
 kind: Pod
 metadata: {name: node-procs}
@@ -216,11 +227,6 @@ spec:
           done
           echo "daemons=\$n children=\$children"
 POD
-        kubectl -n "$CHECK_NS" wait pod/node-procs --for=jsonpath='{.status.phase}'=Succeeded --timeout 120s >/dev/null ||
-            fail "could not read the processes of node $node"
-        echo "$node $(kubectl -n "$CHECK_NS" logs node-procs)"
-    done
-    kubectl -n "$CHECK_NS" delete pod node-procs --wait=true >/dev/null
 }
 wasm_pods="$(k get pods -o jsonpath='{range .items[?(@.spec.runtimeClassName=="wasmkube")]}{.metadata.name}{"\n"}{end}' | grep -c .)"
 procs="$(daemon_children)"
