@@ -24,7 +24,7 @@ use crate::hello_http;
 use crate::pods::cpu_seconds_of;
 use crate::reference::ReferenceHost;
 use crate::report::{self, NodeArgs};
-use wasmkube_contract::env::{is_shim_var, HTTP_ACCESS_LOG};
+use wasmkube_contract::env::{ContainerEnv, HTTP_ACCESS_LOG};
 
 /// A pod subnet of its own, apart from the tests' 10.88.3x/4x ranges.
 const SUBNET: &str = "10.88.60.0/24";
@@ -89,7 +89,8 @@ pub fn run(args: Args) -> Result<()> {
     // The guest reads its environment on every request (each is a fresh instance), and the work grows with
     // it: the other hosts get the one containerd gave the shim's container (PATH, HOSTNAME), so that all
     // of them run the same requests.
-    let guest_env = guest_env(&cri.container_env(&served.container)?);
+    let (_, guest_env) = ContainerEnv::split_oci_env(&cri.container_env(&served.container)?)
+        .context("the shim's container env as containerd gave it")?;
     // A pod with only its sandbox: its network namespace is where the reference host listens, so that wrk
     // reaches both hosts through the same veth and bridge (loopback would spare the reference that path).
     let reference_pod = cri.run_pod_sandbox("bench-http-reference", WASMKUBE_HANDLER)?;
@@ -269,15 +270,6 @@ fn with_daemon_allocator_options() -> Result<()> {
     let exe = std::env::current_exe().context("finding the bench binary")?;
     let err = Command::new(exe).args(std::env::args_os().skip(1)).envs(missing.iter().map(|(n, v)| (n, v))).exec();
     Err(err).context("running the bench again with the daemon's allocator options")
-}
-
-/// The guest's part of a container's `NAME=value` process env: what the shim passes on (not its own settings).
-fn guest_env(env: &[String]) -> Vec<(String, String)> {
-    env.iter()
-        .filter_map(|entry| entry.split_once('='))
-        .filter(|(name, _)| !is_shim_var(name))
-        .map(|(name, value)| (name.to_string(), value.to_string()))
-        .collect()
 }
 
 fn median(values: impl Iterator<Item = f64>) -> Option<f64> {

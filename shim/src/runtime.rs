@@ -91,8 +91,8 @@ impl Exit {
 /// Resource usage of a running workload, for `stats`.
 ///
 /// A wasi:http container's instances (one per request in flight) report here from every thread at once,
-/// several times per request, so what they write is striped: one shared counter was a cache line moving
-/// between the cores on every write, a measurable share of a request's cost.
+/// several times per request, so what they write is striped: one shared counter is a cache line that moves
+/// between the cores on every write.
 #[derive(Debug, Default)]
 pub struct Usage {
     /// Bytes of linear memories and tables of the container's live instances: each adds its growth and

@@ -115,7 +115,7 @@ impl HasData for FromTemplate {
 
 /// Serves `wasi:cli/environment`, `stdout` and `stderr` from each store's template, in place of
 /// wasmtime-wasi's own functions (added before), which read what a `WasiCtx` holds: copying the env into
-/// every instance was a measurable share of a wasi:http request (docs/shim.md, "HTTP benchmark"). Stdin and
+/// every instance costs each request in proportion to the env, whether the guest reads it or not. Stdin and
 /// the terminal queries stay wasmtime-wasi's: a container's stdin is closed, and its streams are no terminal.
 pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
