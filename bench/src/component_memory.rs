@@ -123,7 +123,7 @@ fn mib(kib: u64) -> f64 {
 
 /// A pod of the component, once it answers.
 fn start_pod(cri: &CriClient, name: &str) -> Result<(Pod, SocketAddr)> {
-    let hello_http::Started { pod, addr, .. } = hello_http::start_pod_of(cri, name, IMAGE, &[])?;
+    let hello_http::Started { pod, addr, .. } = hello_http::start_pod_of(cri, name, IMAGE, Default::default())?;
     wait_until("the component answers", TIMEOUT, || http::get(addr, "/", TIMEOUT).is_ok_and(|r| r.status == 200))?;
     Ok((pod, addr))
 }

@@ -51,15 +51,16 @@ pub struct Started {
 }
 
 /// RunPodSandbox + CreateContainer + StartContainer of hello-http under our handler, as the kubelet does,
-/// with `env` in the container; returns once its container runs (it may not answer yet).
-pub fn start_pod(cri: &CriClient, name: &str, env: &[(String, String)]) -> Result<Started> {
-    start_pod_of(cri, name, IMAGE, env)
+/// with the env and mounts of `container` (its name and image are set here); returns once its container runs
+/// (it may not answer yet).
+pub fn start_pod(cri: &CriClient, name: &str, container: ContainerSpec) -> Result<Started> {
+    start_pod_of(cri, name, IMAGE, container)
 }
 
 /// The same for the wasi:http component `image`.
-pub fn start_pod_of(cri: &CriClient, name: &str, image: &str, env: &[(String, String)]) -> Result<Started> {
+pub fn start_pod_of(cri: &CriClient, name: &str, image: &str, container: ContainerSpec) -> Result<Started> {
     let pod = cri.run_pod_sandbox(name, WASMKUBE_HANDLER)?;
-    let spec = ContainerSpec { name: "web".into(), image: image.into(), env: env.to_vec(), ..Default::default() };
+    let spec = ContainerSpec { name: "web".into(), image: image.into(), ..container };
     let container = cri.create_container(&pod, &spec)?;
     cri.start_container(&container)?;
     cri.wait_container_state(&container, ContainerState::Running, Duration::from_secs(30))?;

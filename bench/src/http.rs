@@ -7,6 +7,7 @@
 //! interleave the targets, each round starting with the next one, so that drift hits all alike.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -17,17 +18,50 @@ use wasmkube_harness::http;
 use wasmkube_harness::packages::{self, Package};
 
 use wasmkube_harness::containerd::WASMKUBE_HANDLER;
+use wasmkube_harness::cri::ContainerSpec;
 use wasmkube_shim::daemon::DAEMON_ALLOCATOR_ENV;
 use wasmkube_shim::engine::bind_listener;
 
 use crate::hello_http;
 use crate::pods::cpu_seconds_of;
-use crate::reference::ReferenceHost;
+use crate::reference::{GuestContext, ReferenceHost};
 use crate::report::{self, NodeArgs};
 use wasmkube_contract::env::{ContainerEnv, HTTP_ACCESS_LOG};
 
 /// A pod subnet of its own, apart from the tests' 10.88.3x/4x ranges.
 const SUBNET: &str = "10.88.60.0/24";
+/// Where the guest sees volume `i` of `--volumes`.
+fn volume_path(i: usize) -> String {
+    format!("/config/{i}")
+}
+
+/// Host directories laid out as the kubelet lays out a ConfigMap volume (a file per key).
+struct ConfigVolumes {
+    dirs: Vec<tempfile::TempDir>,
+}
+
+impl ConfigVolumes {
+    fn new(count: usize) -> Result<Self> {
+        let dirs = (0..count)
+            .map(|_| {
+                let dir = tempfile::tempdir().context("creating a volume directory")?;
+                std::fs::write(dir.path().join("app.yaml"), "greeting: hello\n").context("writing a volume file")?;
+                Ok(dir)
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self { dirs })
+    }
+
+    /// As CRI bind mounts of the shim's container: container path, host path, read-only.
+    fn mounts(&self) -> Vec<(String, PathBuf, bool)> {
+        self.dirs.iter().enumerate().map(|(i, d)| (volume_path(i), d.path().to_path_buf(), true)).collect()
+    }
+
+    /// As the other hosts' read-only directories: host path, guest path.
+    fn read_only_dirs(&self) -> Vec<(PathBuf, String)> {
+        self.dirs.iter().enumerate().map(|(i, d)| (d.path().to_path_buf(), volume_path(i))).collect()
+    }
+}
 
 /// Options of the `http` benchmark.
 #[derive(Debug, clap::Args)]
@@ -44,6 +78,9 @@ pub struct Args {
     /// Rounds; each measures the shim, then the reference.
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
+    /// Read-only directory volumes every host gives the guest (as a WasmApp's ConfigMap volumes).
+    #[arg(long, default_value_t = 1)]
+    pub volumes: usize,
     #[command(flatten)]
     pub node: NodeArgs,
 }
@@ -81,10 +118,19 @@ pub fn run(args: Args) -> Result<()> {
     packages::ensure_installed(&[Package::Wrk])?;
     let shim = args.node.shim_binary()?;
     let (ctrd, cri, wasm) = hello_http::node(&shim, SUBNET)?;
-    let served = hello_http::start_pod(&cri, "bench-http", &[])?;
+    // Every host gives the guest the same read-only directories (a WasmApp's ConfigMap volumes); hello-http
+    // never reads them.
+    let volumes = ConfigVolumes::new(args.volumes)?;
+    let mounts = volumes.mounts();
+    let served =
+        hello_http::start_pod(&cri, "bench-http", ContainerSpec { mounts: mounts.clone(), ..Default::default() })?;
     let (pod, shim_addr) = (served.pod, served.addr);
-    let access_log_env = [(HTTP_ACCESS_LOG.to_string(), "true".to_string())];
-    let logging = hello_http::start_pod(&cri, "bench-http-log", &access_log_env)?;
+    let access_log_env = vec![(HTTP_ACCESS_LOG.to_string(), "true".to_string())];
+    let logging = hello_http::start_pod(
+        &cri,
+        "bench-http-log",
+        ContainerSpec { env: access_log_env, mounts, ..Default::default() },
+    )?;
     let (logging_pod, logging_addr) = (logging.pod, logging.addr);
     // The guest reads its environment on every request (each is a fresh instance), and the work grows with
     // it: the other hosts get the one containerd gave the shim's container (PATH, HOSTNAME), so that all
@@ -98,11 +144,12 @@ pub fn run(args: Args) -> Result<()> {
     let reference_addr = SocketAddr::new(cri.pod_ip(&reference_pod)?, hello_http::PORT);
     let listener = bind_listener(Some(&netns), SocketAddr::from(([0, 0, 0, 0], hello_http::PORT)))
         .with_context(|| format!("binding the reference host in {}", netns.display()))?;
-    let reference = ReferenceHost::start(&wasm, listener, reference_addr, &guest_env)?;
+    let guest = GuestContext { env: guest_env, read_only_dirs: volumes.read_only_dirs() };
+    let reference = ReferenceHost::start(&wasm, listener, reference_addr, &guest)?;
     let in_process_pod = cri.run_pod_sandbox("bench-http-in-process", WASMKUBE_HANDLER)?;
     let in_process_netns = cri.pod_network_namespace(&in_process_pod)?;
     let in_process_addr = SocketAddr::new(cri.pod_ip(&in_process_pod)?, hello_http::PORT);
-    let _in_process = crate::in_process::InProcessShim::start(&wasm, &in_process_netns, hello_http::PORT, &guest_env)?;
+    let _in_process = crate::in_process::InProcessShim::start(&wasm, &in_process_netns, hello_http::PORT, &guest)?;
 
     // Whose CPU time serves each target: the node daemon, or this process (the reference host's threads; the
     // rest of it waits for wrk meanwhile).
@@ -190,7 +237,9 @@ pub fn run(args: Args) -> Result<()> {
                         reference = wasmtime-wasi-http serve recipe with the shim's engine settings and allocator, \
                         listening in another pod's network namespace (same bridge); \
                         every host gives the guest the environment containerd gave the shim's container \
-                        (the guest reads it on every request); \
+                        (the guest reads it on every request) and `volumes` read-only directories, as a WasmApp's \
+                        ConfigMap volumes (the guest never reads them; the reference opens them per request, as \
+                        wasmtime serve --dir does); \
                         wasmkube_access_log = the shim with WASMKUBE_HTTP_ACCESS_LOG=true (one line per request to the container log); \
                         wasmkube_in_process = the shim's NodeEngine serving the same component in the bench process, \
                         in a third pod's network namespace (its request path without the node daemon process); \
@@ -198,6 +247,7 @@ pub fn run(args: Args) -> Result<()> {
         "duration_secs": args.duration,
         "connections": args.connections,
         "wrk_threads": args.threads,
+        "volumes": args.volumes,
         "rounds": args.rounds,
         "wasmkube": summary(WASMKUBE),
         "reference": summary(REFERENCE),

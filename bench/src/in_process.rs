@@ -12,6 +12,8 @@ use wasmkube_shim::engine::{EngineSettings, NodeEngine};
 use wasmkube_shim::runtime::{Launch, Runtime, Signal, Stdio};
 use wasmkube_shim::spec::ContainerSpec;
 
+use crate::reference::GuestContext;
+
 /// The shim's server for one container, in this process; stops when dropped.
 pub struct InProcessShim {
     _stop: watch::Sender<Option<Signal>>,
@@ -19,19 +21,25 @@ pub struct InProcessShim {
 }
 
 impl InProcessShim {
-    /// Serves `wasm` on `port` in the network namespace at `netns`, with `env` as the guest's environment.
-    pub fn start(wasm: &[u8], netns: &Path, port: u16, env: &[(String, String)]) -> Result<Self> {
+    /// Serves `wasm` on `port` in the network namespace at `netns`, giving the guest `guest` (its directories
+    /// as bind mounts in the spec).
+    pub fn start(wasm: &[u8], netns: &Path, port: u16, guest: &GuestContext) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let rootfs = dir.path().join("rootfs");
         std::fs::create_dir(&rootfs)?;
         std::fs::write(rootfs.join("app.wasm"), wasm)?;
         let process_env: Vec<String> = std::iter::once(format!("{HTTP_PORT}={port}"))
-            .chain(env.iter().map(|(name, value)| format!("{name}={value}")))
+            .chain(guest.env.iter().map(|(name, value)| format!("{name}={value}")))
             .collect();
         let process = json!({ "cwd": "/", "user": { "uid": 0, "gid": 0 }, "args": ["/app.wasm"],
                               "env": process_env });
         let linux = json!({ "namespaces": [{ "type": "network", "path": netns }] });
-        let oci = serde_json::from_value(json!({ "ociVersion": "1.0.2", "process": process, "linux": linux }))?;
+        let mounts: Vec<_> = (guest.read_only_dirs.iter())
+            .map(|(host, path)| json!({ "destination": path, "type": "bind", "source": host, "options": ["rbind", "ro"] }))
+            .collect();
+        let oci = serde_json::from_value(
+            json!({ "ociVersion": "1.0.2", "process": process, "linux": linux, "mounts": mounts }),
+        )?;
         let spec = ContainerSpec::from_oci("in-process", &oci).map_err(|e| anyhow!("{}", e.error.message))?;
         let settings = EngineSettings { cache_dir: dir.path().join("cache"), ..Default::default() };
         let launch = Launch {

@@ -5,6 +5,7 @@
 //! against: the same component, wasmtime and allocator, without containerd or the shim's policies.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::Store;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
@@ -38,6 +39,14 @@ impl WasiHttpView for RequestState {
     }
 }
 
+/// What every host gives the guest of its container.
+pub struct GuestContext {
+    /// The environment.
+    pub env: Vec<(String, String)>,
+    /// Host directory and the path the guest sees it at, read-only.
+    pub read_only_dirs: Vec<(PathBuf, String)>,
+}
+
 /// A running reference host; stops when dropped.
 pub struct ReferenceHost {
     addr: SocketAddr,
@@ -46,13 +55,8 @@ pub struct ReferenceHost {
 }
 
 impl ReferenceHost {
-    /// Compiles `wasm` and serves it on `listener`, which `addr` reaches, with `env` as the guest's environment.
-    pub fn start(
-        wasm: &[u8],
-        listener: std::net::TcpListener,
-        addr: SocketAddr,
-        env: &[(String, String)],
-    ) -> Result<Self> {
+    /// Compiles `wasm` and serves it on `listener`, which `addr` reaches, giving the guest `guest`.
+    pub fn start(wasm: &[u8], listener: std::net::TcpListener, addr: SocketAddr, guest: &GuestContext) -> Result<Self> {
         // The shim's own engine settings (pooling allocator, epoch interruption).
         let (engine, _) = wasmkube_shim::engine::build_engine()?;
         let component = Component::new(&engine, wasm).map_err(|e| anyhow!("compiling the component: {e:?}"))?;
@@ -75,8 +79,8 @@ impl ReferenceHost {
         listener.set_nonblocking(true).context("making the reference host's listener non-blocking")?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        let env: Arc<[(String, String)]> = env.into();
-        std::thread::spawn(move || runtime.block_on(serve(listener, Arc::new(pre), env, stopped)));
+        let guest = Arc::new(GuestContext { env: guest.env.clone(), read_only_dirs: guest.read_only_dirs.clone() });
+        std::thread::spawn(move || runtime.block_on(serve(listener, Arc::new(pre), guest, stopped)));
         Ok(Self { addr, stop, shutdown: Some(shutdown) })
     }
 
@@ -98,7 +102,7 @@ impl Drop for ReferenceHost {
 async fn serve(
     listener: std::net::TcpListener,
     pre: Arc<ProxyPre<RequestState>>,
-    env: Arc<[(String, String)]>,
+    guest: Arc<GuestContext>,
     mut stopped: tokio::sync::oneshot::Receiver<()>,
 ) {
     let Ok(listener) = tokio::net::TcpListener::from_std(listener) else { return };
@@ -110,9 +114,9 @@ async fn serve(
             },
             _ = &mut stopped => return,
         };
-        let (pre, env) = (pre.clone(), env.clone());
+        let (pre, guest) = (pre.clone(), guest.clone());
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| handle(pre.clone(), env.clone(), req));
+            let service = hyper::service::service_fn(move |req| handle(pre.clone(), guest.clone(), req));
             let _ = auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), service).await;
         });
     }
@@ -120,11 +124,17 @@ async fn serve(
 
 async fn handle(
     pre: Arc<ProxyPre<RequestState>>,
-    env: Arc<[(String, String)]>,
+    guest: Arc<GuestContext>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> wasmtime::Result<hyper::Response<HyperOutgoingBody>> {
-    // As `wasmtime serve` does with `--env`: the environment copied into each request's context.
-    let wasi = WasiCtx::builder().envs(&env).build();
+    // As `wasmtime serve` does with `--env` and `--dir`: the environment copied into each request's context,
+    // the directories opened for it.
+    let mut wasi = WasiCtx::builder();
+    wasi.envs(&guest.env);
+    for (host, path) in &guest.read_only_dirs {
+        wasi.preopened_dir(host, path, FsPerms::ReadOnly)?;
+    }
+    let wasi = wasi.build();
     let state = RequestState { wasi, http: WasiHttpCtx::new(), table: ResourceTable::new() };
     let mut store = Store::new(pre.engine(), state);
     store.epoch_deadline_async_yield_and_update(1);

@@ -154,7 +154,7 @@ impl Waker for PodWaker {
 
 /// Starts a hello-http pod and probes it until it answers `GET /` with 200.
 fn start_until_ready(cri: &CriClient, name: &str, called: Instant) -> Result<(Pod, SocketAddr, WakeTimes)> {
-    let hello_http::Started { pod, addr, .. } = hello_http::start_pod(cri, name, &[])?;
+    let hello_http::Started { pod, addr, .. } = hello_http::start_pod(cri, name, Default::default())?;
     let started = Instant::now();
     let deadline = started + READY_TIMEOUT;
     loop {

@@ -88,12 +88,18 @@ fn a_granted_volume_is_all_the_file_system_a_component_sees() -> Result<()> {
     let ctrd = node()?;
     let volume = tempfile::tempdir()?;
     std::fs::write(volume.path().join("config.txt"), "x")?;
-    let mount = format!("type=bind,src={},dst=/data,options=rbind:ro", volume.path().display());
-    let out = run_probe(&ctrd, "granted", &["--mount", &mount, "--env", "PROBE_DIR=/data"])?;
+    let mount = |options| format!("type=bind,src={},dst=/data,options={options}", volume.path().display());
+    let out = run_probe(&ctrd, "granted", &["--mount", &mount("rbind:ro"), "--env", "PROBE_DIR=/data"])?;
     ensure!(out.code == 0, "the probe failed: {out:?}");
     assert_eq!(reported(&out, "fs /data"), "ok config.txt", "{}", out.stdout);
+    assert!(reported(&out, "write /data").starts_with("denied"), "a read-only volume: {}", out.stdout);
     assert!(reported(&out, "fs /").starts_with("denied"), "{}", out.stdout);
     assert!(reported(&out, "fs /etc/passwd").starts_with("denied"), "{}", out.stdout);
+
+    let out = run_probe(&ctrd, "granted-rw", &["--mount", &mount("rbind:rw"), "--env", "PROBE_DIR=/data"])?;
+    ensure!(out.code == 0, "the probe failed: {out:?}");
+    assert_eq!(reported(&out, "write /data"), "ok wrote", "{}", out.stdout);
+    assert_eq!(std::fs::read_to_string(volume.path().join("probe-wrote.txt"))?, "probe");
     Ok(())
 }
 

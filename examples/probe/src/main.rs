@@ -3,7 +3,7 @@
 //! that a component without grants sees nothing of the node. With `BOMB_MB=N` it instead allocates and touches
 //! memory 1 MiB at a time up to N MiB, reporting every 16 MiB, so a test can watch it stop at its limit.
 //!
-//! Variables: `PROBE_DIR` (a directory to list: a granted volume), `PROBE_TCP` (`HOST:PORT` to connect to),
+//! Variables: `PROBE_DIR` (a directory to list and write a file into: a granted volume), `PROBE_TCP` (`HOST:PORT` to connect to),
 //! `PROBE_HTTP` (an `http://` URL to request through wasi:http).
 
 use std::io::Write;
@@ -25,6 +25,8 @@ fn main() {
     }
     if let Ok(dir) = std::env::var("PROBE_DIR") {
         println!("fs {dir}: {}", outcome(read(&dir)));
+        let wrote = std::fs::write(format!("{dir}/{WRITTEN}"), "probe").map(|()| "wrote".to_string());
+        println!("write {dir}: {}", outcome(wrote));
     }
     println!("dns localhost: {}", outcome(("localhost", 80).to_socket_addrs().map(|a| a.count().to_string())));
     if let Ok(addr) = std::env::var("PROBE_TCP") {
@@ -34,6 +36,9 @@ fn main() {
         println!("http {url}: {}", outcome(fetch(&url)));
     }
 }
+
+/// The file the probe writes into `PROBE_DIR`.
+const WRITTEN: &str = "probe-wrote.txt";
 
 fn outcome<E: std::fmt::Debug>(result: Result<String, E>) -> String {
     match result {

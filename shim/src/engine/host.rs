@@ -9,7 +9,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outbound::OutboundPolicy;
 use super::wasi_ctx::{GuestCli, WasiTemplate};
-use crate::runtime::{LaunchError, Usage};
+use crate::runtime::Usage;
 
 /// Per-instance host state; a fresh one for every store.
 pub struct Host {
@@ -24,15 +24,15 @@ pub struct Host {
 
 impl Host {
     /// Fresh state for one instance of the container `template` describes.
-    pub fn new(template: &WasiTemplate, limits: Limits, outbound: OutboundPolicy) -> Result<Self, LaunchError> {
-        Ok(Self {
-            wasi: template.instantiate()?,
+    pub fn new(template: &WasiTemplate, limits: Limits, outbound: OutboundPolicy) -> Self {
+        Self {
+            wasi: template.instantiate(),
             template: template.clone(),
             table: ResourceTable::new(),
             limits,
             http: WasiHttpCtx::new(),
             outbound,
-        })
+        }
     }
 
     /// The guest's `wasi:cli` view of its container.

@@ -249,10 +249,7 @@ impl Server {
             return plain(StatusCode::PAYLOAD_TOO_LARGE, format!("request body over {limit} bytes\n"));
         }
         let req = req.map(|body| limited(body, limit));
-        let mut store = match self.new_store() {
-            Ok(store) => store,
-            Err(e) => return self.failed(&what, &e.message).await,
-        };
+        let mut store = self.new_store();
         let (sender, receiver) = oneshot::channel();
         let handles = {
             let mut http = store.data_mut().http();
@@ -298,9 +295,9 @@ impl Server {
         }
     }
 
-    fn new_store(&self) -> Result<Store<Host>, LaunchError> {
+    fn new_store(&self) -> Store<Host> {
         let limits = Limits::new(self.memory_limit, self.usage.clone());
-        Ok(new_store(self.pre.engine(), Host::new(&self.wasi, limits, self.outbound.clone())?))
+        new_store(self.pre.engine(), Host::new(&self.wasi, limits, self.outbound.clone()))
     }
 
     /// A 500 whose cause goes to the container's stderr (so `kubectl logs` shows it) and the daemon log;

@@ -239,7 +239,7 @@ impl Runtime for NodeEngine {
                     engine: self.engine.clone(),
                     pre: pre.clone(),
                     // A wasi:cli container is one instance.
-                    host: Host::new(&wasi, Limits::new(spec.memory_limit, usage.clone()), outbound)?,
+                    host: Host::new(&wasi, Limits::new(spec.memory_limit, usage.clone()), outbound),
                     usage,
                     logs,
                     cache_pin,
