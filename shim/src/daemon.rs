@@ -44,14 +44,9 @@ impl Shim for WasmkubeShim {
     type T = TaskService<NodeRuntime>;
 
     async fn new(_runtime_id: &str, args: &Flags, _config: &mut Config) -> Self {
-        let bundle = if args.bundle.is_empty() {
-            std::env::current_dir().unwrap_or_default()
-        } else {
-            PathBuf::from(&args.bundle)
-        };
         Self {
             namespace: args.namespace.clone(),
-            bundle,
+            bundle: bundle_of(args),
             socket: args.socket.clone(),
             occupancy: Arc::default(),
             idle_exit: OnceLock::new(),
@@ -59,15 +54,10 @@ impl Shim for WasmkubeShim {
     }
 
     async fn start_shim(&mut self, opts: StartOpts) -> containerd_shim::Result<String> {
-        let address = containerd_shim::socket_address(&opts.address, &opts.namespace, GROUPING_KEY);
-        let dir = daemon_dir(&self.bundle, &opts.namespace, &address);
-        let address = tokio::task::spawn_blocking(move || find_or_start_daemon(&opts, &address, &dir))
+        let bundle = self.bundle.clone();
+        tokio::task::spawn_blocking(move || start_with(&bundle, &opts))
             .await
-            .map_err(|e| Error::Other(format!("start task panicked: {e}")))??;
-        // containerd reads this file to reconnect to the task's shim after it restarts.
-        std::fs::write(self.bundle.join("address"), &address)
-            .map_err(|e| Error::Other(format!("cannot write {}/address: {e}", self.bundle.display())))?;
-        Ok(address)
+            .map_err(|e| Error::Other(format!("start task panicked: {e}")))?
     }
 
     async fn delete_shim(&mut self) -> containerd_shim::Result<DeleteResponse> {
@@ -135,6 +125,43 @@ impl Shim for WasmkubeShim {
         let events = ContainerdEvents::new(publisher, self.namespace.clone());
         TaskService::new(runtime, Box::new(events), self.occupancy.clone())
     }
+}
+
+/// `start`, without an async runtime: containerd runs it for every task, twice per pod start, and the
+/// runtime's threads would cost it more than its own work (`main` calls this before it builds one).
+pub fn start(flags: &Flags) -> containerd_shim::Result<String> {
+    let opts = StartOpts {
+        id: flags.id.clone(),
+        publish_binary: flags.publish_binary.clone(),
+        address: flags.address.clone(),
+        ttrpc_address: std::env::var(TTRPC_ADDRESS_ENV).unwrap_or_default(),
+        namespace: flags.namespace.clone(),
+        debug: flags.debug,
+    };
+    start_with(&bundle_of(flags), &opts)
+}
+
+/// The environment variable in which containerd gives its ttrpc address.
+const TTRPC_ADDRESS_ENV: &str = "TTRPC_ADDRESS";
+
+/// The task's bundle: the `-bundle` flag, else the directory containerd runs the binary in.
+fn bundle_of(flags: &Flags) -> PathBuf {
+    if flags.bundle.is_empty() {
+        std::env::current_dir().unwrap_or_default()
+    } else {
+        PathBuf::from(&flags.bundle)
+    }
+}
+
+/// Finds or starts the node daemon for the task in `bundle` and records its address there.
+fn start_with(bundle: &Path, opts: &StartOpts) -> containerd_shim::Result<String> {
+    let address = containerd_shim::socket_address(&opts.address, &opts.namespace, GROUPING_KEY);
+    let dir = daemon_dir(bundle, &opts.namespace, &address);
+    let address = find_or_start_daemon(opts, &address, &dir)?;
+    // containerd reads this file to reconnect to the task's shim after it restarts.
+    std::fs::write(bundle.join("address"), &address)
+        .map_err(|e| Error::Other(format!("cannot write {}/address: {e}", bundle.display())))?;
+    Ok(address)
 }
 
 /// Lifts the daemon's soft limit on open files to the hard limit. Every container holds its stdio FIFOs and
