@@ -192,6 +192,20 @@ large_port="$(k get service e2e-large -o jsonpath='{.spec.ports[0].port}')"
 expect_200 "http://$large_ip:$large_port/" >/dev/null
 echo "e2e: the 20 MiB component e2e-large answers by ClusterIP"
 
+# --- Volumes are the component's file system (examples/wasmapps/configmap-volume.yaml: `site`) ---
+site="http://$(k get service site -o jsonpath='{.spec.clusterIP}'):$(k get service site -o jsonpath='{.spec.ports[0].port}')"
+body() { k exec e2e-client -- curl -sS --max-time 30 "$@"; }
+config="$(body "$site/file?path=/config/site.toml")"
+[ "$config" = 'title = "hello"' ] || fail "site read its ConfigMap file /config/site.toml as: $config"
+body -X PUT --data-binary "written by e2e" "$site/file?path=/tmp/e2e.txt" >/dev/null
+scratch="$(body "$site/file?path=/tmp/e2e.txt")"
+[ "$scratch" = "written by e2e" ] || fail "site read back its emptyDir file /tmp/e2e.txt as: $scratch"
+read -r code _ < <(request -X PUT --data-binary x "$site/file?path=/config/new.txt")
+[ "$code" = "403" ] || fail "site wrote into its read-only ConfigMap volume (answer $code)"
+read -r code _ < <(request "$site/file?path=/etc/passwd")
+[ "$code" = "404" ] || fail "site read a file outside its volumes (answer $code)"
+echo "e2e: site reads its ConfigMap at /config, writes and reads back its emptyDir at /tmp, and sees nothing else"
+
 # --- No process per wasm pod (docs/shim.md, "Pod sandboxes"): the daemon holds the sandboxes itself ---
 # Prints "NODE daemons=N children=M": each node's wasmkube daemons and the processes they started (pause
 # processes of pods that asked for one, runc commands in flight), read from the node's /proc by a hostPID pod.

@@ -62,8 +62,13 @@ struct HttpPod {
 const LOG_REQUESTS: (&str, &str) = ("HELLO_HTTP_LOG_REQUESTS", "true");
 
 fn start_http_pod(cri: &CriClient, name: &str, env: Vec<(String, String)>) -> Result<HttpPod> {
+    start_http_pod_with(cri, name, ContainerSpec { env, ..Default::default() })
+}
+
+/// A hello-http pod with the env and mounts of `container`.
+fn start_http_pod_with(cri: &CriClient, name: &str, container: ContainerSpec) -> Result<HttpPod> {
     let pod = cri.run_pod_sandbox(name, WASMKUBE_HANDLER)?;
-    let spec = ContainerSpec { name: "web".into(), image: HELLO_HTTP.into(), env, ..Default::default() };
+    let spec = ContainerSpec { name: "web".into(), image: HELLO_HTTP.into(), ..container };
     let id = cri.create_container(&pod, &spec)?;
     cri.start_container(&id)?;
     cri.wait_container_state(&id, ContainerState::Running, TIMEOUT)?;
@@ -114,7 +119,15 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
     // the access log and for the guest's own line per request; pod b has neither, as by default.
     let a_env =
         [(HTTP_PORT, PORT.to_string()), (HTTP_ACCESS_LOG, "true".into()), (LOG_REQUESTS.0, LOG_REQUESTS.1.into())];
-    let a = start_http_pod(&cri, "web-a", a_env.map(|(k, v)| (k.to_string(), v)).to_vec())?;
+    // Pod a also has a read-only volume (as a ConfigMap) and a writable one (as an emptyDir).
+    let (config, scratch) = (tempfile::tempdir()?, tempfile::tempdir()?);
+    std::fs::write(config.path().join("site.toml"), "title = \"hello\"\n")?;
+    let mounts = vec![
+        ("/config".to_string(), config.path().to_path_buf(), true),
+        ("/tmp".to_string(), scratch.path().to_path_buf(), false),
+    ];
+    let a_env = a_env.map(|(k, v)| (k.to_string(), v)).to_vec();
+    let a = start_http_pod_with(&cri, "web-a", ContainerSpec { env: a_env, mounts, ..Default::default() })?;
     let gw = gateway(a.addr.ip())?;
     let allowlist = format!("{gw}:{}", allowed.addr().port());
     let b = start_http_pod(&cri, "web-b", vec![("WASMKUBE_ALLOWED_OUTBOUND_HOSTS".into(), allowlist)])?;
@@ -125,6 +138,17 @@ fn http_components_serve_on_their_pod_ip_with_limits_traps_and_an_outbound_allow
         let r = get(pod.addr, "/")?;
         assert_eq!((r.status, r.body.as_str()), (200, "hello from wasmkube"), "{}", pod.addr);
     }
+    // Every request's instance sees the volumes opened at create, with their modes, and nothing else.
+    let r = get(a.addr, "/file?path=/config/site.toml")?;
+    assert_eq!((r.status, r.body.as_str()), (200, "title = \"hello\"\n"));
+    let r = http::request(a.addr, "PUT", "/file?path=/tmp/note.txt", b"from the guest", TIMEOUT)?;
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(std::fs::read_to_string(scratch.path().join("note.txt"))?, "from the guest");
+    assert_eq!(get(a.addr, "/file?path=/tmp/note.txt")?.body, "from the guest");
+    let r = http::request(a.addr, "PUT", "/file?path=/config/new.txt", b"x", TIMEOUT)?;
+    assert_eq!(r.status, 403, "a read-only volume takes no writes: {r:?}");
+    assert!(!config.path().join("new.txt").exists());
+    assert_eq!(get(a.addr, "/file?path=/etc/passwd")?.status, 404, "nothing outside the volumes");
     // h2c (HTTP/2 with prior knowledge), as a mesh sidecar or gRPC-style client would speak it.
     packages::ensure_installed(&[Package::Curl])?;
     let h2 = std::process::Command::new("curl")

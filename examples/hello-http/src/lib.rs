@@ -5,7 +5,9 @@
 //! - `/trap` panics, which traps the instance;
 //! - `/fetch?url=URL` calls URL through wasi:http/outgoing-handler and answers `status N`, or 502 with
 //!   the error it saw;
-//! - `/echo` answers the request body.
+//! - `/echo` answers the request body;
+//! - `GET /file?path=P` answers the file at P (a path in one of its volumes), or 404 with the error it saw;
+//!   `PUT /file?path=P` writes the request body there.
 //!
 //! With `HELLO_HTTP_LOG_REQUESTS=true` in its environment, every request also prints one line to stdout
 //! (`hello-http: GET /path`), so tests can see the guest's output in the container log. It is off by default,
@@ -49,6 +51,10 @@ impl wasi::exports::http::incoming_handler::Guest for HelloHttp {
                 },
                 None => (400, b"missing ?url=".to_vec()),
             },
+            "/file" => match param(query, "path") {
+                Some(path) => file(request, &path),
+                None => (400, b"missing ?path=".to_vec()),
+            },
             "/echo" => match read_body(request) {
                 Ok(body) => (200, body),
                 Err(e) => (400, format!("cannot read the request body: {e}").into_bytes()),
@@ -56,6 +62,18 @@ impl wasi::exports::http::incoming_handler::Guest for HelloHttp {
             _ => (404, b"not found".to_vec()),
         };
         respond(response_out, status, &body);
+    }
+}
+
+/// `GET` reads the file at `path`, `PUT` writes the request body to it.
+fn file(request: IncomingRequest, path: &str) -> (u16, Vec<u8>) {
+    let done = match request.method() {
+        Method::Put => read_body(request).and_then(|body| std::fs::write(path, body).map_err(|e| e.to_string())),
+        _ => return std::fs::read(path).map_or_else(|e| (404, format!("{path}: {e}").into_bytes()), |b| (200, b)),
+    };
+    match done {
+        Ok(()) => (200, format!("wrote {path}").into_bytes()),
+        Err(e) => (403, format!("{path}: {e}").into_bytes()),
     }
 }
 
