@@ -4,7 +4,9 @@
 //! instead of 30 with no gain in speed (docs/install.md, "Allocator"; `wasmkube-bench pod-memory` and `http`); the
 //! operator holds its watch caches for its whole life and is held to 64 MiB (`wasmkube-bench operator-scale`). mimalloc reads its options at its first
 //! allocation, before `main`, so they can only reach a process through the environment it starts with: the shim
-//! sets them for the daemon it spawns, the operator executes itself again with them.
+//! sets them for the daemon it spawns, the operator executes itself again with them. (One exception: the arena
+//! commit option is read when the first arena is reserved, which in the shim's binary comes after `main` begins,
+//! so its `main` also sets it in-process, for the short `start` and `delete` commands.)
 
 /// The options, unless the environment already sets them (a node's or a pod's own choice wins).
 pub const ALLOCATOR_ENV: [(&str, &str); 1] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0")];

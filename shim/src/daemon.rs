@@ -251,6 +251,23 @@ fn remove_socket(address: &str) {
 /// sets them on itself; the reasons are in `wasmkube_contract::allocator`).
 pub use wasmkube_contract::allocator::ALLOCATOR_ENV as DAEMON_ALLOCATOR_ENV;
 
+/// Sets [`DAEMON_ALLOCATOR_ENV`] in this process for what its environment does not set: `main` calls it before
+/// its first allocation, where mimalloc reserves its first arena. containerd runs `start` twice per pod start,
+/// with containerd's environment, and an eagerly committed arena cost it a 2 MiB huge page to zero, a fifth of its
+/// time (docs/shim.md, "Where a pod start goes"). The daemon gets the same options through its environment.
+#[cfg(feature = "mimalloc")]
+pub fn apply_allocator_options() {
+    // Its index in mimalloc.h (v2 and v3): show_errors, show_stats, verbose, eager_commit, arena_eager_commit.
+    const MI_OPTION_ARENA_EAGER_COMMIT: libmimalloc_sys::mi_option_t = 4;
+    // SAFETY: getenv only reads the environment, and no thread that could change it runs yet; mi_option_set
+    // stores a number.
+    unsafe {
+        if libc::getenv(c"MIMALLOC_ARENA_EAGER_COMMIT".as_ptr()).is_null() {
+            libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0);
+        }
+    }
+}
+
 /// Starts the daemon and waits until it serves: it closes its stdout once its socket listens.
 fn spawn_daemon(opts: &StartOpts, address: &str, dir: &Path) -> containerd_shim::Result<()> {
     let exe = std::env::current_exe().map_err(|e| Error::Other(format!("cannot find the shim binary: {e}")))?;
@@ -303,6 +320,12 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_in_process_allocator_options_are_the_daemons() {
+        // `apply_allocator_options` sets exactly these; a new one needs its mimalloc option index there too.
+        assert_eq!(DAEMON_ALLOCATOR_ENV, [("MIMALLOC_ARENA_EAGER_COMMIT", "0")]);
+    }
 
     #[test]
     fn daemon_lives_in_the_containerd_state_dir() {

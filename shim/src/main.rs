@@ -11,6 +11,8 @@ use wasmkube_shim::daemon::WasmkubeShim;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
+    #[cfg(feature = "mimalloc")]
+    wasmkube_shim::daemon::apply_allocator_options();
     // As containerd's own shims answer `-v`: what an admin runs on a node to see which shim is installed.
     if std::env::args().skip(1).any(|a| matches!(a.as_str(), "-v" | "-version" | "--version")) {
         println!(

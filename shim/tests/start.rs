@@ -77,3 +77,21 @@ fn a_daemon_that_cannot_start_fails_start_with_its_reason() {
     assert!(stderr.contains("wasmkube daemon cannot start: "), "{stderr}");
     assert!(stderr.contains(&*config.to_string_lossy()), "the message names the config: {stderr}");
 }
+
+#[test]
+fn every_process_of_the_binary_commits_allocator_arenas_lazily_unless_its_environment_says_otherwise() {
+    // mimalloc's statistics at exit count the commits it made; an arena committed eagerly, whole, counts none.
+    let commits = |env: &[(&str, &str)]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_containerd-shim-wasmkube-v1"))
+            .arg("-v")
+            .env("MIMALLOC_SHOW_STATS", "1")
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let line = stderr.lines().find_map(|l| l.trim().strip_prefix("commits   :").map(str::trim).map(String::from));
+        line.and_then(|n| n.parse::<u64>().ok()).unwrap_or_else(|| panic!("no commit count in: {stderr}"))
+    };
+    assert!(commits(&[]) > 0, "the arena was committed eagerly");
+    assert_eq!(commits(&[("MIMALLOC_ARENA_EAGER_COMMIT", "1")]), 0, "the node's own setting wins");
+}
