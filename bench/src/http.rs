@@ -30,6 +30,7 @@ use wasmkube_contract::env::{ContainerEnv, HTTP_ACCESS_LOG};
 
 /// A pod subnet of its own, apart from the tests' 10.88.3x/4x ranges.
 const SUBNET: &str = "10.88.60.0/24";
+
 /// Where the guest sees volume `i` of `--volumes`.
 fn volume_path(i: usize) -> String {
     format!("/config/{i}")

@@ -40,6 +40,7 @@ impl WasiHttpView for RequestState {
 }
 
 /// What every host gives the guest of its container.
+#[derive(Clone)]
 pub struct GuestContext {
     /// The environment.
     pub env: Vec<(String, String)>,
@@ -79,7 +80,7 @@ impl ReferenceHost {
         listener.set_nonblocking(true).context("making the reference host's listener non-blocking")?;
         let (shutdown, stopped) = tokio::sync::oneshot::channel();
         let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        let guest = Arc::new(GuestContext { env: guest.env.clone(), read_only_dirs: guest.read_only_dirs.clone() });
+        let guest = Arc::new(guest.clone());
         std::thread::spawn(move || runtime.block_on(serve(listener, Arc::new(pre), guest, stopped)));
         Ok(Self { addr, stop, shutdown: Some(shutdown) })
     }

@@ -8,7 +8,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::outbound::OutboundPolicy;
-use super::wasi_ctx::{GuestCli, WasiTemplate};
+use super::wasi_ctx::{ContainerView, WasiTemplate};
 use crate::runtime::Usage;
 
 /// Per-instance host state; a fresh one for every store.
@@ -35,8 +35,8 @@ impl Host {
         }
     }
 
-    /// The guest's `wasi:cli` view of its container.
-    pub(crate) fn cli(&mut self) -> GuestCli<'_> {
+    /// The guest's view of its container: args, env, output streams, preopened directories.
+    pub(crate) fn container(&mut self) -> ContainerView<'_> {
         self.template.view(&mut self.table)
     }
 }

@@ -58,20 +58,20 @@ impl WasiTemplate {
         WasiCtx::builder().build()
     }
 
-    /// The guest's view of the template, for the `wasi:cli` functions.
-    pub fn view<'a>(&'a self, table: &'a mut ResourceTable) -> GuestCli<'a> {
-        GuestCli { template: &self.inner, table }
+    /// The guest's view of the template, for the functions of [`add_to_linker`].
+    pub fn view<'a>(&'a self, table: &'a mut ResourceTable) -> ContainerView<'a> {
+        ContainerView { template: &self.inner, table }
     }
 }
 
 /// `wasi:cli`'s environment and standard output streams and `wasi:filesystem`'s preopens, served from a
 /// container's template.
-pub struct GuestCli<'a> {
+pub struct ContainerView<'a> {
     template: &'a Template,
     table: &'a mut ResourceTable,
 }
 
-impl environment::Host for GuestCli<'_> {
+impl environment::Host for ContainerView<'_> {
     fn get_environment(&mut self) -> wasmtime::Result<Vec<(String, String)>> {
         Ok(self.template.env.clone())
     }
@@ -85,19 +85,19 @@ impl environment::Host for GuestCli<'_> {
     }
 }
 
-impl stdout::Host for GuestCli<'_> {
+impl stdout::Host for ContainerView<'_> {
     fn get_stdout(&mut self) -> wasmtime::Result<Resource<DynOutputStream>> {
         Ok(self.table.push(self.template.stdout.p2_stream())?)
     }
 }
 
-impl stderr::Host for GuestCli<'_> {
+impl stderr::Host for ContainerView<'_> {
     fn get_stderr(&mut self) -> wasmtime::Result<Resource<DynOutputStream>> {
         Ok(self.table.push(self.template.stderr.p2_stream())?)
     }
 }
 
-impl preopens::Host for GuestCli<'_> {
+impl preopens::Host for ContainerView<'_> {
     fn get_directories(&mut self) -> wasmtime::Result<Vec<(Resource<Descriptor>, String)>> {
         let mut directories = Vec::with_capacity(self.template.preopens.len());
         for (dir, guest) in &self.template.preopens {
@@ -110,21 +110,21 @@ impl preopens::Host for GuestCli<'_> {
 struct FromTemplate;
 
 impl HasData for FromTemplate {
-    type Data<'a> = GuestCli<'a>;
+    type Data<'a> = ContainerView<'a>;
 }
 
 /// Serves `wasi:cli/environment`, `stdout`, `stderr` and `wasi:filesystem/preopens` from each store's
 /// template, in place of wasmtime-wasi's own functions (added before), which read what a `WasiCtx` holds:
 /// copying the env into every instance costs each request in proportion to the env, and preopens in a
 /// `WasiCtx` are opened again for each one (a system call per volume and request), whether the guest reads
-/// them or not. Stdin and the terminal queries stay wasmtime-wasi's: a
-/// container's stdin is closed, and its streams are no terminal.
+/// them or not. Stdin and the terminal queries stay wasmtime-wasi's: a container's stdin is closed, and its
+/// streams are no terminal.
 pub fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.allow_shadowing(true);
-    let added = environment::add_to_linker::<Host, FromTemplate>(linker, Host::cli)
-        .and_then(|()| stdout::add_to_linker::<Host, FromTemplate>(linker, Host::cli))
-        .and_then(|()| stderr::add_to_linker::<Host, FromTemplate>(linker, Host::cli))
-        .and_then(|()| preopens::add_to_linker::<Host, FromTemplate>(linker, Host::cli));
+    let added = environment::add_to_linker::<Host, FromTemplate>(linker, Host::container)
+        .and_then(|()| stdout::add_to_linker::<Host, FromTemplate>(linker, Host::container))
+        .and_then(|()| stderr::add_to_linker::<Host, FromTemplate>(linker, Host::container))
+        .and_then(|()| preopens::add_to_linker::<Host, FromTemplate>(linker, Host::container));
     linker.allow_shadowing(false);
     added
 }
