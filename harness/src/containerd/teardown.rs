@@ -2,13 +2,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::dirs::{Dirs, DIR_PREFIX};
 use crate::{cmd, mounts, procs};
 
 /// How long processes get to go away after a signal.
 const GRACE: Duration = Duration::from_secs(10);
+/// How long killed shims' sockets may take to be released before their paths are removed.
+const SOCKET_RELEASE: Duration = Duration::from_secs(2);
 
 /// Everything after containerd itself is stopped; safe to run more than once.
 pub fn cleanup_after_containerd(dirs: &Dirs, bridge: Option<&str>, keep_dir: bool) {
@@ -54,7 +56,14 @@ pub fn kill_shims(socket: &Path) {
     if !left.is_empty() {
         tracing::warn!(?left, "processes survived SIGKILL");
     }
-    let still_bound = procs::bound_unix_socket_paths();
+    // A killed process's main thread shows as a zombie before its other threads have exited and the last of
+    // them has closed its files, so its sockets can still be bound for a moment: wait for them (bounded).
+    let deadline = Instant::now() + SOCKET_RELEASE;
+    let mut still_bound = procs::bound_unix_socket_paths();
+    while sockets.iter().any(|p| still_bound.contains(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        still_bound = procs::bound_unix_socket_paths();
+    }
     for path in sockets.iter().filter(|p| !still_bound.contains(*p)) {
         let _ = std::fs::remove_file(path);
     }
