@@ -60,7 +60,7 @@ impl ConfigVolumes {
 
     /// As the other hosts' read-only directories: host path, guest path.
     fn read_only_dirs(&self) -> Vec<(PathBuf, String)> {
-        self.dirs.iter().enumerate().map(|(i, d)| (d.path().to_path_buf(), volume_path(i))).collect()
+        self.mounts().into_iter().map(|(guest, host, _)| (host, guest)).collect()
     }
 }
 

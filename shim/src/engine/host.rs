@@ -26,7 +26,9 @@ impl Host {
     /// Fresh state for one instance of the container `template` describes.
     pub fn new(template: &WasiTemplate, limits: Limits, outbound: OutboundPolicy) -> Self {
         Self {
-            wasi: template.instantiate(),
+            // Only what wasmtime-wasi keeps per instance (clocks, random generators, socket policy): the
+            // container's args, env, streams and directories are served from the template (`wasi_ctx`).
+            wasi: WasiCtx::builder().build(),
             template: template.clone(),
             table: ResourceTable::new(),
             limits,

@@ -15,7 +15,7 @@ use wasmtime_wasi::filesystem::{Descriptor, Dir};
 use wasmtime_wasi::p2::bindings::cli::{environment, stderr, stdout};
 use wasmtime_wasi::p2::bindings::filesystem::preopens;
 use wasmtime_wasi::p2::DynOutputStream;
-use wasmtime_wasi::{FsPerms, OpenMode, WasiCtx};
+use wasmtime_wasi::{FsPerms, OpenMode};
 
 use super::host::Host;
 use super::log_pipe::LogPipe;
@@ -50,12 +50,6 @@ impl WasiTemplate {
             .collect::<Result<_, LaunchError>>()?;
         let template = Template { args: spec.args.clone(), env: spec.guest_env.clone(), preopens, stdout, stderr };
         Ok(Self { inner: Arc::new(template) })
-    }
-
-    /// A fresh context for one instance: what wasmtime-wasi keeps per instance of ours (clocks, random
-    /// generators, socket policy); everything of the container is read from the template.
-    pub fn instantiate(&self) -> WasiCtx {
-        WasiCtx::builder().build()
     }
 
     /// The guest's view of the template, for the functions of [`add_to_linker`].
